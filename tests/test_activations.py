@@ -1,0 +1,383 @@
+"""Activations and their hand-written derivatives and Jacobians (S6, S7, S16, S19, S22).
+
+Three witnesses for every derivative, in float64, at many points including |a| = 1e4:
+``jax.grad``/``jax.jacfwd`` of ``.fn`` (away from the kinks), central differences, and the
+closed form written independently here with Python's ``math``.
+"""
+
+import importlib.util
+import json
+import math
+from pathlib import Path
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from fnn import activations
+
+NAMES = activations.names()
+ELEMENTWISE = [n for n in NAMES if activations.get(n).elementwise]
+EPS64 = np.finfo(np.float64).eps
+H = 1e-5  # central-difference step
+# JAX differentiates σ as σ (1 − σ), expm1 as expm1 + 1 and tanh as (1 + t)(1 − t): exact
+# only to a few ε absolute in the tails (σ′(50) = 0 by JAX), times the size of the other
+# factor (|a| u′ ≲ 20 for gelu_tanh): hence an absolute tolerance for the JAX witness. The
+# hand forms are exact relatively there: the closed-form witness checks with rtol alone.
+JAX_ATOL = 1e-14
+
+# Away from every kink (0 for the ReLUs, ±1 for hard tanh), from −1e4 to 1e4.
+POINTS = np.concatenate(
+    [
+        [-1e4, -1e3, -50, -20, -5, -2.5, -1.3, -0.7, -1e-3, 1e-3, 0.3, 0.7, 1.3, 2.5, 5, 20, 50],
+        [1e3, 1e4],
+        np.random.default_rng(0).normal(0, 3, 12),
+    ]
+)
+SOFTMAX_POINTS = [
+    np.array([0.3, -1.2, 2.0, 0.0, 0.7]),
+    np.random.default_rng(1).normal(0, 10, 5),
+    np.array([1e4, 0.0, -1e4, 3.0, 3.0]),
+    np.array([-1e4, -1e4 + 1, -1e4 + 2, -1e4, -1e4 - 5]),
+]
+
+
+def params_of(act, dtype=jnp.float64):
+    return {k: jnp.asarray(v, dtype) for k, v in act.params.items()}
+
+
+def central_difference_jacobian(f, a, h=H):
+    """Column j = (f(a + h eⱼ) − f(a − h eⱼ)) / (the step as actually represented)."""
+    a = np.asarray(a, np.float64)
+    columns = []
+    for j in range(a.size):
+        up, down = a.copy(), a.copy()
+        up[j] += h
+        down[j] -= h
+        columns.append((np.asarray(f(up)) - np.asarray(f(down))) / (up[j] - down[j]))
+    return np.stack(columns, axis=1)
+
+
+def central_difference_tolerance(f_values, h=H):
+    """Round-off bound of a central difference, ε|f|/h per entry, with a 4× margin, plus
+    the truncation error h² f‴/6 (f‴ = O(1) here)."""
+    return 4 * EPS64 * np.maximum(1, np.abs(f_values)) / h + h**2
+
+
+# ---------------------------------------------------------------------------------------
+# The closed forms, written independently with Python's math, stable at |a| = 1e4.
+# ---------------------------------------------------------------------------------------
+
+
+def _sigmoid(a):
+    return 1 / (1 + math.exp(-a)) if a >= 0 else math.exp(a) / (1 + math.exp(a))
+
+
+def _gelu_tanh_derivative(a):
+    """½ (1 + tanh u) + ½ a sech²(u) u′, with 1 + tanh u = 2σ(2u), sech² u = 4σ(2u)σ(−2u)."""
+    u = math.sqrt(2 / math.pi) * (a + 0.044715 * a**3)
+    du = math.sqrt(2 / math.pi) * (1 + 3 * 0.044715 * a**2)
+    return _sigmoid(2 * u) + 2 * a * _sigmoid(2 * u) * _sigmoid(-2 * u) * du
+
+
+CLOSED_FORM = {
+    "sigmoid": lambda a: math.exp(-abs(a)) / (1 + math.exp(-abs(a))) ** 2,  # e^{−a}/(1+e^{−a})²
+    "tanh": lambda a: 4 * math.exp(-2 * abs(a)) / (1 + math.exp(-2 * abs(a))) ** 2,  # 1 − tanh²
+    "hard_tanh": lambda a: 1.0 if abs(a) < 1 else 0.0,
+    "relu": lambda a: 1.0 if a > 0 else 0.0,
+    "leaky_relu": lambda a: 1.0 if a > 0 else 0.01,
+    "prelu": lambda a: 1.0 if a > 0 else 0.25,
+    "softplus": _sigmoid,
+    "elu": lambda a: 1.0 if a > 0 else math.exp(a),
+    "gelu": lambda a: (
+        0.5 * math.erfc(-a / math.sqrt(2)) + a * math.exp(-(a**2) / 2) / math.sqrt(2 * math.pi)
+    ),
+    "gelu_tanh": _gelu_tanh_derivative,
+    "sin": math.cos,
+    "cos": lambda a: -math.sin(a),
+    "identity": lambda a: 1.0,
+}
+
+
+def softmax_jacobian_closed_form(a):
+    """The lecture's matrix: J_ij = s_i (1 − s_i) on the diagonal, −s_i s_j off it."""
+    m = max(a)
+    e = [math.exp(ai - m) for ai in a]
+    s = [ei / sum(e) for ei in e]
+    return np.array([[s[i] * ((i == j) - s[j]) for j in range(len(a))] for i in range(len(a))])
+
+
+# ---------------------------------------------------------------------------------------
+# The registry.
+# ---------------------------------------------------------------------------------------
+
+
+def test_names_are_the_zoo_in_spec_order():
+    assert NAMES == (
+        "sigmoid", "tanh", "hard_tanh", "relu", "leaky_relu", "prelu", "softplus",
+        "elu", "gelu", "gelu_tanh", "sin", "cos", "identity", "softmax",
+    )  # fmt: skip
+    assert set(CLOSED_FORM) == set(ELEMENTWISE)
+
+
+@pytest.mark.parametrize("name", ["swish", "ReLU", "", None, 3])
+def test_unknown_name_raises_listing_the_valid_ones(name):
+    with pytest.raises(ValueError, match="Unknown activation") as info:
+        activations.get(name)
+    for valid in NAMES:
+        assert repr(valid) in str(info.value)
+
+
+# ---------------------------------------------------------------------------------------
+# The three witnesses (S19), float64.
+# ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ELEMENTWISE)
+def test_derivative_equals_jax_grad_and_jacobian_equals_jacfwd(name):
+    act = activations.get(name)
+    p = params_of(act)
+    a = jnp.asarray(POINTS)
+    f = lambda a: act.fn(a, **p)  # noqa: E731
+    by_grad, by_jacfwd = jax.jit(lambda a: (jax.vmap(jax.grad(f))(a), jax.jacfwd(f)(a)))(a)
+    chex.assert_trees_all_close(act.derivative(a, **p), by_grad, rtol=1e-12, atol=JAX_ATOL)
+    chex.assert_trees_all_close(act.jacobian(a, **p), by_jacfwd, rtol=1e-12, atol=JAX_ATOL)
+
+
+@pytest.mark.parametrize("name", ELEMENTWISE)
+def test_derivative_equals_central_differences(name):
+    act = activations.get(name)
+    p = params_of(act)
+    f = lambda a: act.fn(jnp.asarray(a), **p)  # noqa: E731
+    fd = np.diag(central_difference_jacobian(f, POINTS))
+    tol = central_difference_tolerance(np.asarray(f(POINTS)))
+    error = np.abs(fd - np.asarray(act.derivative(jnp.asarray(POINTS), **p)))
+    assert np.all(error <= tol), (POINTS[error > tol], error[error > tol])
+
+
+@pytest.mark.parametrize("name", ELEMENTWISE)
+def test_derivative_and_jacobian_equal_the_closed_form(name):
+    act = activations.get(name)
+    p = params_of(act)
+    expected = np.array([CLOSED_FORM[name](float(a)) for a in POINTS])
+    a = jnp.asarray(POINTS)
+    chex.assert_trees_all_close(act.derivative(a, **p), expected, rtol=1e-12, atol=1e-300)
+    # J_f(a) = diag(f′(a₁), …, f′(aₙ)) (S16)
+    chex.assert_trees_all_close(act.jacobian(a, **p), np.diag(expected), rtol=1e-12, atol=1e-300)
+
+
+@pytest.mark.parametrize("point", range(len(SOFTMAX_POINTS)))
+def test_softmax_jacobian_three_witnesses(point):
+    softmax = activations.get("softmax")
+    a = SOFTMAX_POINTS[point]
+    J = softmax.jacobian(jnp.asarray(a))
+    chex.assert_trees_all_close(J, jax.jacfwd(softmax.fn)(jnp.asarray(a)), rtol=1e-12, atol=1e-15)
+    chex.assert_trees_all_close(J, jax.jacrev(softmax.fn)(jnp.asarray(a)), rtol=1e-12, atol=1e-15)
+    chex.assert_trees_all_close(J, softmax_jacobian_closed_form(a), rtol=1e-12, atol=1e-15)
+    f = lambda a: softmax.fn(jnp.asarray(a))  # noqa: E731
+    fd = central_difference_jacobian(f, a)
+    assert np.all(np.abs(fd - np.asarray(J)) <= central_difference_tolerance(np.max(np.abs(a))))
+    chex.assert_trees_all_close(softmax.derivative(jnp.asarray(a)), jnp.diag(J))
+
+
+# ---------------------------------------------------------------------------------------
+# Softmax (S7): stable, shift invariant, rows of J sum to zero.
+# ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("c", [-1e3, -2.5, 7.0, 1e3])
+@pytest.mark.parametrize("point", range(len(SOFTMAX_POINTS)))
+def test_softmax_shift_invariance(point, c):
+    softmax = activations.get("softmax")
+    a = jnp.asarray(SOFTMAX_POINTS[point])
+    chex.assert_trees_all_close(softmax.fn(a + c), softmax.fn(a), rtol=1e-10, atol=1e-15)
+    chex.assert_trees_all_close(softmax.jacobian(a + c), softmax.jacobian(a), rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("point", range(len(SOFTMAX_POINTS)))
+def test_softmax_is_a_distribution_and_its_jacobian_rows_sum_to_zero(point):
+    softmax = activations.get("softmax")
+    a = jnp.asarray(SOFTMAX_POINTS[point])
+    s, J = softmax.fn(a), softmax.jacobian(a)
+    assert jnp.all(s >= 0)
+    chex.assert_trees_all_close(jnp.sum(s), 1.0)
+    chex.assert_trees_all_close(jnp.sum(J, axis=1), jnp.zeros(5), atol=1e-15)
+    chex.assert_trees_all_close(J, J.T)
+
+
+def test_softmax_matches_the_naive_formula_where_that_does_not_overflow():
+    a = jnp.asarray(SOFTMAX_POINTS[0])
+    naive = jnp.exp(a) / jnp.sum(jnp.exp(a))
+    chex.assert_trees_all_close(activations.get("softmax").fn(a), naive, rtol=1e-14)
+    assert not jnp.all(jnp.isfinite(jnp.exp(jnp.asarray(SOFTMAX_POINTS[2]))))  # why S7 shifts
+
+
+# ---------------------------------------------------------------------------------------
+# Kinks, PReLU's learnable α.
+# ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "a", "expected"),
+    [
+        ("relu", 0.0, 0.0),
+        ("leaky_relu", 0.0, 0.01),
+        ("prelu", 0.0, 0.25),
+        ("hard_tanh", 1.0, 0.0),
+        ("hard_tanh", -1.0, 0.0),
+        ("hard_tanh", 1 - 1e-12, 1.0),
+        ("hard_tanh", -1 + 1e-12, 1.0),
+        ("elu", 0.0, 1.0),  # no kink for α = 1: both branches have slope 1
+    ],
+)
+def test_derivative_at_the_kinks_follows_the_documented_convention(name, a, expected):
+    act = activations.get(name)
+    assert float(act.derivative(jnp.asarray(a), **params_of(act))) == expected
+
+
+@pytest.mark.parametrize("alpha", [0.25, -0.5, 0.0, 2.0])
+def test_prelu_derivatives_in_a_and_alpha(alpha):
+    prelu = activations.get("prelu")
+    a, alpha = jnp.asarray(POINTS), jnp.asarray(alpha)
+    d_alpha = prelu.param_derivatives["alpha"]
+    chex.assert_trees_all_close(
+        prelu.derivative(a, alpha=alpha), jax.vmap(jax.grad(prelu.fn), (0, None))(a, alpha)
+    )
+    by_jax = jax.vmap(jax.grad(prelu.fn, argnums=1), (0, None))(a, alpha)
+    chex.assert_trees_all_close(d_alpha(a, alpha=alpha), by_jax)
+    f_of_alpha = lambda al: prelu.fn(a, alpha=jnp.asarray(al[0]))  # noqa: E731
+    fd = central_difference_jacobian(f_of_alpha, [float(alpha)])[:, 0]
+    tol = central_difference_tolerance(np.asarray(prelu.fn(a, alpha=alpha)))
+    assert np.all(np.abs(fd - np.asarray(d_alpha(a, alpha=alpha))) <= tol)
+    chex.assert_trees_all_close(d_alpha(a, alpha=alpha), np.minimum(POINTS, 0))  # closed form
+
+
+def test_prelu_alpha_is_a_network_parameter():
+    assert dict(activations.get("prelu").params) == {"alpha": 0.25}
+    assert set(activations.get("prelu").param_derivatives) == {"alpha"}
+    assert all(not activations.get(n).params for n in NAMES if n != "prelu")
+
+
+# ---------------------------------------------------------------------------------------
+# Numerical stability at |a| up to 1e4, float32 and float64.
+# ---------------------------------------------------------------------------------------
+
+EXTREMES = [-1e4, -1e3, -100.0, -30.0, -1.0, 0.0, 1.0, 30.0, 100.0, 1e3, 1e4]
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.float64])
+@pytest.mark.parametrize("name", NAMES)
+def test_outputs_derivatives_and_jax_grad_are_finite_at_extremes(name, dtype):
+    act = activations.get(name)
+    p = params_of(act, dtype)
+    a = jnp.asarray(EXTREMES, dtype)
+    f = lambda a: act.fn(a, **p)  # noqa: E731
+
+    @jax.jit
+    def evaluate(a):
+        results = {"fn": f(a), "derivative": act.derivative(a, **p)}
+        results["jacobian"] = act.jacobian(a, **p)
+        if act.elementwise:  # the jnp.where trap: an overflowing unused branch gives NaN here
+            results["jax.grad(fn)"] = jax.vmap(jax.grad(f))(a)
+        else:
+            results["jax.jacrev(fn)"] = jax.jacrev(f)(a)
+        return results
+
+    results = evaluate(a)
+    for what, value in results.items():
+        assert value.dtype == dtype, what
+        assert jnp.all(jnp.isfinite(value)), (what, value)
+
+
+def test_the_naive_elu_would_fail_the_where_trap_check():
+    """The test above can fail: ELU's naive form passes NaN to jax.grad at a = 1e4."""
+    naive_elu = lambda a: jnp.where(a > 0, a, jnp.expm1(a))  # noqa: E731
+    assert jnp.isnan(jax.grad(naive_elu)(1e4))
+    assert jax.grad(activations.get("elu").fn)(1e4) == 1.0
+
+
+@pytest.mark.parametrize(
+    ("name", "a", "limit"),
+    [
+        ("sigmoid", 1e4, 1.0),
+        ("sigmoid", -1e4, 0.0),
+        ("softplus", 1e4, 1e4),
+        ("softplus", -1e4, 0.0),
+        ("elu", -1e4, -1.0),
+        ("gelu", 1e4, 1e4),
+        ("gelu", -1e4, 0.0),
+        ("gelu_tanh", 1e4, 1e4),
+        ("gelu_tanh", -1e4, 0.0),
+    ],
+)
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.float64])
+def test_values_at_extremes_are_the_limits(name, a, limit, dtype):
+    assert float(activations.get(name).fn(jnp.asarray(a, dtype))) == limit
+
+
+# ---------------------------------------------------------------------------------------
+# jvp/vjp helpers, jit and vmap (S22).
+# ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_jvp_and_vjp_equal_products_with_the_dense_jacobian(name):
+    act = activations.get(name)
+    p = params_of(act)
+    keys = jax.random.split(jax.random.key(2), 3)
+    a, t, g = (jax.random.normal(k, (4, 6)) for k in keys)
+    J = jax.vmap(lambda a: act.jacobian(a, **p))(a)
+    chex.assert_trees_all_close(activations.jvp(act, a, t, **p), jnp.einsum("bij,bj->bi", J, t))
+    chex.assert_trees_all_close(activations.vjp(act, a, g, **p), jnp.einsum("bi,bij->bj", g, J))
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_jit_and_vmap_agree_with_eager(name):
+    act = activations.get(name)
+    p = params_of(act)
+    a = jax.random.normal(jax.random.key(3), (4, 6)) * 4
+    for fun in (act.fn, act.derivative):
+        chex.assert_trees_all_close(jax.jit(fun)(a, **p), fun(a, **p))
+    stacked = jnp.stack([act.jacobian(row, **p) for row in a])
+    chex.assert_trees_all_close(jax.jit(jax.vmap(lambda a: act.jacobian(a, **p)))(a), stacked)
+
+
+_kink_free = st.floats(-40, 40, allow_nan=False).filter(
+    lambda v: abs(v) > 1e-6 and abs(abs(v) - 1) > 1e-6
+)
+_GRAD = {}  # one compiled witness per activation: hypothesis draws keep the shape (6,)
+
+
+@pytest.mark.parametrize("name", ELEMENTWISE)
+@settings(max_examples=20, deadline=None)
+@given(values=st.lists(_kink_free, min_size=6, max_size=6))
+def test_derivative_equals_jax_grad_at_random_points(name, values):
+    act = activations.get(name)
+    p = params_of(act)
+    if name not in _GRAD:
+        _GRAD[name] = jax.jit(jax.vmap(jax.grad(lambda a: act.fn(a, **p))))
+        _GRAD[name + "/hand"] = jax.jit(lambda a: act.derivative(a, **p))
+    a = jnp.asarray(values)
+    chex.assert_trees_all_close(_GRAD[name + "/hand"](a), _GRAD[name](a), rtol=1e-12, atol=JAX_ATOL)
+
+
+# ---------------------------------------------------------------------------------------
+# The figure script, end to end.
+# ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_plot_activations_script_writes_png_and_json(tmp_path):
+    path = Path(__file__).parents[1] / "scripts" / "plot_activations.py"
+    spec = importlib.util.spec_from_file_location("plot_activations", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    script.main(["--out", str(tmp_path), "--quick"])
+    assert (tmp_path / "activations.png").stat().st_size > 10_000
+    rows = json.loads((tmp_path / "activations.json").read_text())
+    assert [row["name"] for row in rows] == list(NAMES)
+    assert all(row["max_abs_error_vs_jax_grad"] < 1e-6 for row in rows)

@@ -1,0 +1,353 @@
+"""Losses and their hand-written Jacobians J_L (S16, S7, S19, S22).
+
+Three witnesses for every J_L, in float64, at many points including extremes: ``jax.grad``
+of ``.fn``, central differences, and the lecture's closed form written here with Python's
+``math``. Plus the chain CE ∘ softmax = fused softmax cross-entropy, and the target checks.
+"""
+
+import math
+import re
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from fnn import activations, losses
+
+EPS64 = np.finfo(np.float64).eps
+_rng = np.random.default_rng(0)
+
+
+def _softmax(a):
+    e = [math.exp(ai - max(a)) for ai in a]
+    return [ei / sum(e) for ei in e]
+
+
+# (loss, ŷ, y): regression targets, probabilities down to 1e-12, logits up to ±1e4.
+CASES = [
+    ("l2", _rng.normal(size=5), _rng.normal(size=5)),
+    ("l2", np.array([1e4, -1e4, 3.0, 0.5, -2.0]), np.array([0.0, 1.0, 3.5, -0.5, 2.0])),
+    ("l1", _rng.normal(size=5), _rng.normal(size=5)),
+    ("l1", np.array([1e4, -1e4, 3.0, 0.5, -2.0]), np.array([0.0, 1.0, 3.5, -0.5, 2.0])),
+    ("cross_entropy", np.array(_softmax([0.3, -1.2, 2.0, 0.1])), 2),
+    ("cross_entropy", np.array(_softmax(list(_rng.normal(0, 3, 4)))), 0),
+    ("cross_entropy", np.array([1e-12, 1 - 3e-12, 1e-12, 1e-12]), 0),
+    ("cross_entropy", np.array([1e-12, 1 - 3e-12, 1e-12, 1e-12]), 3),
+    ("softmax_cross_entropy", _rng.normal(size=4), 1),
+    ("softmax_cross_entropy", _rng.normal(0, 10, 4), 3),
+    ("softmax_cross_entropy", np.array([1e4, 0.0, -1e4, 3.0]), 0),
+    ("softmax_cross_entropy", np.array([1e4, 0.0, -1e4, 3.0]), 2),
+    ("binary_cross_entropy", np.array([0.2, 0.7, 0.5, 0.9]), np.array([0.0, 1.0, 1.0, 0.0])),
+    ("binary_cross_entropy", np.array([1e-9, 1 - 1e-9, 1e-9, 0.4]), np.array([1.0, 0.0, 0.0, 0.3])),
+]
+IDS = [f"{name}-{i}" for i, (name, _, _) in enumerate(CASES)]
+
+
+def _sign(x):
+    """The lecture's sign: +1, 0 or −1."""
+    return 1.0 if x > 0 else (-1.0 if x < 0 else 0.0)
+
+
+# The lecture's J_L, entry by entry.
+CLOSED_FORM = {
+    "l2": lambda y_hat, y: [2 * (yh - yi) for yh, yi in zip(y_hat, y)],
+    "l1": lambda y_hat, y: [_sign(yh - yi) for yh, yi in zip(y_hat, y)],
+    "cross_entropy": lambda p, y: [-1 / p[y] if i == y else 0.0 for i in range(len(p))],
+    "softmax_cross_entropy": lambda a, y: [s - (i == y) for i, s in enumerate(_softmax(a))],
+    "binary_cross_entropy": lambda p, y: [(pi - yi) / (pi * (1 - pi)) for pi, yi in zip(p, y)],
+}
+LOSS_CLOSED_FORM = {
+    "l2": lambda y_hat, y: sum((yh - yi) ** 2 for yh, yi in zip(y_hat, y)),
+    "l1": lambda y_hat, y: sum(abs(yh - yi) for yh, yi in zip(y_hat, y)),
+    "cross_entropy": lambda p, y: -math.log(p[y]),
+    "softmax_cross_entropy": lambda a, y: (
+        max(a) + math.log(sum(math.exp(ai - max(a)) for ai in a)) - a[y]
+    ),
+    "binary_cross_entropy": lambda p, y: (
+        -sum(
+            (yi * math.log(pi) if yi else 0.0) + ((1 - yi) * math.log1p(-pi) if yi != 1 else 0.0)
+            for pi, yi in zip(p, y)
+        )
+    ),
+}
+
+
+def as_arrays(y_hat, y):
+    return jnp.asarray(y_hat), jnp.asarray(y)
+
+
+# ---------------------------------------------------------------------------------------
+# The registry.
+# ---------------------------------------------------------------------------------------
+
+
+def test_names_and_record_flags():
+    assert losses.names() == (
+        "l2",
+        "l1",
+        "cross_entropy",
+        "softmax_cross_entropy",
+        "binary_cross_entropy",
+    )
+    flags = {n: (losses.get(n).target, losses.get(n).on_logits) for n in losses.names()}
+    assert flags == {
+        "l2": ("vector", False),
+        "l1": ("vector", False),
+        "cross_entropy": ("label", False),
+        "softmax_cross_entropy": ("label", True),
+        "binary_cross_entropy": ("vector", False),
+    }
+    on_p = {n for n in losses.names() if losses.get(n).on_probabilities}
+    assert on_p == {"cross_entropy", "binary_cross_entropy"}
+
+
+@pytest.mark.parametrize("name", ["mse", "L2", "", None])
+def test_unknown_name_raises_listing_the_valid_ones(name):
+    with pytest.raises(ValueError, match="Unknown loss") as info:
+        losses.get(name)
+    for valid in losses.names():
+        assert repr(valid) in str(info.value)
+
+
+# ---------------------------------------------------------------------------------------
+# The three witnesses (S16, S19), float64.
+# ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("name", "y_hat", "y"), CASES, ids=IDS)
+def test_jacobian_equals_jax_grad(name, y_hat, y):
+    loss = losses.get(name)
+    y_hat, y = as_arrays(y_hat, y)
+    J = loss.jacobian(y_hat, y)
+    chex.assert_shape(J, y_hat.shape)
+    chex.assert_trees_all_close(J, jax.grad(loss.fn)(y_hat, y), rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize(("name", "y_hat", "y"), CASES, ids=IDS)
+def test_jacobian_equals_central_differences(name, y_hat, y):
+    """Step h = 1e-5 (times p, or min(p, 1 − p), for probabilities: p ± h stays inside);
+    the error bound is round-off ε|L|/h plus a relative 1e-7 for the truncation term."""
+    loss = losses.get(name)
+    J = np.asarray(loss.jacobian(*as_arrays(y_hat, y)))
+    L = float(loss.fn(*as_arrays(y_hat, y)))
+    for i in range(y_hat.size):
+        scale = 1.0  # −log p needs p > 0, BCE also 1 − p > 0: steps relative to those
+        if loss.on_probabilities:
+            p = y_hat[i]
+            scale = p if loss.target == "label" else min(p, 1 - p)
+        up, down = y_hat.copy(), y_hat.copy()
+        up[i] += 1e-5 * scale
+        down[i] -= 1e-5 * scale
+        h = (up[i] - down[i]) / 2
+        fd = (float(loss.fn(*as_arrays(up, y))) - float(loss.fn(*as_arrays(down, y)))) / (2 * h)
+        tol = 4 * EPS64 * max(1, abs(L)) / h + 1e-7 * abs(J[i])
+        assert abs(fd - J[i]) <= tol, (i, fd, J[i])
+
+
+@pytest.mark.parametrize(("name", "y_hat", "y"), CASES, ids=IDS)
+def test_loss_and_jacobian_equal_the_lecture_closed_form(name, y_hat, y):
+    loss = losses.get(name)
+    y_py = y if np.ndim(y) == 0 else [float(v) for v in y]
+    expected_J = CLOSED_FORM[name]([float(v) for v in y_hat], y_py)
+    expected_L = LOSS_CLOSED_FORM[name]([float(v) for v in y_hat], y_py)
+    chex.assert_trees_all_close(
+        loss.jacobian(*as_arrays(y_hat, y)), np.array(expected_J), rtol=1e-12, atol=1e-300
+    )
+    chex.assert_trees_all_close(loss.fn(*as_arrays(y_hat, y)), expected_L, rtol=1e-12, atol=0)
+
+
+def test_cross_entropy_jacobian_is_the_lecture_example():
+    """4 classes, y = 2: J = [0, 0, −1/p(ŷ = 2 | x), 0]."""
+    p = jnp.array([0.1, 0.2, 0.3, 0.4])
+    J = losses.get("cross_entropy").jacobian(p, 2)
+    np.testing.assert_array_equal(J, [0.0, 0.0, -1 / 0.3, 0.0])
+
+
+def test_l1_jacobian_uses_sign_of_zero_equal_zero():
+    y_hat = jnp.array([1.0, 2.0, -3.0, 0.0])
+    y = jnp.array([0.0, 2.0, -1.0, 0.0])
+    np.testing.assert_array_equal(losses.get("l1").jacobian(y_hat, y), [1.0, 0.0, -1.0, 0.0])
+
+
+# ---------------------------------------------------------------------------------------
+# Chains: CE ∘ softmax = fused softmax cross-entropy; BCE ∘ sigmoid (S15, S16).
+# ---------------------------------------------------------------------------------------
+
+CHAIN_LOGITS = [
+    (np.array([0.3, -1.2, 2.0, 0.1]), 2),
+    (_rng.normal(0, 5, 4), 1),
+    (np.array([30.0, 0.0, -30.0, 3.0]), 1),
+    (np.array([1e4, 0.0, -1e4, 3.0]), 0),
+]
+
+
+@pytest.mark.parametrize(("a", "y"), CHAIN_LOGITS)
+def test_cross_entropy_after_softmax_chain_equals_the_fused_loss(a, y):
+    softmax = activations.get("softmax")
+    ce, fused = losses.get("cross_entropy"), losses.get("softmax_cross_entropy")
+    a = jnp.asarray(a)
+    chain = ce.jacobian(softmax.fn(a), y) @ softmax.jacobian(a)  # J_L · J_softmax
+    chex.assert_trees_all_close(chain, fused.jacobian(a, y), rtol=1e-9, atol=1e-15)
+    chex.assert_trees_all_close(ce.fn(softmax.fn(a), y), fused.fn(a, y), rtol=1e-9, atol=1e-15)
+
+
+def test_binary_cross_entropy_after_sigmoid_chain_is_y_hat_minus_y():
+    sigmoid, bce = activations.get("sigmoid"), losses.get("binary_cross_entropy")
+    a = jnp.array([-8.0, -0.5, 0.0, 1.5, 12.0])
+    y = jnp.array([1.0, 0.0, 1.0, 1.0, 0.0])
+    chain = bce.jacobian(sigmoid.fn(a), y) @ sigmoid.jacobian(a)
+    chex.assert_trees_all_close(chain, sigmoid.fn(a) - y, rtol=1e-9)
+
+
+# ---------------------------------------------------------------------------------------
+# Numerical stability, float32 and float64.
+# ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.float64])
+def test_softmax_cross_entropy_is_stable_at_huge_logits(dtype):
+    fused = losses.get("softmax_cross_entropy")
+    a = jnp.asarray([1e4, 0.0, -1e4, 3.0], dtype)
+    for y, expected in [(0, 0.0), (1, 1e4), (2, 2e4)]:
+        L, J, by_jax = fused.fn(a, y), fused.jacobian(a, y), jax.grad(fused.fn)(a, y)
+        assert L.dtype == J.dtype == dtype
+        assert float(L) == expected
+        assert jnp.all(jnp.isfinite(J)) and jnp.all(jnp.isfinite(by_jax))
+        chex.assert_trees_all_close(J, by_jax)
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.float64])
+def test_binary_cross_entropy_is_finite_where_a_sigmoid_saturates(dtype):
+    """float32 σ(30) rounds to exactly 1: with y = 1 the loss is 0 and J = −1/ŷ = −1, where
+    the form (ŷ − y)/(ŷ(1 − ŷ)) would give 0/0."""
+    bce = losses.get("binary_cross_entropy")
+    y_hat = activations.get("sigmoid").fn(jnp.asarray([30.0, -200.0, 0.0], dtype))
+    y = jnp.asarray([1.0, 0.0, 1.0], dtype)
+    if dtype == jnp.float32:
+        assert float(y_hat[0]) == 1.0
+    J = bce.jacobian(y_hat, y)
+    assert J.dtype == dtype
+    chex.assert_trees_all_close(J, jnp.asarray([-1.0, 1.0, -2.0], dtype), rtol=1e-6)
+    chex.assert_trees_all_close(bce.fn(y_hat, y), jnp.asarray(math.log(2), dtype), rtol=1e-6)
+
+
+# ---------------------------------------------------------------------------------------
+# jit and vmap (S22); random points (hypothesis).
+# ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", losses.names())
+def test_batches_through_vmap_and_jit_agree(name):
+    loss = losses.get(name)
+    keys = jax.random.split(jax.random.key(0), 2)
+    y_hat = jax.random.normal(keys[0], (3, 4))
+    if loss.on_probabilities:
+        y_hat = jax.nn.sigmoid(y_hat)
+    if loss.target == "label":
+        y = jnp.array([0, 3, 1])
+    elif loss.on_probabilities:
+        y = jnp.round(jax.random.uniform(keys[1], (3, 4)))
+    else:
+        y = jax.random.normal(keys[1], (3, 4))
+    for fun in (loss.fn, loss.jacobian):
+        stacked = jnp.stack([fun(y_hat[i], y[i]) for i in range(3)])
+        chex.assert_trees_all_close(jax.jit(jax.vmap(fun))(y_hat, y), stacked)
+
+
+_JIT = {}
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    logits=st.lists(st.floats(-60, 60, allow_nan=False), min_size=5, max_size=5),
+    y=st.integers(0, 4),
+)
+def test_softmax_cross_entropy_jacobian_equals_jax_grad_at_random_points(logits, y):
+    fused = losses.get("softmax_cross_entropy")
+    if not _JIT:
+        _JIT["hand"] = jax.jit(fused.jacobian)
+        _JIT["jax"] = jax.jit(jax.grad(fused.fn))
+    a = jnp.asarray(logits)
+    chex.assert_trees_all_close(_JIT["hand"](a, y), _JIT["jax"](a, y), rtol=1e-12, atol=1e-14)
+
+
+# ---------------------------------------------------------------------------------------
+# Bad targets and predictions: ValueError naming the argument, the expected and the got.
+# ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "y_hat_shape", "y", "expected", "got"),
+    [
+        ("l2", (4,), np.zeros(3), r"shape \(4,\)", r"\(3,\)"),
+        ("binary_cross_entropy", (2, 3), np.zeros((3, 2)), r"shape \(2, 3\)", r"\(3, 2\)"),
+        ("cross_entropy", (4,), np.array([1, 2]), r"labels of shape \(\)", r"\(2,\)"),
+        ("cross_entropy", (4,), 2.0, "integer", "float64"),
+        ("softmax_cross_entropy", (4,), True, "integer", "bool"),
+        ("cross_entropy", (4,), 4, r"\[0, 4\)", "got 4"),
+        ("softmax_cross_entropy", (4,), -1, r"\[0, 4\)", "got -1"),
+        ("cross_entropy", (2, 4), np.array([0, 5]), r"\[0, 4\)", r"5 at index \(1,\)"),
+        ("binary_cross_entropy", (3,), np.array([0.0, 1.0, 2.0]), r"\[0, 1\]", "2.0"),
+        ("binary_cross_entropy", (2,), np.array([-0.5, 1.0]), r"\[0, 1\]", "-0.5"),
+        ("binary_cross_entropy", (2,), np.array([np.nan, 1.0]), r"\[0, 1\]", "nan"),
+    ],
+)
+def test_bad_targets_raise(name, y_hat_shape, y, expected, got):
+    with pytest.raises(ValueError, match="^y for loss") as info:
+        losses.check_target(losses.get(name), y_hat_shape, y)
+    assert name in str(info.value)
+    for pattern in (expected, got):
+        assert re.search(pattern, str(info.value)), str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("name", "y_hat_shape", "y"),
+    [
+        ("l2", (2, 3), np.ones((2, 3))),
+        ("cross_entropy", (4,), 3),
+        ("cross_entropy", (4,), np.int32(0)),
+        ("softmax_cross_entropy", (3, 4), jnp.array([0, 3, 2])),
+        ("binary_cross_entropy", (3,), np.array([0.0, 1.0, 0.3])),  # soft targets are fine
+    ],
+)
+def test_good_targets_pass(name, y_hat_shape, y):
+    assert losses.check_target(losses.get(name), y_hat_shape, y) is None
+
+
+def test_traced_targets_are_checked_for_shape_and_dtype_only():
+    ce = losses.get("cross_entropy")
+
+    @jax.jit
+    def checked(y):
+        losses.check_target(ce, (4,), y)  # the value 7 is unknown while tracing
+        return y
+
+    assert checked(7) == 7
+    with pytest.raises(ValueError, match="integer"):
+        jax.jit(lambda y: losses.check_target(ce, (4,), y))(2.0)
+
+
+@pytest.mark.parametrize(
+    ("name", "y_hat", "got"),
+    [
+        ("cross_entropy", np.array([0.5, 1.2]), r"1\.2 at index \(1,\)"),
+        ("binary_cross_entropy", np.array([[0.5, -0.1]]), r"-0\.1 at index \(0, 1\)"),
+        ("binary_cross_entropy", np.array([np.inf]), "inf"),
+    ],
+)
+def test_predictions_outside_0_1_raise_for_losses_on_probabilities(name, y_hat, got):
+    with pytest.raises(ValueError, match=rf"^y_hat for loss '{name}'.*\[0, 1\].*{got}"):
+        losses.check_prediction(losses.get(name), y_hat)
+
+
+def test_predictions_pass_where_they_need_no_check():
+    losses.check_prediction(losses.get("l2"), np.array([5.0, -3.0]))
+    losses.check_prediction(losses.get("softmax_cross_entropy"), np.array([5.0, -3.0]))
+    losses.check_prediction(losses.get("cross_entropy"), np.array([0.0, 1.0]))
+    ce = losses.get("cross_entropy")
+    y_hat = jax.jit(lambda p: (losses.check_prediction(ce, p), p)[1])(jnp.array([2.0]))
+    assert float(y_hat[0]) == 2.0  # traced: unchecked
