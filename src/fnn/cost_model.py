@@ -1,0 +1,217 @@
+r"""How many multiply-adds each mode of differentiation costs (S17, S18).
+
+The matrix-chain view: the Jacobian of an MLP is the product
+
+.. math::  J_{nn}(x) = J_{f^{out}} \cdot W^{(N)} \cdot J_{f^{(N-1)}} \cdot W^{(N-1)} \cdots
+           J_{f^{(1)}} \cdot W^{(1)},
+
+a chain of matrices whose widths, read from the right, are
+``(n₀, n₁, n₁, n₂, n₂, …, n_N, n_N)`` (:func:`chain_dims`). Evaluated right to left
+(forward accumulation) every partial product has ``n₀ = D_in`` columns; left to right
+(reverse accumulation, backprop) it has ``n_N = M_out`` rows. Forward mode therefore pays
+``D_in`` tangent passes and reverse mode ``M_out`` cotangent passes of the same cost each:
+the two break even where ``M_out = D_in`` (:func:`crossover`).
+
+The counts are multiply-adds (MACs) of the formulas as fnn evaluates them: ``W @ z`` costs
+``M·D``; an elementwise ``J_f · t = f′(a) ⊙ t`` costs ``n`` (``2n`` for softmax, nothing for
+the identity); a dense
+``J_f`` costs ``n²``. Activation evaluations, transposes and memory traffic are not counted —
+they are what the measured times in ``scripts/compare_modes.py`` add on top.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Sequence
+
+from fnn import activations
+from fnn.network import MLP
+
+__all__ = [
+    "CHAIN_ORDERS",
+    "chain_dims",
+    "chain_macs",
+    "choose_mode",
+    "crossover",
+    "gradient_macs",
+    "jacobian_macs",
+    "pass_macs",
+]
+
+CHAIN_ORDERS = ("right_to_left", "left_to_right", "optimal")
+JACOBIAN_MODES = ("forward", "reverse", "explicit")
+GRADIENT_MODES = ("forward", "reverse")
+
+
+def chain_dims(sizes: Sequence[int]) -> tuple[int, ...]:
+    """The widths of the chain ``J_out · Wᴺ · … · J¹ · W¹`` read from the right (S17):
+    factor ``k`` maps ``dims[k]`` to ``dims[k+1]``, so ``W¹`` is ``(n₁, n₀)``, ``J¹`` is
+    ``(n₁, n₁)``, …
+
+    >>> chain_dims((784, 256, 10))
+    (784, 256, 256, 10, 10)
+    """
+    dims = [sizes[0]]
+    for n in sizes[1:]:
+        dims += [n, n]
+    return tuple(dims)
+
+
+def chain_macs(dims: Sequence[float], order: str = "left_to_right") -> float:
+    r"""Multiply-adds to multiply out a matrix chain whose factor ``k`` is
+    ``(dims[k+1], dims[k])`` (S17, S18).
+
+    ``"right_to_left"`` keeps ``dims[0]`` columns in every partial product (forward),
+    ``"left_to_right"`` keeps ``dims[-1]`` rows (reverse, as S17 writes it), ``"optimal"``
+    is the cheapest parenthesisation (the classic dynamic programme).
+
+    >>> chain_macs((784, 256, 10), "left_to_right"), chain_macs((784, 256, 10), "right_to_left")
+    (2007040, 2007040)
+    >>> dims = chain_dims((10, 100, 1, 100, 10))  # a bottleneck: neither end order is best
+    >>> [chain_macs(dims, order) for order in ("left_to_right", "right_to_left", "optimal")]
+    [222010, 213010, 22210]
+    """
+    if order not in CHAIN_ORDERS:
+        raise ValueError(f"Unknown order {order!r}; expected one of {CHAIN_ORDERS}.")
+    k = len(dims) - 1  # number of factors
+    if order == "right_to_left":
+        return sum(dims[i + 1] * dims[i] * dims[0] for i in range(1, k))
+    if order == "left_to_right":
+        return sum(dims[-1] * dims[i + 1] * dims[i] for i in range(k - 1))
+    # best[i][j]: cheapest product of factors i … j (inclusive), a (dims[j+1], dims[i]) matrix.
+    best = [[0] * k for _ in range(k)]
+    for span in range(1, k):
+        for i in range(k - span):
+            j = i + span
+            best[i][j] = min(
+                best[i][s] + best[s + 1][j] + dims[j + 1] * dims[s + 1] * dims[i]
+                for s in range(i, j)
+            )
+    return best[0][k - 1] if k else 0
+
+
+def _per_unit(name: str) -> int:
+    # J_f · t: f′(a) ⊙ t for an elementwise f; s ⊙ (t − ⟨s, t⟩) for softmax; the identity's
+    # f′ = 1 costs nothing (the compiler drops the multiplication by ones).
+    if name == "identity":
+        return 0
+    return 1 if activations.get(name).elementwise else 2
+
+
+def _primal(sizes) -> float:
+    return sum(m * d for d, m in itertools.pairwise(sizes))
+
+
+def _pass(sizes, acts) -> float:
+    """One JVP (or VJP) through the network given the forward pass: ``W t`` and ``J_f t``."""
+    return sum(m * d + _per_unit(f) * m for d, m, f in zip(sizes[:-1], sizes[1:], acts))
+
+
+def _jacobian(sizes, acts, mode) -> float:
+    if mode == "forward":
+        return _primal(sizes) + sizes[0] * _pass(sizes, acts)
+    if mode == "reverse":
+        return _primal(sizes) + sizes[-1] * _pass(sizes, acts)
+    return _primal(sizes) + chain_macs(chain_dims(sizes), "left_to_right")
+
+
+def pass_macs(net: MLP) -> int:
+    """MACs of one tangent (or cotangent) pass through ``net``: ``Σᵢ (nᵢ nᵢ₋₁ + cᵢ nᵢ)``."""
+    return int(_pass(net.sizes, net.activations))
+
+
+def jacobian_macs(net: MLP, mode: str) -> int:
+    r"""MACs to compute the full Jacobian ``(M_out, D_in)`` of ``net`` at one example (S18).
+
+    * ``"forward"``: the forward pass, then ``D_in`` tangent passes (a tangent matrix ``I_D``);
+    * ``"reverse"``: the forward pass, then ``M_out`` cotangent passes (``I_M``);
+    * ``"explicit"``: the forward pass, then the chain of dense ``J_f`` and ``W`` matrices
+      multiplied left to right, as S17 writes it.
+
+    >>> net = MLP((784, 256, 256, 10), ("tanh", "tanh", "identity"))
+    >>> jacobian_macs(net, "forward") // jacobian_macs(net, "reverse")
+    71
+    """
+    if mode not in JACOBIAN_MODES:
+        raise ValueError(f"Unknown mode {mode!r}; expected one of {JACOBIAN_MODES}.")
+    return int(_jacobian(net.sizes, net.activations, mode))
+
+
+def gradient_macs(net: MLP, mode: str, batch: int = 1) -> int:
+    r"""MACs of the loss gradient w.r.t. all parameters and inputs of a batch (S17, S18).
+
+    * ``"reverse"``: per example the forward pass, one cotangent pass for ``δ`` and the outer
+      products ``δ ⊗ z`` (one more ``Σ nᵢ nᵢ₋₁``): about three forward passes.
+    * ``"forward"``: per example the forward pass and one tangent pass per parameter and
+      per input component, ``(P + D)`` passes: the cost grows with the parameter count P.
+    """
+    if mode not in GRADIENT_MODES:
+        raise ValueError(f"Unknown mode {mode!r}; expected one of {GRADIENT_MODES}.")
+    sizes, acts = net.sizes, net.activations
+    if mode == "reverse":
+        return batch * int(2 * _primal(sizes) + _pass(sizes, acts))
+    num_params = sum(math.prod(s) for layer in net.layer_shapes() for s in layer.values())
+    return batch * int(_primal(sizes) + (num_params + sizes[0]) * _pass(sizes, acts))
+
+
+def choose_mode(net: MLP) -> str:
+    """The cheaper mode for the full Jacobian of ``net``: ``"forward"`` when
+    ``D_in < M_out`` in the cost model, else ``"reverse"`` (S18)."""
+    forward, reverse = jacobian_macs(net, "forward"), jacobian_macs(net, "reverse")
+    return "forward" if forward < reverse else "reverse"
+
+
+def crossover(
+    hidden: Sequence[int],
+    fixed: int,
+    vary: str = "output",
+    activations: Sequence[str] | None = None,
+    modes: tuple[str, str] = ("forward", "reverse"),
+    bounds: tuple[float, float] = (1.0, 1e7),
+) -> float | None:
+    r"""The width at which two modes cost the same full Jacobian (S18).
+
+    The network is ``(fixed, *hidden, w)`` for ``vary="output"`` or ``(w, *hidden, fixed)``
+    for ``vary="input"``; the varying width ``w`` where ``jacobian_macs`` of ``modes[0]`` and
+    ``modes[1]`` are equal is found by bisection (on a log scale) within ``bounds``. For
+    forward vs reverse it is ``w = fixed``: both pay one pass per column or row.
+
+    Args:
+      hidden: the hidden widths.
+      fixed: the width that stays fixed.
+      vary: ``"output"`` or ``"input"``.
+      activations: one per layer (default ``tanh`` hidden, ``identity`` output).
+      modes: two of ``"forward"``, ``"reverse"``, ``"explicit"``.
+      bounds: the search interval for ``w``.
+
+    Returns:
+      The crossover width (a float), or ``None`` if the cheaper mode is the same at both ends.
+
+    >>> round(crossover((256, 256), 10, "output"), 6)
+    10.0
+    """
+    if vary not in ("output", "input"):
+        raise ValueError(f"vary must be 'output' or 'input'; got {vary!r}.")
+    for mode in modes:
+        if mode not in JACOBIAN_MODES:
+            raise ValueError(f"Unknown mode {mode!r}; expected one of {JACOBIAN_MODES}.")
+    acts = (
+        tuple(activations) if activations is not None else ("tanh",) * len(hidden) + ("identity",)
+    )
+    MLP((fixed, *hidden, fixed), acts)  # validates widths and names
+
+    def gap(w):
+        sizes = (fixed, *hidden, w) if vary == "output" else (w, *hidden, fixed)
+        return _jacobian(sizes, acts, modes[0]) - _jacobian(sizes, acts, modes[1])
+
+    lo, hi = map(math.log, bounds)
+    if gap(math.exp(lo)) * gap(math.exp(hi)) > 0:
+        return None
+    for _ in range(200):
+        mid = (lo + hi) / 2
+        if gap(math.exp(lo)) * gap(math.exp(mid)) <= 0:
+            hi = mid
+        else:
+            lo = mid
+    return math.exp((lo + hi) / 2)
