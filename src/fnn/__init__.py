@@ -1,0 +1,50 @@
+"""fnn — feed-forward neural networks and backpropagation, every formula a pure JAX function.
+
+The public API (DESIGN.md)::
+
+    net = fnn.MLP(sizes=(10, 10, 10, 10), activations=("sigmoid", "sigmoid", "identity"))
+    params = fnn.init(jax.random.key(0), net)
+    y_hat = fnn.apply(net, params, x)
+    loss, grads = fnn.value_and_grad(net, params, x, y, loss="l2", method="reverse")
+    J = fnn.jacobian(net, params, x, mode="forward")
+"""
+
+from fnn import (
+    activations,
+    backprop,
+    cost_model,
+    forward_mode,
+    gradcheck,
+    graph,
+    jacobians,
+    losses,
+    numerical,
+    symmetry,
+    training,
+)
+from fnn.backprop import value_and_grad
+from fnn.forward_mode import jacobian
+from fnn.network import MLP, apply, forward, init, summary
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "MLP",
+    "activations",
+    "apply",
+    "backprop",
+    "cost_model",
+    "forward",
+    "forward_mode",
+    "gradcheck",
+    "graph",
+    "init",
+    "jacobian",
+    "jacobians",
+    "losses",
+    "numerical",
+    "summary",
+    "symmetry",
+    "training",
+    "value_and_grad",
+]

@@ -1,0 +1,279 @@
+"""Training with the hand-written gradients and optax (S21), and the two training scripts."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import fnn
+from fnn import training
+
+ROOT = Path(__file__).resolve().parents[1]
+NET = fnn.MLP((2, 8, 1), ("tanh", "identity"))
+
+
+@pytest.fixture(scope="module")
+def problem():
+    """A small regression problem, y = sin(2 x₁) x₂, float64."""
+    x = jax.random.uniform(jax.random.key(1), (48, 2), minval=-1.0, maxval=1.0)
+    y = jnp.sin(2 * x[:, :1]) * x[:, 1:]
+    return fnn.init(jax.random.key(0), NET), x, y
+
+
+def _full_loss(params, x, y):
+    return float(jnp.mean(jnp.sum((fnn.apply(NET, params, x) - y) ** 2, axis=-1)))
+
+
+ADAM = optax.adam(0.05)  # one object: fits with the same configuration share one compile
+
+
+def _fit_adam(problem, method, seed=3):
+    params, x, y = problem
+    return training.fit(
+        jax.random.key(seed), NET, params, x, y, ADAM, method=method, epochs=15, batch_size=8
+    )
+
+
+@pytest.fixture(scope="module")
+def reverse_run(problem):
+    return _fit_adam(problem, "reverse")
+
+
+@pytest.mark.parametrize("method", training.METHODS)
+def test_fit_lowers_the_loss_for_every_method_deterministically_S21(problem, reverse_run, method):
+    params, x, y = problem
+    trained, history = _fit_adam(problem, method)
+    assert history.loss.shape == (15 * 6,) and history.epoch_loss.shape == (15,)
+    assert _full_loss(trained, x, y) < 0.2 * _full_loss(params, x, y)
+    # Same seed, same result: bit for bit with the same method …
+    again, history_again = _fit_adam(problem, method)
+    chex.assert_trees_all_equal(again, trained)
+    np.testing.assert_array_equal(history_again.loss, history.loss)
+    # … and to rounding across methods: they compute the same gradient.
+    chex.assert_trees_all_close(trained, reverse_run[0], rtol=1e-9, atol=1e-11)
+
+
+@pytest.mark.parametrize(
+    "optimizer",
+    [optax.sgd(0.2), optax.sgd(0.1, momentum=0.9)],
+    ids=["sgd", "momentum"],  # Adam: above
+)
+def test_fit_lowers_the_loss_for_every_optimizer_S21(problem, optimizer):
+    params, x, y = problem
+    trained, history = training.fit(
+        jax.random.key(4), NET, params, x, y, optimizer, epochs=15, batch_size=8
+    )
+    assert _full_loss(trained, x, y) < 0.5 * _full_loss(params, x, y)
+    assert history.epoch_loss[-1] < history.epoch_loss[0]
+
+
+def test_the_key_drives_the_shuffling_S21(problem, reverse_run):
+    assert not np.allclose(_fit_adam(problem, "reverse", seed=4)[1].loss, reverse_run[1].loss)
+
+
+def test_train_step_is_gradient_descent_with_the_hand_gradient_S21(problem):
+    """θ ← θ − η ∇L, the gradient from fnn.value_and_grad; jit and no jit agree."""
+    params, x, y = problem
+    eta = 0.3
+    optimizer = optax.sgd(eta)
+    L, grads = fnn.value_and_grad(NET, params, x, y, loss="l2", method="reverse")
+    expected = jax.tree.map(lambda p, g: p - eta * g, params, grads["params"])
+    step = training.make_train_step(NET, optimizer)
+    new, _, L_step = step(params, optimizer.init(params), x, y)
+    chex.assert_trees_all_close(new, expected, rtol=1e-12, atol=1e-14)
+    chex.assert_trees_all_close(L_step, L)
+    new_eager, _, _ = training.train_step(NET, params, optimizer.init(params), x, y, optimizer)
+    chex.assert_trees_all_close(new_eager, new, rtol=1e-12, atol=1e-14)
+
+
+def test_full_batch_fit_is_one_train_step_per_epoch_S21(problem):
+    params, x, y = problem
+    optimizer = optax.sgd(0.3)
+    trained, history = training.fit(
+        jax.random.key(0), NET, params, x, y, optimizer, epochs=1, batch_size=None
+    )
+    stepped, _, L = training.make_train_step(NET, optimizer)(params, optimizer.init(params), x, y)
+    chex.assert_trees_all_close(trained, stepped, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(history.loss, [L], rtol=1e-12)
+
+
+def test_fit_on_labels_with_float32_parameters_S21():
+    """A classifier: integer labels, softmax_cross_entropy on logits, float32 kept."""
+    net = fnn.MLP((2, 8, 3), ("tanh", "identity"))
+    centres = jnp.array([[-1.0, 0.0], [1.0, 0.0], [0.0, 1.5]])
+    labels = jnp.repeat(jnp.arange(3), 20)
+    x = centres[labels] + 0.3 * jax.random.normal(jax.random.key(0), (60, 2))
+    params = fnn.init(jax.random.key(1), net, dtype=jnp.float32)
+    trained, history = training.fit(
+        jax.random.key(2),
+        net,
+        params,
+        x,
+        labels,
+        optax.adam(0.05),
+        loss="softmax_cross_entropy",
+        epochs=20,
+        batch_size=12,
+    )
+    chex.assert_trees_all_equal_dtypes(trained, params)
+    accuracy = jnp.mean(jnp.argmax(fnn.apply(net, trained, x.astype(jnp.float32)), -1) == labels)
+    assert accuracy > 0.9
+    assert history.epoch_loss[-1] < 0.5 * history.epoch_loss[0]
+
+
+def _poison_at(step: int) -> optax.GradientTransformation:
+    """An SGD whose update at ``step`` (0-based, counted over the whole run) is NaN."""
+
+    def init(params):
+        del params
+        return jnp.zeros((), jnp.int32)
+
+    def update(grads, count, params=None):
+        del params
+        bad = jnp.where(count == step, jnp.nan, 0.0)
+        return jax.tree.map(lambda g: -0.01 * g + bad, grads), count + 1
+
+    return optax.GradientTransformation(init, update)
+
+
+def test_a_nonfinite_loss_names_epoch_and_step_S21(problem):
+    params, x, y = problem  # 48 examples, batch 12: 4 steps per epoch
+    # The update of run step 5 (epoch 2, step 2) is NaN, so the loss of the next step is.
+    with pytest.raises(FloatingPointError, match=r"nan at epoch 2 of 3, step 3 of 4"):
+        training.fit(jax.random.key(0), NET, params, x, y, _poison_at(5), epochs=3, batch_size=12)
+
+
+def test_a_diverging_learning_rate_is_stopped_S21(problem):
+    params, x, y = problem
+    params32 = jax.tree.map(lambda p: p.astype(jnp.float32), params)
+    net = fnn.MLP((2, 8, 1), ("identity", "identity"))
+    with pytest.raises(FloatingPointError, match=r"at epoch \d+ of 50, step \d+ of 1"):
+        training.fit(
+            jax.random.key(0), net, params32, x, y, optax.sgd(100.0), epochs=50, batch_size=None
+        )
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"x": jnp.ones((48,))}, ValueError, r"x must be a batch of shape \(N, D\).*got \(48,\)"),
+        ({"x": jnp.ones((48, 3))}, ValueError, r"D = 2; got \(48, 3\)"),
+        ({"y": jnp.ones((47, 1))}, ValueError, r"y .* must have the output's shape \(48, 1\)"),
+        ({"batch_size": 0}, ValueError, r"batch_size must be a positive int; got 0"),
+        ({"batch_size": 8.0}, ValueError, r"batch_size must be a positive int; got 8.0"),
+        ({"batch_size": 49}, ValueError, r"batch_size must be at most .* N = 48; got 49"),
+        ({"epochs": 0}, ValueError, r"epochs must be a positive int; got 0"),
+        ({"method": "sideways"}, ValueError, r"method must be one of .*'reverse'.*'sideways'"),
+        ({"loss": "l3"}, ValueError, r"Unknown loss 'l3'"),
+        ({"optimizer": "adam"}, TypeError, r"optimizer must be an optax.GradientTransformation"),
+        ({"key": 0}, TypeError, r"key must be one PRNG key"),
+        ({"net": "2-8-1"}, ValueError, r"net must be an fnn.MLP; got str"),
+        ({"mesh": "data"}, ValueError, r"mesh must be a jax.sharding.Mesh"),
+        ({"x": jnp.full((48, 2), jnp.nan)}, ValueError, r"x must hold only finite values"),
+        ({"loss": "softmax_cross_entropy"}, ValueError, r"integer labels of shape \(48,\)"),
+    ],
+)
+def test_fit_refuses_bad_input_before_tracing_S21(problem, kwargs, error, match):
+    params, x, y = problem
+    args = {
+        "key": jax.random.key(0),
+        "net": NET,
+        "params": params,
+        "x": x,
+        "y": y,
+        "optimizer": optax.sgd(0.1),
+    }
+    fit_kwargs = {k: kwargs.pop(k) for k in list(kwargs) if k not in args}
+    args.update(kwargs)
+    with pytest.raises(error, match=match):
+        training.fit(*args.values(), **fit_kwargs)
+
+
+def test_float_labels_are_refused_S21():
+    net = fnn.MLP((2, 3), ("identity",))
+    params = fnn.init(jax.random.key(0), net)
+    with pytest.raises(ValueError, match=r"must be integer (class )?labels; got .*float"):
+        training.fit(
+            jax.random.key(0),
+            net,
+            params,
+            jnp.ones((4, 2)),
+            jnp.zeros(4),
+            optax.sgd(0.1),
+            loss="softmax_cross_entropy",
+        )
+
+
+def test_the_step_refuses_bad_input_S21(problem):
+    params, x, y = problem
+    step = training.make_train_step(NET, optax.sgd(0.1))
+    with pytest.raises(ValueError, match=r"y .* must have the output's shape \(48, 1\)"):
+        step(params, optax.sgd(0.1).init(params), x, y[:, 0])
+    with pytest.raises(ValueError, match=r"params must hold 2 layers"):
+        step(params[:1], optax.sgd(0.1).init(params), x, y)
+
+
+def test_progress_bar_and_its_silence_S21(problem, capsys, monkeypatch):
+    def fit(progress):
+        return training.fit(
+            jax.random.key(3), NET, *problem, ADAM, epochs=15, batch_size=8, progress=progress
+        )
+
+    fit(False)
+    assert capsys.readouterr().err == ""
+    fit(True)
+    assert "15/15" in capsys.readouterr().err  # tqdm's counter
+    fit(None)  # 90 steps, not a terminal: silent
+    assert capsys.readouterr().err == ""
+    monkeypatch.setitem(sys.modules, "tqdm", None)  # tqdm not installed: train silently
+    fit(True)
+    assert capsys.readouterr().err == ""
+
+
+# ---------------------------------------------------------------------------------------
+# The scripts, end to end (S10, S21).
+# ---------------------------------------------------------------------------------------
+
+
+def _run_script(name, out):
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / name), "--quick", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc.stdout
+
+
+@pytest.mark.slow
+def test_bishop_fig5_3_script_S10(tmp_path):
+    stdout = _run_script("bishop_fig5_3.py", tmp_path)
+    assert (tmp_path / "bishop_fig5_3.png").stat().st_size > 0
+    results = json.loads((tmp_path / "bishop_fig5_3.json").read_text())["functions"]
+    assert list(results) == ["x²", "sin(x)", "|x|", "H(x)"]
+    for name, r in results.items():
+        assert name in stdout
+        # Even 200 steps beat the best constant by far (the variance of y is ≥ 0.08 for all four).
+        assert 0 <= r["mse"] < 0.04, (name, r["mse"])
+        assert np.shape(r["params"][0]["W"]) == (3, 1)
+
+
+@pytest.mark.slow
+def test_train_classifier_script_S21(tmp_path):
+    stdout = _run_script("train_classifier.py", tmp_path)
+    assert (tmp_path / "optimizers.png").stat().st_size > 0
+    results = json.loads((tmp_path / "optimizers.json").read_text())["optimizers"]
+    assert list(results) == ["SGD", "momentum", "Adam"]
+    for name, r in results.items():
+        assert name in stdout
+        assert len(r["epoch_loss"]) == 3 and r["epoch_loss"][-1] < r["epoch_loss"][0]
+        assert r["test_accuracy"] > 0.85, (name, r["test_accuracy"])
