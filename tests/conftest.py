@@ -5,5 +5,25 @@ tests that are about float32 ask for it explicitly with ``dtype=jnp.float32``.
 """
 
 import jax
+import jax.numpy as jnp
+import numpy as np
+
+import fnn
 
 jax.config.update("jax_enable_x64", True)
+
+
+def random_problem(sizes, acts, loss="l2", seed=0, dtype=np.float64, batch=4):
+    """A random network, input and target, drawn with NumPy (no per-shape XLA compiles)."""
+    net = fnn.MLP(sizes, acts)
+    rng = np.random.default_rng(seed)
+    params = [
+        {k: jnp.asarray(rng.normal(0.0, 0.6, s).astype(dtype)) for k, s in layer.items()}
+        for layer in net.layer_shapes()
+    ]
+    x = jnp.asarray(rng.normal(size=(batch, sizes[0])).astype(dtype))
+    if fnn.losses.get(loss).target == "label":
+        y = jnp.asarray(rng.integers(0, sizes[-1], batch))
+    else:
+        y = jnp.asarray(rng.normal(size=(batch, sizes[-1])).astype(dtype))
+    return net, params, x, y

@@ -8,23 +8,12 @@ import numpy as np
 import pytest
 
 import fnn
+from conftest import random_problem
 from fnn import gradcheck
 
 
 def problem(sizes, acts, loss="l2", seed=0, dtype=np.float64, batch=3):
-    """A random network, input and target, drawn with NumPy (no per-shape XLA compiles)."""
-    net = fnn.MLP(sizes, acts)
-    rng = np.random.default_rng(seed)
-    params = [
-        {k: jnp.asarray(rng.normal(0.0, 0.6, s).astype(dtype)) for k, s in layer.items()}
-        for layer in net.layer_shapes()
-    ]
-    x = jnp.asarray(rng.normal(size=(batch, sizes[0])).astype(dtype))
-    if fnn.losses.get(loss).target == "label":
-        y = jnp.asarray(rng.integers(0, sizes[-1], batch))
-    else:
-        y = jnp.asarray(rng.normal(size=(batch, sizes[-1])).astype(dtype))
-    return net, params, x, y
+    return random_problem(sizes, acts, loss, seed, dtype, batch)
 
 
 # The hand-written gradient, compiled once per network.

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 import fnn
+from conftest import random_problem
 from fnn import numerical
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "gradient_check.py"
@@ -103,22 +104,6 @@ NETWORKS = [
     ((5, 4, 4, 3), ("gelu", "elu", "softmax"), "cross_entropy"),
     ((2, 7, 3), ("sin", "identity"), "softmax_cross_entropy"),
 ]
-
-
-def random_problem(sizes, acts, loss="l2", seed=0, dtype=np.float64, batch=4):
-    """A random network, input and target, drawn with NumPy (no per-shape XLA compiles)."""
-    net = fnn.MLP(sizes, acts)
-    rng = np.random.default_rng(seed)
-    params = [
-        {k: jnp.asarray(rng.normal(0.0, 0.6, s).astype(dtype)) for k, s in layer.items()}
-        for layer in net.layer_shapes()
-    ]
-    x = jnp.asarray(rng.normal(size=(batch, sizes[0])).astype(dtype))
-    if fnn.losses.get(loss).target == "label":
-        y = jnp.asarray(rng.integers(0, sizes[-1], batch))
-    else:
-        y = jnp.asarray(rng.normal(size=(batch, sizes[-1])).astype(dtype))
-    return net, params, x, y
 
 
 # The hand-written gradient, compiled once per network.
