@@ -17,6 +17,7 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -p no:cacheprovider --doctest-modules src/fnn
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests scripts benchmarks

@@ -6,9 +6,7 @@ round differently, ~1e-7 per operation); central differences (float64, ε = 1e-6
 rtol 1e-6, atol 1e-8.
 """
 
-import importlib
 import importlib.util
-import sys
 from pathlib import Path
 
 import chex
@@ -402,19 +400,8 @@ def test_explicit_refuses_the_benchmark_network():
         )
 
 
-def test_forward_method_without_forward_mode_raises(small, monkeypatch):
-    net, params, x, y = small
-    monkeypatch.setitem(sys.modules, "fnn.forward_mode", None)
-    monkeypatch.delattr(fnn, "forward_mode", raising=False)
-    with pytest.raises(NotImplementedError, match="fnn.forward_mode.value_and_grad"):
-        fnn.value_and_grad(net, params, x, y, method="forward")
-
-
 def test_forward_method_dispatches_to_forward_mode(small):
-    try:
-        importlib.import_module("fnn.forward_mode").value_and_grad  # noqa: B018
-    except (ImportError, AttributeError):
-        pytest.skip("fnn.forward_mode.value_and_grad is not there yet")
+    assert backprop.METHODS["forward"] is fnn.forward_mode.value_and_grad
     net, params, x, y = small
     got, _ = engines_and_jax(net, params, x, y, "l2", methods=("forward", "reverse"))
     chex.assert_trees_all_close(got["forward"], got["reverse"], **F64)

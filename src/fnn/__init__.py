@@ -19,6 +19,7 @@ from fnn import (
     jacobians,
     losses,
     numerical,
+    scan,
     symmetry,
     training,
 )
@@ -43,6 +44,7 @@ __all__ = [
     "jacobians",
     "losses",
     "numerical",
+    "scan",
     "summary",
     "symmetry",
     "training",

@@ -7,7 +7,8 @@ functions of the pre-activation ``a`` (any shape; the last axis is the unit axis
 * ``derivative(a, **p)``  ``f′(a)`` elementwise, same shape as ``a``. For softmax, which is
   not elementwise, this is the diagonal of its Jacobian, ``s ⊙ (1 − s)``.
 * ``jacobian(a, **p)``    the dense ``(n, n)`` matrix ``J_f(a)`` for one example ``a`` of
-  shape ``(n,)``: ``diag(f′(a))`` (S16), or ``diag(s) − s sᵀ`` for softmax.
+  shape ``(n,)``: ``diag(f′(a))`` (S16), or ``diag(s) − s sᵀ`` for softmax. Any other
+  shape raises ``ValueError`` (``jax.vmap`` it over a batch).
 
 ``p`` are the activation's learnable parameters (only PReLU has one, ``alpha``); they live
 in the network's parameters next to ``W`` and ``b`` and ``param_derivatives[name](a, **p)``
@@ -50,12 +51,29 @@ class Activation(NamedTuple):
     elementwise: bool = True
     params: Mapping[str, float] = _NO_PARAMS
     param_derivatives: Mapping[str, Callable[..., jax.Array]] = _NO_PARAMS
+    # f′ from the output z = f(a) where that is cheaper (tanh: 1 − z², sigmoid: z (1 − z)):
+    # the reverse engine reuses the cached z, as jax.grad does. `derivative` stays the
+    # accurate reference (these forms lose relative accuracy in the tails, where z → ±1).
+    derivative_from_output: Callable[..., jax.Array] | None = None
 
 
-def _elementwise(name, fn, derivative, params=_NO_PARAMS, param_derivatives=_NO_PARAMS):
+def _check_one_example(a) -> None:
+    """A dense Jacobian is for one example: ``jnp.diag`` and ``jnp.outer`` would silently
+    take a diagonal of, or flatten, a batch."""
+    if jnp.ndim(a) != 1:
+        raise ValueError(
+            "a must be one example of shape (n,) for the dense Jacobian (jax.vmap it over a "
+            f"batch); got shape {jnp.shape(a)}."
+        )
+
+
+def _elementwise(
+    name, fn, derivative, params=_NO_PARAMS, param_derivatives=_NO_PARAMS, from_output=None
+):
     """An elementwise activation: its Jacobian is ``diag(f′(a))`` (S16)."""
 
     def jacobian(a, **p):
+        _check_one_example(a)
         return jnp.diag(derivative(a, **p))
 
     return Activation(
@@ -66,6 +84,7 @@ def _elementwise(name, fn, derivative, params=_NO_PARAMS, param_derivatives=_NO_
         True,
         MappingProxyType(dict(params)),
         MappingProxyType(dict(param_derivatives)),
+        from_output,
     )
 
 
@@ -96,10 +115,18 @@ def _sigmoid_derivative(a):
     return jax.nn.sigmoid(a) * jax.nn.sigmoid(-a)
 
 
+def _sigmoid_derivative_from_output(z):
+    return z * (1 - z)
+
+
 # tanh′ = 1 − tanh² = 1 / cosh². The second form keeps its relative accuracy in the tails,
 # where tanh² rounds to 1 (1 / cosh² = 1 / ∞ = 0 where cosh overflows: finite).
 def _tanh_derivative(a):
     return 1 / jnp.cosh(a) ** 2
+
+
+def _tanh_derivative_from_output(z):  # 1 − z², factored as jax.grad does: 1 − z is exact
+    return (1 - z) * (1 + z)
 
 
 # hard_tanh(a) = max(−1, min(1, a)),  hard_tanh′(a) = 1 if |a| < 1 else 0.
@@ -226,6 +253,7 @@ def _softmax_diagonal(a):
 
 
 def _softmax_jacobian(a):
+    _check_one_example(a)
     s = _softmax(a)
     return jnp.diag(s) - jnp.outer(s, s)
 
@@ -233,8 +261,10 @@ def _softmax_jacobian(a):
 _REGISTRY: dict[str, Activation] = {
     act.name: act
     for act in (
-        _elementwise("sigmoid", _sigmoid, _sigmoid_derivative),
-        _elementwise("tanh", jnp.tanh, _tanh_derivative),
+        _elementwise(
+            "sigmoid", _sigmoid, _sigmoid_derivative, from_output=_sigmoid_derivative_from_output
+        ),
+        _elementwise("tanh", jnp.tanh, _tanh_derivative, from_output=_tanh_derivative_from_output),
         _elementwise("hard_tanh", _hard_tanh, _hard_tanh_derivative),
         _elementwise("relu", _relu, _relu_derivative),
         _elementwise("leaky_relu", _leaky_relu, _leaky_relu_derivative),
@@ -258,12 +288,12 @@ _REGISTRY: dict[str, Activation] = {
 
 
 def names() -> tuple[str, ...]:
-    """All activation names, in registry order."""
+    """All activation names, in registry order (S6, S7)."""
     return tuple(_REGISTRY)
 
 
 def get(name: str) -> Activation:
-    """Return the :class:`Activation` called ``name``.
+    """Return the :class:`Activation` called ``name`` (S6, S7).
 
     Raises:
       ValueError: ``name`` is not one of :func:`names`.
@@ -277,8 +307,9 @@ def get(name: str) -> Activation:
 
 
 def jvp(act: Activation, a: jax.Array, t: jax.Array, **p) -> jax.Array:
-    """``J_f(a) · t`` without building ``J_f``: ``f′(a) ⊙ t``, or ``s ⊙ (t − ⟨s, t⟩)``
-    for softmax. Works on the last axis, so ``a`` and ``t`` may carry batch axes."""
+    """``J_f(a) · t`` without building ``J_f`` (S16, S18): ``f′(a) ⊙ t``, or
+    ``s ⊙ (t − ⟨s, t⟩)`` for softmax. Works on the last axis, so ``a`` and ``t`` may carry
+    batch axes."""
     if act.elementwise:
         return act.derivative(a, **p) * t
     s = act.fn(a, **p)
@@ -286,6 +317,6 @@ def jvp(act: Activation, a: jax.Array, t: jax.Array, **p) -> jax.Array:
 
 
 def vjp(act: Activation, a: jax.Array, g: jax.Array, **p) -> jax.Array:
-    """``g · J_f(a)`` without building ``J_f``. Every Jacobian here is symmetric (diagonal,
-    or ``diag(s) − s sᵀ``), so this equals :func:`jvp`."""
+    """``g · J_f(a)`` without building ``J_f`` (S16, S17). Every Jacobian here is symmetric
+    (diagonal, or ``diag(s) − s sᵀ``), so this equals :func:`jvp`."""
     return jvp(act, a, g, **p)

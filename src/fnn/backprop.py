@@ -23,7 +23,10 @@ Two engines compute exactly this (tested equal to ``jax.grad`` and to central di
 * :func:`reverse` — the same loop with the structure used: ``δ · J_f = δ ⊙ f′(a)``
   (:func:`fnn.activations.vjp`), never a diagonal matrix or a third-order tensor, and the
   batch axis kept inside the matrix products (``Δ`` of shape ``(B, M)``,
-  ``∂L/∂W = Δᵀ Z``). As fast as ``jax.value_and_grad`` (``benchmarks/bench_reverse.py``).
+  ``∂L/∂W = Δᵀ Z``). As fast as ``jax.value_and_grad`` (``benchmarks/run_all.py``). Its
+  loops are :func:`fnn.scan.run_layers`, which can scan runs of identical layers; as
+  it returns one gradient per layer, it does so only if
+  :data:`fnn.scan.SCAN_PER_LAYER_RESULTS` (off: slower to compile on XLA:CPU).
 
 :func:`value_and_grad` checks the input once, in Python, and dispatches to an engine;
 ``method="forward"`` is forward accumulation, in :mod:`fnn.forward_mode` (S18).
@@ -41,15 +44,14 @@ that of the mean. Every pair of output activation and loss is handled generally,
 
 from __future__ import annotations
 
-import importlib
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fnn import activations, jacobians, losses, network
-from fnn.network import MLP, Cache
+from fnn import activations, forward_mode, jacobians, losses, network, scan
+from fnn.network import MLP, Cache, activation_params
 
 __all__ = [
     "EXPLICIT_MAX_BYTES",
@@ -73,11 +75,6 @@ EXPLICIT_MAX_BYTES = 2**28  # 256 MiB
 
 # Output activations whose values lie in [0, 1], as a loss on probabilities needs.
 PROBABILITY_OUTPUTS = ("softmax", "sigmoid")
-
-
-def _activation_params(layer_params: dict) -> dict:
-    """The activation's own learnable parameters of a layer (PReLU's ``alpha``)."""
-    return {k: v for k, v in layer_params.items() if k not in ("W", "b")}
 
 
 # ---------------------------------------------------------------------------------------
@@ -142,7 +139,7 @@ def explicit_single(net: MLP, params, x, y, loss: losses.Loss):
     grads = [None] * net.num_layers
     for i in reversed(range(net.num_layers)):
         f, W, b = net.activations[i], params[i]["W"], params[i]["b"]
-        p = _activation_params(params[i])
+        p = activation_params(params[i])
         z_prev, a, _ = cache[i]
         grads_p = {name: g @ jacobians.activation_param(f, name, a, **p) for name in p}
         delta = g @ jacobians.activation(f, a, **p)  # δ⁽ⁱ⁾ = ∂L/∂a⁽ⁱ⁾ = ∂L/∂z⁽ⁱ⁾ · J_f(a⁽ⁱ⁾)
@@ -166,6 +163,11 @@ def explicit_bytes(net: MLP, batch: int, dtype) -> int:
 def explicit(net: MLP, params, x, y, loss: losses.Loss, *, max_bytes: int | None = None):
     """The explicit engine (S17): :func:`explicit_single` per example, ``jax.vmap`` over a
     batch ``(B, D)``, then the mean over the batch. Allowed to be slow.
+
+    Unlike the other engines it loops over the layers unrolled, even through runs of
+    identical layers (:func:`fnn.scan.segments`): it is the lecture's formula written
+    out layer by layer, and its O(M²) memory per example per layer caps it at small
+    networks anyway, where compile time does not matter.
 
     Raises:
       ValueError: the call would need more than ``max_bytes`` (default
@@ -193,18 +195,22 @@ def explicit(net: MLP, params, x, y, loss: losses.Loss, *, max_bytes: int | None
 # ---------------------------------------------------------------------------------------
 
 
+def _batch_layer_step(Z: jax.Array, layer_params: dict, f: str, _=None):
+    """One layer, batch-first, as a :func:`fnn.scan.run_layers` step:
+    ``A = Z Wᵀ + b``, ``Z' = f(A)``; returns ``(Z', Cache(Z, A, Z'))``."""
+    A = Z @ layer_params["W"].T + layer_params["b"]
+    Z_next = activations.get(f).fn(A, **activation_params(layer_params))
+    return Z_next, Cache(Z, A, Z_next)
+
+
 def forward_batch(net: MLP, params, X: jax.Array) -> tuple[jax.Array, tuple[Cache, ...]]:
     """The batch-first twin of :func:`fnn.network.forward` (S4): rows are examples,
     ``A = Z Wᵀ + b``, ``Z' = f(A)``, for ``X`` of shape ``(B, D)``. Returns
     ``(Ŷ, (Cache(X, A¹, Z¹), …))`` with every array of shape ``(B, ·)``; tested equal to
     ``network.forward``. Inputs as validated by :func:`value_and_grad`."""
-    cache, Z = [], X
-    for layer_params, f in zip(params, net.activations):
-        A = Z @ layer_params["W"].T + layer_params["b"]
-        Z_next = activations.get(f).fn(A, **_activation_params(layer_params))
-        cache.append(Cache(Z, A, Z_next))
-        Z = Z_next
-    return Z, tuple(cache)
+    segs = scan.segments(net, per_layer_results=True)
+    Y, caches = scan.run_layers(segs, scan.group(segs, params), _batch_layer_step, X)
+    return Y, tuple(scan.ungroup(segs, caches))
 
 
 def layer_backward(layer_params: dict, f: str, cache: Cache, G: jax.Array):
@@ -215,31 +221,54 @@ def layer_backward(layer_params: dict, f: str, cache: Cache, G: jax.Array):
         ∂L/∂Z⁽ⁱ⁻¹⁾ = Δ W
 
     The rows of ``G`` already carry the batch mean's ``1/B``, so the sums over rows are the
-    gradients of the mean. Returns ``(layer_grads, ∂L/∂Z⁽ⁱ⁻¹⁾)``.
+    gradients of the mean. Where the activation has ``derivative_from_output`` (tanh:
+    ``f′ = 1 − Z²``, sigmoid: ``Z (1 − Z)``), ``f′`` comes from the cached output ``Z``, as in
+    ``jax.grad``: no ``exp``/``cosh`` recomputed. Returns ``(layer_grads, ∂L/∂Z⁽ⁱ⁻¹⁾)``.
     """
-    act, p = activations.get(f), _activation_params(layer_params)
-    delta = activations.vjp(act, cache.a, G, **p)
-    grads = {"W": delta.T @ cache.x, "b": jnp.sum(delta, axis=0)}
+    act, p = activations.get(f), activation_params(layer_params)
+    if act.derivative_from_output is not None:
+        delta = G * act.derivative_from_output(cache.z, **p)
+    else:
+        delta = activations.vjp(act, cache.a, G, **p)
+    grads = {"W": _materialised(delta.T) @ cache.x, "b": jnp.sum(delta, axis=0)}
     for name, df_dp in act.param_derivatives.items():
         grads[name] = jnp.sum(G * df_dp(cache.a, **p))
     return grads, delta @ layer_params["W"]
 
 
+def _materialised(a: jax.Array) -> jax.Array:
+    """``a`` as an array of its own. Left alone, XLA folds the transpose in ``Δᵀ Z`` into the
+    product (a dot contracting over the batch axis), which XLA:CPU runs through its generic
+    dot at ~0.8× the rate of ``Z Wᵀ``; with ``Δᵀ`` written out first it is a plain product
+    (``benchmarks/run_all.py``, rows "product Δᵀ Z": the gradient is 3–4 % faster)."""
+    return jax.lax.optimization_barrier(a)
+
+
+def _backward_step(G: jax.Array, layer_params: dict, f: str, cache: Cache):
+    grads, G = layer_backward(layer_params, f, cache, G)
+    return G, grads
+
+
 def reverse(net: MLP, params, x, y, loss: losses.Loss):
-    """The reverse engine (S17): :func:`forward_batch`, then ``G = J_L(Ŷ) / B`` and
+    """The reverse engine (S17): the batch-first forward pass, then ``G = J_L(Ŷ) / B`` and
     :func:`layer_backward` from the last layer to the first over the cache. ``x`` is
     ``(D,)`` (run as a batch of one) or ``(B, D)``. Inputs as validated by
-    :func:`value_and_grad`."""
+    :func:`value_and_grad`.
+
+    Both loops go through :func:`fnn.scan.run_layers`. With
+    :data:`fnn.scan.SCAN_PER_LAYER_RESULTS` on, a run of identical layers is one
+    ``lax.scan`` forward and one backward over the stacked cache, and its gradients are
+    unstacked into the per-layer list at the end (tested equal to the unrolled loop)."""
     if x.ndim == 1:
         value, grads = reverse(net, params, x[None], y[None], loss)
         return value, {"params": grads["params"], "x": grads["x"][0]}
-    y_hat, cache = forward_batch(net, params, x)
+    segs = scan.segments(net, per_layer_results=True)
+    grouped = scan.group(segs, params)
+    y_hat, caches = scan.run_layers(segs, grouped, _batch_layer_step, x)
     value = jnp.mean(jax.vmap(loss.fn)(y_hat, y))
     G = jax.vmap(loss.jacobian)(y_hat, y) / x.shape[0]  # ∂(mean L)/∂Ŷ: the 1/B once
-    grads = [None] * net.num_layers
-    for i in reversed(range(net.num_layers)):
-        grads[i], G = layer_backward(params[i], net.activations[i], cache[i], G)
-    return value, {"params": grads, "x": G}
+    G, grads = scan.run_layers(segs, grouped, _backward_step, G, caches, reverse=True)
+    return value, {"params": scan.ungroup(segs, grads), "x": G}
 
 
 # ---------------------------------------------------------------------------------------
@@ -247,22 +276,7 @@ def reverse(net: MLP, params, x, y, loss: losses.Loss):
 # ---------------------------------------------------------------------------------------
 
 
-def _forward_mode(net, params, x, y, loss):
-    try:
-        forward_mode = importlib.import_module("fnn.forward_mode")
-    except ModuleNotFoundError as err:
-        if err.name != "fnn.forward_mode":
-            raise
-        forward_mode = None
-    if not hasattr(forward_mode, "value_and_grad"):
-        raise NotImplementedError(
-            "method='forward' needs fnn.forward_mode.value_and_grad (forward accumulation, "
-            "S18), which is not available yet; use method='reverse' or 'explicit'."
-        )
-    return forward_mode.value_and_grad(net, params, x, y, loss)
-
-
-METHODS = {"reverse": reverse, "explicit": explicit, "forward": _forward_mode}
+METHODS = {"reverse": reverse, "explicit": explicit, "forward": forward_mode.value_and_grad}
 
 
 def value_and_grad(net: MLP, params, x, y, loss: str = "l2", method: str = "reverse"):
@@ -289,7 +303,6 @@ def value_and_grad(net: MLP, params, x, y, loss: str = "l2", method: str = "reve
         loss or method, a loss on logits after a non-identity output, or an explicit call
         over its memory limit.
       TypeError: ``x`` is not floating point.
-      NotImplementedError: ``method="forward"`` while :mod:`fnn.forward_mode` is missing.
 
     >>> net = MLP((3, 4, 2), ("tanh", "identity"))
     >>> params = network.init(jax.random.key(0), net)

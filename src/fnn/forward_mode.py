@@ -15,6 +15,8 @@ The full Jacobian ``J_nn(x)`` of shape ``(M_out, D_in)`` therefore costs ``D_in`
 forward or ``M_out`` row vectors backward: forward wins for wide outputs, reverse for wide
 inputs (and for gradients, where ``M_out = 1``). :mod:`fnn.cost_model` counts it.
 No function here calls ``jax.jvp`` or ``jax.grad``: the tests prove each one against them.
+Both directions loop with :func:`fnn.scan.run_layers`: a long run of identical layers is
+one ``lax.scan`` (:func:`fnn.scan.segments`), so compile time stays flat in depth.
 """
 
 from __future__ import annotations
@@ -25,9 +27,8 @@ import jax
 import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
 
-from fnn import activations, cost_model, losses, network
-from fnn.network import MLP, Params
-from fnn.network import _activation_params as _act_params
+from fnn import activations, cost_model, losses, network, scan
+from fnn.network import MLP, Params, activation_params
 
 __all__ = ["MODES", "jacobian", "jvp", "value_and_grad"]
 
@@ -44,6 +45,28 @@ def _jvp_f(act: activations.Activation, a: jax.Array, A_dot: jax.Array, **p) -> 
     return activations.jvp(act, a, A_dot.T, **p).T
 
 
+def _push_step(carry, layer_params: dict, name: str, layer_dot):
+    """One layer of forward accumulation, a :func:`fnn.scan.run_layers` step:
+    ``(z, Ż) ↦ (z', Ż')`` with ``Ż`` of shape ``(n, K)`` (``None`` for zero), and the
+    layer's parameter tangent ``layer_dot`` (leaves with a trailing ``K``, or ``None``)."""
+    z, z_dot = carry
+    W, b, p = layer_params["W"], layer_params["b"], activation_params(layer_params)
+    act = activations.get(name)
+    a = W @ z + b
+    a_dot = None if z_dot is None else W @ z_dot  # J_a(z) · ż = W ż
+    if layer_dot is not None:
+        # J_a(W) · Ẇ = Ẇ z  (∂aᵢ/∂w_kl = δᵢₖ z_l),  J_a(b) · ḃ = ḃ
+        a_dot_theta = jnp.einsum("mdk,d->mk", layer_dot["W"], z) + layer_dot["b"]
+        a_dot = a_dot_theta if a_dot is None else a_dot + a_dot_theta
+    z = act.fn(a, **p)
+    if a_dot is not None:
+        z_dot = _jvp_f(act, a, a_dot, **p)
+        if layer_dot is not None:
+            for q, df_dq in act.param_derivatives.items():
+                z_dot = z_dot + df_dq(a, **p)[:, None] * layer_dot[q]  # ∂f/∂α · α̇
+    return (z, z_dot), None
+
+
 def _push(net: MLP, params: Params, x: jax.Array, x_dot, params_dot):
     """Push tangents from the input to the output of ONE example (S18).
 
@@ -56,24 +79,16 @@ def _push(net: MLP, params: Params, x: jax.Array, x_dot, params_dot):
     Returns:
       ``(y, Ẏ)`` with ``Ẏ`` of shape ``(M_out, K)``; ``Ẏ`` is ``None`` when both tangents are.
     """
-    z, z_dot = x, x_dot
-    for i, (layer_params, name) in enumerate(zip(params, net.activations)):
-        W, b, p = layer_params["W"], layer_params["b"], _act_params(layer_params)
-        act = activations.get(name)
-        a = W @ z + b
-        a_dot = None if z_dot is None else W @ z_dot  # J_a(z) · ż = W ż
-        if params_dot is not None:
-            W_dot, b_dot = params_dot[i]["W"], params_dot[i]["b"]
-            # J_a(W) · Ẇ = Ẇ z  (∂aᵢ/∂w_kl = δᵢₖ z_l),  J_a(b) · ḃ = ḃ
-            a_dot_theta = jnp.einsum("mdk,d->mk", W_dot, z) + b_dot
-            a_dot = a_dot_theta if a_dot is None else a_dot + a_dot_theta
-        z = act.fn(a, **p)
-        if a_dot is not None:
-            z_dot = _jvp_f(act, a, a_dot, **p)
-            if params_dot is not None:
-                for q, df_dq in act.param_derivatives.items():
-                    z_dot = z_dot + df_dq(a, **p)[:, None] * params_dot[i][q]  # ∂f/∂α · α̇
-    return z, z_dot
+    segs, grouped_dot = scan.segments(net), None
+    if params_dot is not None:
+        grouped_dot = scan.group(segs, params_dot)
+        if x_dot is None and segs[0].scan:
+            # A scan's carry keeps its structure: the tangent must exist before the run.
+            x_dot = jnp.zeros((x.shape[0], params_dot[0]["b"].shape[-1]), x.dtype)
+    (y, y_dot), _ = scan.run_layers(
+        segs, scan.group(segs, params), _push_step, (x, x_dot), grouped_dot
+    )
+    return y, y_dot
 
 
 def _check_single_x(net: MLP, x) -> jax.Array:
@@ -133,15 +148,21 @@ def _jacobian_forward(net: MLP, params: Params, x: jax.Array) -> jax.Array:
     return _push(net, params, x, jnp.eye(x.shape[0], dtype=x.dtype), None)[1]
 
 
+def _pull_step(G: jax.Array, layer_params: dict, name: str, cache: network.Cache):
+    """``G ← (G · J_f(a)) @ W``: one layer of reverse accumulation of row vectors (S17)."""
+    act = activations.get(name)
+    G = activations.vjp(act, cache.a, G, **activation_params(layer_params))
+    return G @ layer_params["W"], None
+
+
 def _jacobian_reverse(net: MLP, params: Params, x: jax.Array) -> jax.Array:
     """All ``M`` output rows at once: ``G = I_M``, then ``G ← (G · J_f(a)) @ W``, from the
     last layer to the first, through the cached forward pass (S17)."""
-    y, cache = network.forward(net, params, x)
+    segs = scan.segments(net)  # the cache stays stacked: nothing is returned per layer
+    grouped = scan.group(segs, params)
+    y, caches = scan.run_layers(segs, grouped, network.layer_step, x)
     G = jnp.eye(y.shape[0], dtype=y.dtype)
-    for layer_params, name, c in reversed(list(zip(params, net.activations, cache))):
-        G = activations.vjp(activations.get(name), c.a, G, **_act_params(layer_params))
-        G = G @ layer_params["W"]
-    return G
+    return scan.run_layers(segs, grouped, _pull_step, G, caches, reverse=True)[0]
 
 
 def jacobian(net: MLP, params: Params, x, mode: str = "forward") -> jax.Array:

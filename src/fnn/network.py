@@ -28,13 +28,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fnn import activations
+from fnn import activations, scan
 
 __all__ = [
     "MLP",
     "SCHEMES",
     "Cache",
     "Summary",
+    "activation_params",
     "apply",
     "apply_augmented",
     "augment",
@@ -43,6 +44,7 @@ __all__ = [
     "forward",
     "init",
     "layer",
+    "layer_step",
     "neuron",
     "split_augmented",
     "summary",
@@ -253,11 +255,17 @@ def layer(layer_params: dict, x: jax.Array, f: str) -> tuple[jax.Array, jax.Arra
     """
     W, b = layer_params["W"], layer_params["b"]
     a = W @ x + b
-    z = activations.get(f).fn(a, **_activation_params(layer_params))
+    z = activations.get(f).fn(a, **activation_params(layer_params))
     return a, z
 
 
-def _activation_params(layer_params: dict) -> dict:
+def activation_params(layer_params: dict) -> dict:
+    """The activation's own learnable parameters of a layer: every key but ``W`` and ``b``
+    (PReLU's ``alpha``), passed to ``fn``/``derivative`` as ``**p``.
+
+    >>> activation_params({"W": 1.0, "b": 0.0, "alpha": 0.25})
+    {'alpha': 0.25}
+    """
     return {k: v for k, v in layer_params.items() if k not in ("W", "b")}
 
 
@@ -270,14 +278,25 @@ class Cache(NamedTuple):
     z: jax.Array
 
 
+def layer_step(z: jax.Array, layer_params: dict, f: str, _=None) -> tuple[jax.Array, Cache]:
+    """One layer as a :func:`run_layers` step: ``z ↦ (z', Cache(z, a, z'))`` (S2, S14)."""
+    a, z_next = layer(layer_params, z, f)
+    return z_next, Cache(z, a, z_next)
+
+
+def _output_step(z: jax.Array, layer_params: dict, f: str, _=None) -> tuple[jax.Array, None]:
+    return layer(layer_params, z, f)[1], None
+
+
+# ---------------------------------------------------------------------------------------
+# The forward pass (S4).
+# ---------------------------------------------------------------------------------------
+
+
 def _forward_single(net: MLP, params: Params, x: jax.Array):
-    cache = []
-    z = x
-    for layer_params, f in zip(params, net.activations):
-        a, z_next = layer(layer_params, z, f)
-        cache.append(Cache(z, a, z_next))
-        z = z_next
-    return z, tuple(cache)
+    segs = scan.segments(net, per_layer_results=True)
+    y, caches = scan.run_layers(segs, scan.group(segs, params), layer_step, x)
+    return y, tuple(scan.ungroup(segs, caches))
 
 
 def forward(net: MLP, params: Params, x: jax.Array) -> tuple[jax.Array, tuple[Cache, ...]]:
@@ -299,6 +318,8 @@ def apply(net: MLP, params: Params, x: jax.Array) -> jax.Array:
     .. math::  nn_θ(x) = f^{out}(W^{(N)} f^{(N-1)}(\\dots f^{(1)}(W^{(1)} x + b^{(1)}) \\dots)
                + b^{(N)})
 
+    Runs of identical layers are scanned (:func:`fnn.scan.segments`); the result is the same.
+
     Raises:
       ValueError: ``params`` does not match ``net``, or ``x`` has the wrong width or rank.
 
@@ -306,7 +327,16 @@ def apply(net: MLP, params: Params, x: jax.Array) -> jax.Array:
     >>> apply(net, init(jax.random.key(0), net), jnp.ones(3)).shape
     (2,)
     """
-    return forward(net, params, x)[0]
+    check_params(net, params)
+    check_input(net, x)
+    segs = scan.segments(net)
+    grouped = scan.group(segs, params)
+
+    def single(x):
+        return scan.run_layers(segs, grouped, _output_step, x)[0]
+
+    x = jnp.asarray(x)
+    return single(x) if x.ndim == 1 else jax.vmap(single)(x)
 
 
 # ---------------------------------------------------------------------------------------
@@ -335,7 +365,7 @@ def apply_augmented(net: MLP, params: Params, x: jax.Array) -> jax.Array:
         for layer_params, f in zip(params, net.activations):
             x_hat = jnp.concatenate([jnp.ones((1,), z.dtype), z])
             a = augment(layer_params) @ x_hat
-            z = activations.get(f).fn(a, **_activation_params(layer_params))
+            z = activations.get(f).fn(a, **activation_params(layer_params))
         return z
 
     x = jnp.asarray(x)

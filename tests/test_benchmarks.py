@@ -1,0 +1,45 @@
+"""The benchmark suite runs end to end (S22). It is never a timed test: only the structure
+of its table and JSON is checked here, not the figures (those depend on the machine)."""
+
+import importlib.util
+import json
+import math
+from pathlib import Path
+
+SCRIPT = Path(__file__).parents[1] / "benchmarks" / "run_all.py"
+
+
+def test_run_all_quick_writes_every_row(tmp_path, capsys):
+    spec = importlib.util.spec_from_file_location("run_all", SCRIPT)
+    run_all = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(run_all)
+    result = run_all.main(["--quick", "--out", str(tmp_path)])
+
+    saved = json.loads((tmp_path / "benchmarks.json").read_text())
+    assert saved["machine"]["platform"] == result["machine"]["platform"]
+    names = [r["name"] for r in saved["rows"]]
+    for prefix in (
+        "reverse ÷ jax.value_and_grad",
+        "gradient ÷ forward loss",
+        "gradient FLOP/s ÷ 1024³ dot",
+        "jacobian forward ÷ jax.jacfwd",
+        "jacobian reverse ÷ jax.jacrev",
+        "explicit ÷ reverse",
+        "small step ÷ trivial jitted call",
+        "small step: fnn ÷ PyTorch eager step",
+        "compile gradient: depth 8 ÷ 2",
+    ):
+        assert any(n.startswith(prefix) for n in names), prefix
+    for r in saved["rows"]:
+        if r["value"] is None:  # only PyTorch may be missing
+            assert "PyTorch" in r["name"] and r["detail"]
+        else:
+            assert math.isfinite(r["value"]) and r["value"] > 0, r
+        assert r["ok"] in (True, False, None)
+    flop = next(r for r in saved["rows"] if r["name"].startswith("gradient FLOP/s"))
+    assert flop["counted_flops"] == 6 * 16 * (64 * 32 + 32 * 32 + 32 * 4)
+    compile_rows = [r for r in saved["rows"] if r["name"].startswith("compile")]
+    assert len(compile_rows) == len(run_all.COMPILE_VARIANTS)
+    assert all(set(r["ms"]) == {"2", "8"} for r in compile_rows)
+    out = capsys.readouterr().out
+    assert "benchmark" in out and "goal" in out and "Wrote" in out
