@@ -64,7 +64,7 @@ def explicit_chain(net, params, x):
     _, cache = network.forward(net, params, x)
     J = None
     for layer_params, f, c in reversed(list(zip(params, net.activations, cache))):
-        p = {k: v for k, v in layer_params.items() if k not in ("W", "b")}
+        p = network.activation_params(layer_params)
         J_f = jacobians.activation(f, c.a, **p)  # dense (M, M), even when diagonal
         J = J_f if J is None else jacobians.chain(J, J_f)
         J = jacobians.chain(J, jacobians.affine_x(layer_params["W"]))

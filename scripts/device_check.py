@@ -27,47 +27,60 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-jax.config.update("jax_enable_x64", True)  # for the float64 proofs; every array below is typed
+import fnn
 
-import fnn  # noqa: E402
+jax.config.update("jax_enable_x64", True)  # for the float64 proofs; every array below is typed
 
 PROOF_NET = fnn.MLP((6, 8, 7, 4), ("tanh", "sigmoid", "identity"))
 TOLERANCE = {"float32": 1e-5, "float64": 1e-11}  # relative to the largest entry
 
 
 def rel_error(a, b) -> float:
+    """The largest ``max |u − v| / max |v|`` over the leaves, in NumPy float64 (on the host:
+    eager jnp calls here would each compile for their shape)."""
     leaves = zip(jax.tree.leaves(a), jax.tree.leaves(b))
-    return max(float(jnp.max(jnp.abs(u - v)) / (jnp.max(jnp.abs(v)) + 1e-30)) for u, v in leaves)
+    pairs = ((np.asarray(u, np.float64), np.asarray(v, np.float64)) for u, v in leaves)
+    return max(float(np.max(np.abs(u - v)) / (np.max(np.abs(v)) + 1e-30)) for u, v in pairs)
 
 
-def proofs(dtype) -> list[dict]:
-    """Hand gradients and Jacobians vs JAX's own differentiation, one dtype."""
+def l2_loss(net, params, x, y):
+    """The witness: the batch-mean l2 loss written with fnn.apply, for jax.grad."""
+    return jnp.mean(jnp.sum((fnn.apply(net, params, x) - y) ** 2, axis=-1))
+
+
+@jax.jit
+def derivatives(params, x, y):
+    """Every hand derivative next to its witness, in one compiled program (one compile per
+    dtype instead of one per check: on a CPU the compiles are most of this script's time)."""
     net = PROOF_NET
-    k1, k2, k3 = jax.random.split(jax.random.key(0), 3)
-    params = fnn.init(k1, net, dtype=dtype)
-    x = jax.random.normal(k2, (16, net.in_features), dtype)
-    y = jax.random.normal(k3, (16, net.out_features), dtype)
+    out = {"jax.grad": jax.value_and_grad(l2_loss, argnums=(1, 2))(net, params, x, y)}
+    for method in fnn.training.METHODS:
+        L, grads = fnn.value_and_grad(net, params, x, y, loss="l2", method=method)
+        out[method] = L, (grads["params"], grads["x"])
+    for mode, witness in (("forward", jax.jacfwd), ("reverse", jax.jacrev)):
+        J_witness = witness(lambda x: fnn.apply(net, params, x))(x[0])
+        out[f"jacobian[{mode}]"] = fnn.jacobian(net, params, x[0], mode=mode), J_witness
+    return out
 
-    def loss(params, x):  # the witness: the same mean l2 loss, through jax.grad
-        return jnp.mean(jnp.sum((fnn.apply(net, params, x) - y) ** 2, axis=-1))
 
-    L_jax, (g_params, g_x) = jax.jit(jax.value_and_grad(loss, argnums=(0, 1)))(params, x)
+def proofs(dtype, batch: int = 16) -> list[dict]:
+    """Hand gradients and Jacobians vs JAX's own differentiation, one dtype. The numbers are
+    drawn by NumPy on the host: every jax.random draw of a new shape compiles (seconds on a
+    CPU), and any numbers will do for a proof."""
+    net, rng = PROOF_NET, np.random.default_rng(0)
+    params = [{k: rng.normal(0, 0.6, s) for k, s in layer.items()} for layer in net.layer_shapes()]
+    x, y = rng.normal(size=(batch, net.in_features)), rng.normal(size=(batch, net.out_features))
+    out = derivatives(*jax.tree.map(lambda a: jnp.asarray(a, dtype), (params, x, y)))
     rows = []
     for method in fnn.training.METHODS:
-        L, grads = jax.jit(fnn.value_and_grad, static_argnames=("loss", "method"))(
-            net, params, x, y, loss="l2", method=method
-        )
-        err = rel_error((L, grads["params"], grads["x"]), (L_jax, g_params, g_x))
+        err = rel_error(out[method], out["jax.grad"])
         rows.append({"check": f"value_and_grad[{method}] vs jax.grad", "error": err})
-    apply_one = lambda x: fnn.apply(net, params, x)  # noqa: E731
-    for mode, witness in (("forward", jax.jacfwd), ("reverse", jax.jacrev)):
-        J = jax.jit(fnn.jacobian, static_argnames="mode")(net, params, x[0], mode=mode)
-        err = rel_error(J, jax.jit(witness(apply_one))(x[0]))
-        rows.append({"check": f"jacobian[{mode}] vs jax.{witness.__name__}", "error": err})
+    for mode, witness in (("forward", "jacfwd"), ("reverse", "jacrev")):
+        err = rel_error(*out[f"jacobian[{mode}]"])
+        rows.append({"check": f"jacobian[{mode}] vs jax.{witness}", "error": err})
+    name = jnp.dtype(dtype).name
     for row in rows:
-        row.update(
-            dtype=jnp.dtype(dtype).name, passed=row["error"] < TOLERANCE[jnp.dtype(dtype).name]
-        )
+        row.update(dtype=name, passed=row["error"] < TOLERANCE[name])
     return rows
 
 
@@ -79,13 +92,9 @@ def time_gradient(width: int, layers: int, batch: int, dtype, repeats: int) -> d
     x = jax.random.normal(k2, (batch, width), dtype)
     y = jnp.zeros((batch, width), dtype)
     flops = 6 * batch * sum(D * M for D, M in zip(net.sizes[:-1], net.sizes[1:]))
-
-    def loss(params, x):
-        return jnp.mean(jnp.sum((fnn.apply(net, params, x) - y) ** 2, axis=-1))
-
     candidates = {
         "fnn": jax.jit(lambda p, x: fnn.value_and_grad(net, p, x, y, loss="l2")),
-        "jax": jax.jit(jax.value_and_grad(loss, argnums=(0, 1))),
+        "jax": jax.jit(jax.value_and_grad(lambda p, x: l2_loss(net, p, x, y), argnums=(0, 1))),
     }
     seconds = {}
     for name, fn in candidates.items():

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -85,7 +85,7 @@ def main(argv=None):
     parser.add_argument("--method", default="reverse", choices=["reverse", "explicit"])
     parser.add_argument("--x64", action="store_true", help="float64 instead of float32")
     parser.add_argument("--quick", action="store_true", help="skip the PyTorch comparison")
-    parser.add_argument("--out", default="results")
+    parser.add_argument("--out", type=Path, default=Path("results"), help="output directory")
     args = parser.parse_args(argv)
     if args.x64:
         jax.config.update("jax_enable_x64", True)
@@ -120,7 +120,7 @@ def main(argv=None):
         print(f"{name:8}{ours[name].shape!s:>10}{diff:12.2e}{t:>12}")
     print(f"largest difference from jax.grad: {max(diffs.values()):.2e}")
 
-    os.makedirs(args.out, exist_ok=True)
+    args.out.mkdir(parents=True, exist_ok=True)
     result = {
         "seed": args.seed,
         "method": args.method,
@@ -130,8 +130,7 @@ def main(argv=None):
         "max_abs_diff_jax": diffs,
         "max_abs_diff_torch": torch_diffs,
     }
-    with open(os.path.join(args.out, "lecture_example.json"), "w") as fh:
-        json.dump(result, fh, indent=1)
+    (args.out / "lecture_example.json").write_text(json.dumps(result, indent=1))
 
     import matplotlib
 
@@ -147,9 +146,9 @@ def main(argv=None):
         fig.colorbar(im, ax=ax, shrink=0.8)
     fig.suptitle(f"Lecture example (S20), seed {args.seed}: L = {float(loss):.4g}")
     fig.tight_layout()
-    fig.savefig(os.path.join(args.out, "lecture_example.png"), dpi=100)
+    fig.savefig(args.out / "lecture_example.png", dpi=100)
     plt.close(fig)
-    print(f"wrote {args.out}/lecture_example.json and .png")
+    print(f"wrote {args.out / 'lecture_example.json'} and {args.out / 'lecture_example.png'}")
     return result
 
 

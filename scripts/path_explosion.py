@@ -23,16 +23,15 @@ import time
 from pathlib import Path
 
 import jax
-
-jax.config.update("jax_enable_x64", True)
-
-import matplotlib  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib
+import numpy as np
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
-from fnn import graph  # noqa: E402
+from fnn import graph
+
+jax.config.update("jax_enable_x64", True)
 
 
 def labels(g, s):

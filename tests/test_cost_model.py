@@ -125,3 +125,27 @@ def test_forward_gradient_cost_grows_with_the_parameter_count():
         cost_model.gradient_macs(net, "explicit")
     with pytest.raises(ValueError, match="Unknown order 'zigzag'"):
         cost_model.chain_macs((1, 2), "zigzag")
+
+
+@pytest.mark.parametrize(
+    ("call", "error", "match"),
+    [
+        (lambda: cost_model.chain_dims(()), ValueError, r"sizes must hold at least two"),
+        (lambda: cost_model.chain_macs((5,), "optimal"), ValueError, r"dims .* got \(5,\)"),
+        (lambda: cost_model.chain_macs((5, 0, 3)), ValueError, r"positive widths; got \(5, 0, 3\)"),
+        (
+            lambda: cost_model.jacobian_macs("784-10", "forward"),
+            ValueError,
+            "net must be an fnn.MLP",
+        ),
+        (
+            lambda: cost_model.gradient_macs(fnn.MLP((2, 1), ("identity",)), "reverse", batch=0),
+            ValueError,
+            "batch must be a positive integer; got 0",
+        ),
+        (lambda: cost_model.crossover((8,), 4, bounds=(0, 10)), ValueError, r"0 < lo < hi"),
+    ],
+)
+def test_bad_input_raises_naming_the_argument(call, error, match):
+    with pytest.raises(error, match=match):
+        call()

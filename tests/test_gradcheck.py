@@ -229,3 +229,21 @@ def test_bad_directions_and_loss_raise(tanh_problem):
         gradcheck.check_directional(jnp.sum, jnp.ones(3), jnp.ones(3), jax.random.key(0), 0)
     with pytest.raises(ValueError, match="Unknown loss"):
         gradcheck.check_network(net, params, x, y, grads, "hinge")
+
+
+def test_targets_that_do_not_fit_raise(tanh_problem):
+    """Without the check a (2,) target broadcasts over the batch and a label out of range
+    is clamped by the indexing: a check of a different loss than value_and_grad's."""
+    net, params, x, y, grads = tanh_problem  # batch 3, 2 outputs
+    with pytest.raises(ValueError, match=r"y for loss 'l2' must have the output's shape \(3, 2\)"):
+        gradcheck.check_network(net, params, x, y[0], grads)
+    softmax_net = fnn.MLP(net.sizes, ("tanh", "softmax"))
+    with pytest.raises(ValueError, match=r"labels in \[0, 2\) for 2 outputs; got 5"):
+        gradcheck.kink_crossings(softmax_net, params, x, jnp.array([0, 1, 5]), "cross_entropy")
+
+
+def test_a_function_that_is_not_scalar_raises():
+    with pytest.raises(ValueError, match=r"f must return a scalar loss, shape \(\); got shape"):
+        gradcheck.check_directional(lambda t: t, jnp.ones(3), jnp.ones(3), jax.random.key(0))
+    with pytest.raises(ValueError, match=r"f must return a scalar loss"):
+        gradcheck.check_gradient(lambda t: 2 * t, jnp.ones(3), jnp.ones(3))

@@ -259,6 +259,18 @@ def test_bad_layered_graph_raises(depth, width):
         graph.layered_graph(depth, width)
 
 
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"num_nodes": 0}, "num_nodes must be a positive integer; got 0"),
+        ({"num_nodes": 3, "max_parents": 0}, "max_parents must be a positive integer; got 0"),
+    ],
+)
+def test_bad_random_graph_raises(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        graph.random_graph(**kwargs)
+
+
 # ---------------------------------------------------------------------------------------
 # scripts/path_explosion.py end to end.
 # ---------------------------------------------------------------------------------------

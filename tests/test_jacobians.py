@@ -158,3 +158,34 @@ def test_jacobians_jit():
         jacobians.activation("sigmoid", a),
         **TOL,
     )
+
+
+@pytest.mark.parametrize(
+    ("call", "match"),
+    [
+        (lambda W, b, x: jacobians.affine_W(W, jnp.ones(D + 1)), r"x must have shape \(3,\)"),
+        (lambda W, b, x: jacobians.affine_W(W, jnp.ones((2, D))), r"x must have shape \(3,\)"),
+        (lambda W, b, x: jacobians.affine_W(x, x), r"W must have shape \(M, D\); got \(3,\)"),
+        (lambda W, b, x: jacobians.affine_b(jnp.ones((2, M))), r"b must have shape \(M,\)"),
+        (lambda W, b, x: jacobians.chain(W, W), r"J_f must have shape \(3, n\); got \(4, 3\)"),
+        (lambda W, b, x: jacobians.row_times(x, W), r"delta must have shape \(4,\); got \(3,\)"),
+        (
+            lambda W, b, x: jacobians.layer_x({"W": W, "b": b}, "tanh", b),
+            r"x must have shape \(3,\); got \(4,\)",
+        ),
+        (
+            lambda W, b, x: jacobians.loss("cross_entropy", jnp.full(M, 0.25), 7),
+            r"labels in \[0, 4\).*got 7",
+        ),
+        (lambda W, b, x: jacobians.loss("l2", jnp.ones((2, M)), jnp.ones((2, M))), "y_hat"),
+        (
+            lambda W, b, x: jacobians.activation_param("prelu", "alpha", jnp.ones((2, M))),
+            r"a must have shape \(M,\)",
+        ),
+    ],
+)
+def test_bad_shapes_raise_instead_of_a_wrong_matrix(affine, call, match):
+    """A batch where one example belongs, or factors that do not chain: ValueError, before
+    jnp broadcasts or contracts them into something silently wrong."""
+    with pytest.raises(ValueError, match=match):
+        call(*affine)

@@ -189,17 +189,37 @@ def test_bad_trees_raise(tree):
         numerical.error_vs_eps(cubic_and_sine, tree, {**tree, "w": jnp.ones(4)})
 
 
+@pytest.mark.parametrize("chunk_size", [0, -3, 2.5, True])
+def test_bad_chunk_size_raises(tree, chunk_size):
+    match = f"chunk_size must be a positive integer; got {chunk_size}"
+    with pytest.raises(ValueError, match=match):
+        numerical.central_difference(cubic_and_sine, tree, chunk_size=chunk_size)
+
+
+def test_a_function_that_is_not_scalar_or_bad_repeats_raise(tree):
+    match = r"f must return a scalar loss, shape \(\); got shape \(2, 2\)"
+    with pytest.raises(ValueError, match=match):
+        numerical.central_difference(lambda t: t["w"] ** 2, tree)
+    with pytest.raises(ValueError, match="repeats must be a positive integer; got 0"):
+        numerical.compare_cost(cubic_and_sine, tree, cubic_and_sine_grad, repeats=0)
+
+
 # ---------------------------------------------------------------------------------------
 # scripts/gradient_check.py end to end.
 # ---------------------------------------------------------------------------------------
 
 
-@pytest.mark.slow
-def test_gradient_check_script_quick(tmp_path, capsys):
-    # A few cases (each compiles its own central differences); the default runs the zoo.
+@pytest.fixture(scope="module")
+def script():
     spec = importlib.util.spec_from_file_location("gradient_check", SCRIPT)
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.slow
+def test_gradient_check_script_quick(script, tmp_path, capsys):
+    # A few cases (each compiles its own central differences); the default runs the zoo.
     argv = ["--quick", "--activations", "relu,prelu,sin", "--losses", "l1,cross_entropy"]
     assert script.main([*argv, "--out", str(tmp_path)]) == 0
     printed = capsys.readouterr().out
@@ -220,9 +240,6 @@ def test_gradient_check_script_quick(tmp_path, capsys):
     assert all(c["fd_evaluations"] == 2 * c["num_params"] for c in result["cost"])
 
 
-def test_gradient_check_script_rejects_unknown_names(tmp_path):
-    spec = importlib.util.spec_from_file_location("gradient_check", SCRIPT)
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+def test_gradient_check_script_rejects_unknown_names(script, tmp_path):
     with pytest.raises(ValueError, match="Unknown activation 'swish'"):
         script.main(["--quick", "--activations", "swish", "--out", str(tmp_path)])

@@ -40,10 +40,11 @@ CHECK = textwrap.dedent(
     x8, y8 = jax.device_put((x, labels), batch)
     out["x_shards"] = len(x8.addressable_shards)
     L1, g1 = grad(params, x, labels)
-    L8, g8 = grad(params, x8, y8)
+    grad8 = grad.lower(params, x8, y8).compile()  # compiled once: run it and read its HLO
+    L8, g8 = grad8(params, x8, y8)
     out["grad_rel_diff"] = max_rel((L8, g8["params"]), (L1, g1["params"]))
     # The partitioned program sums the per-device partial gradients: an all-reduce.
-    out["grad_all_reduce"] = "all-reduce" in grad.lower(params, x8, y8).compile().as_text()
+    out["grad_all_reduce"] = "all-reduce" in grad8.as_text()
 
     # 2. One compiled training step.
     optimizer = optax.adam(1e-2)
@@ -113,7 +114,8 @@ def test_sharded_train_step_equals_single_device_S22(eight_devices):
 
 
 def test_sharded_fit_equals_single_device_S22(eight_devices):
-    assert eight_devices["fit_rel_diff"] < 1e-5
+    # 12 Adam steps in float32: the same bound as one step (measured ≈ 2e-7).
+    assert eight_devices["fit_rel_diff"] < 1e-6
     assert eight_devices["fit_params_devices"] == 8
 
 

@@ -193,3 +193,19 @@ def test_refusals_name_the_argument_S9(call, match):
     net, params = _net_and_params((2, 3, 1), ("tanh", "identity"))
     with pytest.raises(ValueError, match=match):
         call(net, params)
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda p: symmetry.collapse("3-4-1", p),
+        lambda p: symmetry.permute("3-4-1", p, 0, [0, 1, 2]),
+        lambda p: symmetry.flip("3-4-1", p, 0, [True] * 3),
+        lambda p: symmetry.random_symmetry(jax.random.key(0), "3-4-1", p),
+        lambda p: symmetry.network_symmetry_count("3-4-1"),
+    ],
+)
+def test_a_net_that_is_not_an_mlp_is_refused_S9(call):
+    _, params = _net_and_params((2, 3, 1), ("tanh", "identity"))
+    with pytest.raises(ValueError, match="net must be an fnn.MLP; got str"):
+        call(params)

@@ -9,6 +9,9 @@ functions of the pre-activation ``a`` (any shape; the last axis is the unit axis
 * ``jacobian(a, **p)``    the dense ``(n, n)`` matrix ``J_f(a)`` for one example ``a`` of
   shape ``(n,)``: ``diag(f′(a))`` (S16), or ``diag(s) − s sᵀ`` for softmax. Any other
   shape raises ``ValueError`` (``jax.vmap`` it over a batch).
+* ``derivative_from_output(z, **p)``  optional (tanh, sigmoid): the same ``f′`` from the
+  output ``z = f(a)``, ``1 − z²`` or ``z (1 − z)``, which the reverse engine reads from
+  its cache (S17); ``derivative`` stays the reference, accurate in the tails too.
 
 ``p`` are the activation's learnable parameters (only PReLU has one, ``alpha``); they live
 in the network's parameters next to ``W`` and ``b`` and ``param_derivatives[name](a, **p)``

@@ -26,10 +26,13 @@ import math
 from collections.abc import Sequence
 
 from fnn import activations
-from fnn.network import MLP
+from fnn.network import MLP, summary
+from fnn.numerical import check_positive_int
 
 __all__ = [
     "CHAIN_ORDERS",
+    "GRADIENT_MODES",
+    "JACOBIAN_MODES",
     "chain_dims",
     "chain_macs",
     "choose_mode",
@@ -44,6 +47,21 @@ JACOBIAN_MODES = ("forward", "reverse", "explicit")
 GRADIENT_MODES = ("forward", "reverse")
 
 
+def _check_choice(value, choices: tuple[str, ...], what: str) -> None:
+    if value not in choices:
+        raise ValueError(f"Unknown {what} {value!r}; expected one of {choices}.")
+
+
+def _check_net(net) -> None:
+    if not isinstance(net, MLP):
+        raise ValueError(f"net must be an fnn.MLP; got {type(net).__name__}.")
+
+
+def _check_widths(name: str, widths: Sequence) -> None:
+    if len(widths) < 2 or not all(w > 0 for w in widths):
+        raise ValueError(f"{name} must hold at least two positive widths; got {tuple(widths)}.")
+
+
 def chain_dims(sizes: Sequence[int]) -> tuple[int, ...]:
     """The widths of the chain ``J_out · Wᴺ · … · J¹ · W¹`` read from the right (S17):
     factor ``k`` maps ``dims[k]`` to ``dims[k+1]``, so ``W¹`` is ``(n₁, n₀)``, ``J¹`` is
@@ -52,6 +70,7 @@ def chain_dims(sizes: Sequence[int]) -> tuple[int, ...]:
     >>> chain_dims((784, 256, 10))
     (784, 256, 256, 10, 10)
     """
+    _check_widths("sizes", sizes)
     dims = [sizes[0]]
     for n in sizes[1:]:
         dims += [n, n]
@@ -72,8 +91,8 @@ def chain_macs(dims: Sequence[float], order: str = "left_to_right") -> float:
     >>> [chain_macs(dims, order) for order in ("left_to_right", "right_to_left", "optimal")]
     [222010, 213010, 22210]
     """
-    if order not in CHAIN_ORDERS:
-        raise ValueError(f"Unknown order {order!r}; expected one of {CHAIN_ORDERS}.")
+    _check_choice(order, CHAIN_ORDERS, "order")
+    _check_widths("dims", dims)
     k = len(dims) - 1  # number of factors
     if order == "right_to_left":
         return sum(dims[i + 1] * dims[i] * dims[0] for i in range(1, k))
@@ -88,7 +107,7 @@ def chain_macs(dims: Sequence[float], order: str = "left_to_right") -> float:
                 best[i][s] + best[s + 1][j] + dims[j + 1] * dims[s + 1] * dims[i]
                 for s in range(i, j)
             )
-    return best[0][k - 1] if k else 0
+    return best[0][k - 1]
 
 
 def _per_unit(name: str) -> int:
@@ -117,7 +136,9 @@ def _jacobian(sizes, acts, mode) -> float:
 
 
 def pass_macs(net: MLP) -> int:
-    """MACs of one tangent (or cotangent) pass through ``net``: ``Σᵢ (nᵢ nᵢ₋₁ + cᵢ nᵢ)``."""
+    """MACs of one tangent (or cotangent) pass through ``net`` (S18):
+    ``Σᵢ (nᵢ nᵢ₋₁ + cᵢ nᵢ)``."""
+    _check_net(net)
     return int(_pass(net.sizes, net.activations))
 
 
@@ -129,12 +150,15 @@ def jacobian_macs(net: MLP, mode: str) -> int:
     * ``"explicit"``: the forward pass, then the chain of dense ``J_f`` and ``W`` matrices
       multiplied left to right, as S17 writes it.
 
+    Raises:
+      ValueError: ``net`` is not an :class:`~fnn.MLP`, or an unknown ``mode``.
+
     >>> net = MLP((784, 256, 256, 10), ("tanh", "tanh", "identity"))
     >>> jacobian_macs(net, "forward") // jacobian_macs(net, "reverse")
     71
     """
-    if mode not in JACOBIAN_MODES:
-        raise ValueError(f"Unknown mode {mode!r}; expected one of {JACOBIAN_MODES}.")
+    _check_net(net)
+    _check_choice(mode, JACOBIAN_MODES, "mode")
     return int(_jacobian(net.sizes, net.activations, mode))
 
 
@@ -145,14 +169,19 @@ def gradient_macs(net: MLP, mode: str, batch: int = 1) -> int:
       products ``δ ⊗ z`` (one more ``Σ nᵢ nᵢ₋₁``): about three forward passes.
     * ``"forward"``: per example the forward pass and one tangent pass per parameter and
       per input component, ``(P + D)`` passes: the cost grows with the parameter count P.
+
+    Raises:
+      ValueError: ``net`` is not an :class:`~fnn.MLP`, an unknown ``mode``, or ``batch``
+        that is not a positive integer.
     """
-    if mode not in GRADIENT_MODES:
-        raise ValueError(f"Unknown mode {mode!r}; expected one of {GRADIENT_MODES}.")
+    _check_net(net)
+    _check_choice(mode, GRADIENT_MODES, "mode")
+    batch = check_positive_int(batch, "batch")
     sizes, acts = net.sizes, net.activations
     if mode == "reverse":
         return batch * int(2 * _primal(sizes) + _pass(sizes, acts))
-    num_params = sum(math.prod(s) for layer in net.layer_shapes() for s in layer.values())
-    return batch * int(_primal(sizes) + (num_params + sizes[0]) * _pass(sizes, acts))
+    passes = summary(net).num_params + sizes[0]
+    return batch * int(_primal(sizes) + passes * _pass(sizes, acts))
 
 
 def choose_mode(net: MLP) -> str:
@@ -194,8 +223,9 @@ def crossover(
     if vary not in ("output", "input"):
         raise ValueError(f"vary must be 'output' or 'input'; got {vary!r}.")
     for mode in modes:
-        if mode not in JACOBIAN_MODES:
-            raise ValueError(f"Unknown mode {mode!r}; expected one of {JACOBIAN_MODES}.")
+        _check_choice(mode, JACOBIAN_MODES, "mode")
+    if not (0 < bounds[0] < bounds[1] < math.inf):
+        raise ValueError(f"bounds must be (lo, hi) with 0 < lo < hi < inf; got {bounds}.")
     acts = (
         tuple(activations) if activations is not None else ("tanh",) * len(hidden) + ("identity",)
     )

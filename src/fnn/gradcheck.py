@@ -30,12 +30,14 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 
 from fnn import losses
-from fnn.network import MLP, forward
+from fnn.network import MLP, check_input, forward
 from fnn.numerical import (
     at_plus_minus,
     central_difference,
     check_eps,
+    check_positive_int,
     check_same_structure,
+    check_scalar,
     check_tree,
     relative_error,
     resolution,
@@ -69,7 +71,8 @@ LOSS_KINKS = ("l1",)
 
 
 class LeafError(NamedTuple):
-    """The relative error of one leaf: its worst entry and its median; kinks excluded."""
+    """The relative error of one leaf: its worst entry and its median; kinks excluded
+    (S11, S19)."""
 
     path: str
     max_error: float
@@ -79,7 +82,7 @@ class LeafError(NamedTuple):
 
 
 class GradCheck(NamedTuple):
-    """The report of a gradient check: pass/fail, the worst entry, every leaf."""
+    """The report of a gradient check (S11, S19): pass/fail, the worst entry, every leaf."""
 
     passed: bool
     max_error: float
@@ -113,6 +116,11 @@ class GradCheck(NamedTuple):
         return "\n".join(lines)
 
 
+def _threshold(dtype: str, threshold: float | None) -> float:
+    """``threshold``, or the default of ``dtype`` (``THRESHOLDS``, 1e-2 for any other)."""
+    return THRESHOLDS.get(dtype, 1e-2) if threshold is None else threshold
+
+
 def compare(
     grad,
     numerical,
@@ -142,7 +150,7 @@ def compare(
     if kinks is not None:
         check_same_structure(kinks, numerical, "kinks")
     dtype = str(jnp.result_type(*jax.tree.leaves(numerical)))
-    threshold = THRESHOLDS.get(dtype, 1e-2) if threshold is None else threshold
+    threshold = _threshold(dtype, threshold)
     tiny = resolution(dtype, value) / threshold if tiny is None else tiny
     if kinks is None:
         kinks = jax.tree.map(lambda g: np.zeros(np.shape(g), bool), grad)
@@ -210,7 +218,7 @@ def check_gradient(
     if kinks is not None:
         check_same_structure(kinks, tree, "kinks")
     numerical = central_difference(f, tree, eps, relative=relative)
-    num_evaluations = 2 * sum(np.size(leaf) for leaf in jax.tree.leaves(tree))
+    num_evaluations = 2 * _num_entries(tree)
     return compare(
         grad,
         numerical,
@@ -223,7 +231,8 @@ def check_gradient(
 
 
 class DirectionalCheck(NamedTuple):
-    """:func:`check_directional`: ``⟨∇L, v⟩`` against ``(L(θ+hv) − L(θ−hv)) / 2h`` per v."""
+    """:func:`check_directional`: ``⟨∇L, v⟩`` against ``(L(θ+hv) − L(θ−hv)) / 2h`` per v
+    (S11)."""
 
     passed: bool
     errors: tuple[float, ...]
@@ -262,15 +271,15 @@ def check_directional(
       eps: the base step (default ``ε_mach^{1/3}``); threshold: as in :func:`check_gradient`.
 
     Raises:
-      ValueError: ``grad`` does not match ``tree``, ``k < 1``, or a bad ``eps``.
+      ValueError: ``grad`` does not match ``tree``, ``k < 1``, a bad ``eps``, or an ``f``
+        that does not return a scalar.
     """
     check_same_structure(grad, tree)
-    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-        raise ValueError(f"k must be a positive integer number of directions; got {k!r}.")
+    k = check_positive_int(k, "k")
     dtype = check_tree(tree)
     eps = check_eps(eps, dtype)
     numerical, hand, value = (np.asarray(a) for a in _directional(f, k, tree, grad, key, eps))
-    threshold = THRESHOLDS.get(dtype, 1e-2) if threshold is None else threshold
+    threshold = _threshold(dtype, threshold)
     errors = relative_error(hand, numerical, resolution(dtype, value) / threshold)
     return DirectionalCheck(
         bool(errors.max() <= threshold), tuple(errors.tolist()), tuple(hand.tolist()),
@@ -284,11 +293,13 @@ def _directional(f, k, tree, grad, key, eps):
     theta, unravel = ravel_pytree(tree)
     v = jax.random.normal(key, (k, theta.size), theta.dtype)
     v = v / jnp.linalg.norm(v, axis=1, keepdims=True)
+    value = f(tree)
+    check_scalar(jnp.shape(value))
     h = steps(jnp.max(jnp.abs(theta)), eps)
     plus = jax.vmap(lambda d: f(unravel(theta + h * d)))(v)
     minus = jax.vmap(lambda d: f(unravel(theta - h * d)))(v)
     hand = v @ ravel_pytree(grad)[0].astype(theta.dtype)
-    return (plus - minus) / (2 * h), hand, f(tree)
+    return (plus - minus) / (2 * h), hand, value
 
 
 # ---------------------------------------------------------------------------------------
@@ -298,16 +309,26 @@ def _directional(f, k, tree, grad, key, eps):
 
 def network_loss(net: MLP, params, x, y, loss: str = "l2") -> jax.Array:
     """The loss ``L(nn_θ(x), y)`` of one example, or the batch loss
-    ``(1/B) Σ_b L(nn_θ(x_b), y_b)`` — as ``fnn.value_and_grad`` defines it."""
+    ``(1/B) Σ_b L(nn_θ(x_b), y_b)`` — as ``fnn.value_and_grad`` defines it (S11, S19).
+
+    Raises:
+      ValueError: unknown ``loss``; ``params``/``x`` that do not fit ``net``; a ``y`` that is
+        not a target for the outputs (:func:`fnn.losses.check_target`: its shape always,
+        labels and probabilities where ``y`` is concrete).
+    """
     y_hat, _ = forward(net, params, x)
-    fn = losses.get(loss).fn
+    return _batch_loss(losses.get(loss), y_hat, y)
+
+
+def _batch_loss(loss_fn: losses.Loss, y_hat: jax.Array, y) -> jax.Array:
+    losses.check_target(loss_fn, y_hat.shape, y)
+    fn = loss_fn.fn
     return fn(y_hat, y) if y_hat.ndim == 1 else jnp.mean(jax.vmap(fn)(y_hat, y))
 
 
-def _kink_sides(net: MLP, loss: str, tree, y) -> jax.Array:
+def _kink_sides(net: MLP, loss: str, y_hat: jax.Array, cache, y) -> jax.Array:
     """One code per pre-activation and L1 residual: ``Σ_k sign(a − k)`` over its kinks k.
     Equal codes mean the same smooth piece (or the same kink point)."""
-    y_hat, cache = forward(net, tree["params"], tree["x"])
     sides = [jnp.zeros((0,), y_hat.dtype)]
     for layer_cache, f in zip(cache, net.activations):
         sides += [jnp.sign(layer_cache.a - k).ravel() for k in KINKS.get(f, ())]
@@ -326,14 +347,15 @@ def kink_crossings(net: MLP, params, x, y, loss: str = "l2", *, eps: float | Non
       A bool pytree ``{"params": …, "x": …}``, True where a kink is crossed.
 
     Raises:
-      ValueError: unknown ``loss``, bad ``eps``, ``params``/``x`` that do not fit ``net``.
+      ValueError: unknown ``loss``, bad ``eps``, ``params``/``x`` that do not fit ``net``, a
+        ``y`` that is not a target for the outputs.
     """
     return network_central_difference(net, params, x, y, loss, eps=eps).kinks
 
 
 class NetworkDifference(NamedTuple):
     """:func:`network_central_difference`: the numerical ``{"params", "x"}`` gradient of a
-    network's loss, where a kink was crossed, the loss, and the evaluations counted."""
+    network's loss, where a kink was crossed, the loss, and the evaluations counted (S11)."""
 
     numerical: dict
     kinks: dict
@@ -348,31 +370,54 @@ def network_central_difference(
     and :func:`kink_crossings` from the same batch of ``2P`` evaluations (S11).
 
     Raises:
-      ValueError: unknown ``loss``, bad ``eps``, ``params``/``x`` that do not fit ``net``.
+      ValueError: unknown ``loss``, bad ``eps``, ``params``/``x`` that do not fit ``net``, a
+        ``y`` that is not a target for the outputs.
     """
-    losses.get(loss)
-    eps = check_eps(eps, check_tree({"params": params, "x": x}))
-    numerical, kinks, value = _network_differences(net, loss, params, x, y, eps)
-    kinks = jax.tree.map(lambda c: np.asarray(c) > 0.5, kinks)
-    num_params = sum(np.size(leaf) for leaf in jax.tree.leaves((params, x)))
-    return NetworkDifference(numerical, kinks, float(value), 2 * num_params)
+    loss_fn = losses.get(loss)
+    check_input(net, x)
+    # Here, where y is still concrete: its labels' range as well (inside jit, shape only).
+    losses.check_target(loss_fn, (*np.shape(x)[:-1], net.out_features), y)
+    tree = {"params": params, "x": x}
+    eps = check_eps(eps, check_tree(tree))
+    numerical, crossed, value = _network_differences(net, loss, params, x, y, eps)
+    numerical = _unravel_like(tree, np.asarray(numerical), jnp.asarray)
+    kinks = _unravel_like(tree, np.asarray(crossed), np.asarray)
+    return NetworkDifference(numerical, kinks, float(value), 2 * _num_entries(tree))
+
+
+def _num_entries(tree) -> int:
+    """P, the number of entries of a pytree of arrays."""
+    return sum(np.size(leaf) for leaf in jax.tree.leaves(tree))
+
+
+def _unravel_like(tree, flat: np.ndarray, to_array: Callable):
+    """``flat``, of ``tree``'s P entries in ``ravel_pytree`` order, as a pytree like ``tree``;
+    split on the host, so that the compiled program need not slice every leaf out."""
+    leaves, treedef = jax.tree.flatten(tree)
+    ends = np.cumsum([np.size(leaf) for leaf in leaves])[:-1]
+    parts = np.split(flat, ends)
+    return jax.tree.unflatten(
+        treedef, [to_array(p.reshape(np.shape(leaf))) for p, leaf in zip(parts, leaves)]
+    )
 
 
 @functools.partial(jax.jit, static_argnames=("net", "loss"))
 def _network_differences(net, loss, params, x, y, eps):
-    """The quotients of the loss, the kink crossings (as 0/1) and the loss at θ."""
+    """The P quotients of the loss and the P kink crossings, flat, and the loss at θ."""
     tree = {"params": params, "x": x}
     theta, unravel = ravel_pytree(tree)
+    loss_fn = losses.get(loss)
 
-    def loss_and_sides(t):
-        value = network_loss(net, t["params"], t["x"], y, loss)
-        return jnp.concatenate([value[None], _kink_sides(net, loss, t, y)])
+    def loss_and_sides(t):  # one forward pass for both
+        y_hat, cache = forward(net, t["params"], t["x"])
+        value = _batch_loss(loss_fn, y_hat, y)
+        return jnp.concatenate([value[None], _kink_sides(net, loss, y_hat, cache, y)])
 
     values, taken = at_plus_minus(loss_and_sides, theta, steps(theta, eps), unravel)
     at_theta = loss_and_sides(tree)
-    numerical = unravel((values[:, 0, 0] - values[:, 1, 0]) / taken)
+    numerical = (values[:, 0, 0] - values[:, 1, 0]) / taken
     crossed = jnp.any(values[:, :, 1:] != at_theta[1:], axis=(1, 2))
-    return numerical, unravel(crossed.astype(theta.dtype)), at_theta[0]
+    return numerical, crossed, at_theta[0]
 
 
 def check_network(
@@ -392,7 +437,7 @@ def check_network(
 
     Raises:
       ValueError: ``grads`` does not match ``{"params", "x"}``, unknown ``loss``, bad
-        ``eps``, ``params``/``x`` that do not fit ``net``.
+        ``eps``, ``params``/``x`` that do not fit ``net``, a ``y`` that does not fit.
 
     >>> net = MLP((1, 1), ("identity",))  # L = (W x + b − y)², at W = 2, b = 0, x = 1, y = 0
     >>> params, x, y = [{"W": jnp.array([[2.0]]), "b": jnp.zeros(1)}], jnp.ones(1), jnp.zeros(1)

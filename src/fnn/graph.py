@@ -31,6 +31,9 @@ from typing import NamedTuple
 import jax.numpy as jnp
 import numpy as np
 
+from fnn import activations
+from fnn.numerical import check_positive_int
+
 __all__ = [
     "Accumulation",
     "Graph",
@@ -97,7 +100,7 @@ def total_derivative(partials: Sequence, tangents: Sequence):
 
 class Node(NamedTuple):
     """A scalar node ``name = fn(*parents)`` with its local partials
-    ``partials(*parents) = (∂name/∂parent₁, …)``."""
+    ``partials(*parents) = (∂name/∂parent₁, …)`` (S13)."""
 
     name: str
     parents: tuple[str, ...]
@@ -106,8 +109,8 @@ class Node(NamedTuple):
 
 
 class Graph(NamedTuple):
-    """A computation graph: one input node and the other nodes in topological order; the
-    last node is the output ``L``. Build it with :func:`make_graph` to have it checked."""
+    """A computation graph (S13): one input node and the other nodes in topological order;
+    the last node is the output ``L``. Build it with :func:`make_graph` to have it checked."""
 
     input: str
     nodes: tuple[Node, ...]
@@ -122,7 +125,7 @@ class Graph(NamedTuple):
 
 
 def make_graph(input: str, nodes: Sequence[Node]) -> Graph:
-    """A :class:`Graph`, checked: names unique, parents defined before use, no repeats.
+    """A :class:`Graph`, checked (S13): names unique, parents defined before use, no repeats.
 
     Raises:
       ValueError: no nodes, a duplicate name, a node without parents, a repeated parent,
@@ -149,7 +152,7 @@ def make_graph(input: str, nodes: Sequence[Node]) -> Graph:
 
 
 def evaluate(graph: Graph, s) -> dict:
-    """The forward pass: every node's value for the input value ``s``."""
+    """The forward pass (S13): every node's value for the input value ``s``."""
     values = {graph.input: s}
     for node in graph.nodes:
         values[node.name] = node.fn(*(values[p] for p in node.parents))
@@ -157,7 +160,7 @@ def evaluate(graph: Graph, s) -> dict:
 
 
 def local_partials(graph: Graph, values: Mapping) -> dict:
-    """Every edge's label ``∂child/∂parent``, keyed ``(child, parent)``, at ``values``."""
+    """Every edge's label ``∂child/∂parent``, keyed ``(child, parent)``, at ``values`` (S13)."""
     labels = {}
     for node in graph.nodes:
         for p, d in zip(node.parents, node.partials(*(values[p] for p in node.parents))):
@@ -180,7 +183,7 @@ def _children(graph: Graph) -> dict[str, list[str]]:
 
 @dataclasses.dataclass
 class Ops:
-    """Counts the multiplications and additions an algorithm performs on derivatives."""
+    """Counts the multiplications and additions an algorithm performs on derivatives (S13)."""
 
     multiplies: int = 0
     additions: int = 0
@@ -199,7 +202,7 @@ class Ops:
 
 
 class PathSum(NamedTuple):
-    """:func:`sum_over_paths`: ``∂L/∂s``, the number of paths, the operations."""
+    """:func:`sum_over_paths`: ``∂L/∂s``, the number of paths, the operations (S13)."""
 
     derivative: object
     num_paths: int
@@ -207,14 +210,14 @@ class PathSum(NamedTuple):
 
 
 class Accumulation(NamedTuple):
-    """A dynamic program's derivatives (node name → value) and its operations."""
+    """A dynamic program's derivatives (node name → value) and its operations (S13)."""
 
     derivatives: dict
     ops: Ops
 
 
 def paths(graph: Graph) -> Iterator[tuple[str, ...]]:
-    """Every path from the input to the output, as a tuple of node names."""
+    """Every path from the input to the output, as a tuple of node names (S13)."""
     children = _children(graph)
 
     def extend(path):
@@ -227,7 +230,7 @@ def paths(graph: Graph) -> Iterator[tuple[str, ...]]:
 
 
 def count_paths(graph: Graph) -> int:
-    """The number of input→output paths, by dynamic programming (never enumerated)."""
+    """The number of input→output paths, by dynamic programming (never enumerated, S13)."""
     count = {graph.input: 1}
     for node in graph.nodes:
         count[node.name] = sum(count[p] for p in node.parents)
@@ -318,17 +321,13 @@ def path_graph() -> Graph:
     ])  # fmt: skip
 
 
-# φ and φ′ for the generated nodes n = φ(Σⱼ cⱼ pⱼ).
-_PHI = {
-    "sin": (jnp.sin, jnp.cos),
-    "tanh": (jnp.tanh, lambda u: 1 - jnp.tanh(u) ** 2),
-    "softplus": (lambda u: jnp.logaddexp(u, 0.0), lambda u: 1 / (1 + jnp.exp(-u))),
-}
+# φ and φ′ for the generated nodes n = φ(Σⱼ cⱼ pⱼ): fnn's own activations and derivatives.
+_PHI = {name: activations.get(name) for name in ("sin", "tanh", "softplus")}
 
 
 def _weighted_node(name: str, parents: tuple[str, ...], c: np.ndarray, phi: str) -> Node:
     """``n = φ(Σⱼ cⱼ pⱼ)`` with ``∂n/∂pⱼ = φ′(Σⱼ cⱼ pⱼ) cⱼ``."""
-    f, f_prime = _PHI[phi]
+    f, f_prime = _PHI[phi].fn, _PHI[phi].derivative
     c = tuple(float(v) for v in c)
 
     def fn(*p):
@@ -354,9 +353,8 @@ def layered_graph(depth: int, width: int, seed: int = 0) -> Graph:
     Raises:
       ValueError: ``depth`` or ``width`` is not a positive integer.
     """
-    for arg, value in (("depth", depth), ("width", width)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{arg} must be a positive integer; got {value!r}.")
+    check_positive_int(depth, "depth")
+    check_positive_int(width, "width")
     rng = np.random.default_rng(seed)
     nodes, previous = [], ("s",)
     for k in range(1, depth + 1):
@@ -367,8 +365,14 @@ def layered_graph(depth: int, width: int, seed: int = 0) -> Graph:
 
 
 def random_graph(num_nodes: int, seed: int = 0, max_parents: int = 3) -> Graph:
-    """A random DAG of ``num_nodes`` nodes after the input ``s``: each node draws 1 …
-    ``max_parents`` parents among the earlier nodes; the last one is ``L``."""
+    """A random DAG of ``num_nodes`` nodes after the input ``s`` (S13): each node draws 1 …
+    ``max_parents`` parents among the earlier nodes; the last one is ``L``.
+
+    Raises:
+      ValueError: ``num_nodes`` or ``max_parents`` is not a positive integer.
+    """
+    check_positive_int(num_nodes, "num_nodes")
+    check_positive_int(max_parents, "max_parents")
     rng = np.random.default_rng(seed)
     names, nodes = ["s"], []
     for k in range(1, num_nodes + 1):

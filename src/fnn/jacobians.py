@@ -22,14 +22,18 @@ These are what the lecture's backpropagation multiplies (S17) and what
 ``backprop.explicit`` uses literally. They are built from the hand-written derivatives of
 :mod:`fnn.activations` and :mod:`fnn.losses`; nothing here calls ``jax.jacfwd``: the tests
 prove each one equal to ``jax.jacfwd``/``jax.jacrev`` of the function it differentiates.
+Shapes are checked in Python (also while tracing): a batch where one example belongs, or
+factors that do not chain, raise ``ValueError`` instead of a silently wrong matrix.
 """
 
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from fnn import activations, losses
+from fnn.network import activation_params
 
 __all__ = [
     "activation",
@@ -44,6 +48,17 @@ __all__ = [
 ]
 
 
+def _check_shape(name: str, value, expected: tuple) -> None:
+    """Raise ``ValueError`` unless ``value`` has the ``expected`` shape; an int entry must
+    match, a str entry (a named size such as ``"M"``) matches any size."""
+    got = tuple(np.shape(value))
+    if len(got) != len(expected) or any(
+        isinstance(e, int) and e != g for e, g in zip(expected, got)
+    ):
+        want = "(" + ", ".join(map(str, expected)) + (",)" if len(expected) == 1 else ")")
+        raise ValueError(f"{name} must have shape {want}; got {got}.")
+
+
 def chain(J_g: jax.Array, J_f: jax.Array) -> jax.Array:
     """The multi-dimensional chain rule (S15): ``J_{g∘f}(x) = J_g(f(x)) · J_f(x)``.
 
@@ -53,18 +68,25 @@ def chain(J_g: jax.Array, J_f: jax.Array) -> jax.Array:
 
     Returns:
       ``(k, n)``, the Jacobian of the composition.
+
+    Raises:
+      ValueError: the two are not matrices whose inner sizes ``m`` agree.
     """
+    _check_shape("J_g", J_g, ("k", "m"))
+    _check_shape("J_f", J_f, (np.shape(J_g)[1], "n"))
     return J_g @ J_f
 
 
 def affine_x(W: jax.Array) -> jax.Array:
     """``J_a(x) = W`` for ``a = W x + b`` (S16): ``∂aᵢ/∂xⱼ = wᵢⱼ``; shape ``(M, D)``."""
+    _check_shape("W", W, ("M", "D"))
     return W
 
 
 def affine_b(b: jax.Array) -> jax.Array:
     """``J_a(b) = I_M`` for ``a = W x + b`` (S16): ``∂aᵢ/∂bₖ = δᵢₖ``; shape ``(M, M)``."""
-    return jnp.eye(b.shape[-1], dtype=b.dtype)
+    _check_shape("b", b, ("M",))
+    return jnp.eye(b.shape[0], dtype=b.dtype)
 
 
 def affine_W(W: jax.Array, x: jax.Array) -> jax.Array:
@@ -76,9 +98,14 @@ def affine_W(W: jax.Array, x: jax.Array) -> jax.Array:
     ``M² D`` numbers; backpropagation never needs it, because a row vector ``δ`` times it
     is the outer product ``δ ⊗ x`` (see :func:`row_times`).
 
+    Raises:
+      ValueError: ``W`` is not a matrix, or ``x`` is not one input ``(D,)`` of its width.
+
     >>> affine_W(jnp.zeros((2, 3)), jnp.array([1.0, 2.0, 3.0]))[1, 1]
     Array([1., 2., 3.], dtype=float32)
     """
+    _check_shape("W", W, ("M", "D"))
+    _check_shape("x", x, (W.shape[1],))
     return jnp.eye(W.shape[0], dtype=x.dtype)[:, :, None] * x[None, None, :]
 
 
@@ -96,14 +123,17 @@ def activation(f: str, a: jax.Array, **p) -> jax.Array:
 
 
 def activation_param(f: str, name: str, a: jax.Array, **p) -> jax.Array:
-    """``J_z(p) = ∂f(a)/∂p`` for the learnable scalar parameter ``p[name]`` of ``f``, ``(M,)``.
+    """``J_z(p) = ∂f(a)/∂p`` for the learnable scalar parameter ``p[name]`` of ``f`` (S16),
+    ``(M,)``.
 
     A column of length M (one entry per unit: ``z = f(a)`` depends on the shared ``p`` in
     every unit); for PReLU, ``∂f/∂α = min(a, 0)``.
 
     Raises:
-      ValueError: ``f`` has no learnable parameter called ``name``.
+      ValueError: ``f`` has no learnable parameter called ``name``, or ``a`` is not one
+        example ``(M,)``.
     """
+    _check_shape("a", a, ("M",))
     act = activations.get(f)
     if name not in act.param_derivatives:
         raise ValueError(
@@ -119,10 +149,17 @@ def loss(L: str, y_hat: jax.Array, y: jax.Array) -> jax.Array:
     E.g. L2: ``[2(ŷᵢ − yᵢ)]``; L1: ``[sign(ŷᵢ − yᵢ)]``; cross-entropy on probabilities:
     ``[0, …, −1/p(ŷ = y|x), …, 0]``.
 
+    Raises:
+      ValueError: an unknown ``L``, a ``y_hat`` that is not one example ``(M,)``, or a ``y``
+        that is not a valid target for it (:func:`fnn.losses.check_target`).
+
     >>> loss("l2", jnp.array([1.0, 2.0]), jnp.array([0.0, 0.0]))
     Array([2., 4.], dtype=float32)
     """
-    return losses.get(L).jacobian(y_hat, y)
+    loss_fn = losses.get(L)
+    _check_shape("y_hat", y_hat, ("M",))
+    losses.check_target(loss_fn, np.shape(y_hat), y)
+    return loss_fn.jacobian(y_hat, y)
 
 
 def layer_x(layer_params: dict, f: str, x: jax.Array) -> jax.Array:
@@ -130,11 +167,14 @@ def layer_x(layer_params: dict, f: str, x: jax.Array) -> jax.Array:
 
     Shape ``(M, D)``; an instance of :func:`chain` with :func:`activation` and
     :func:`affine_x`.
+
+    Raises:
+      ValueError: ``x`` is not one example ``(D,)`` of the layer's input width.
     """
     W, b = layer_params["W"], layer_params["b"]
-    p = {k: v for k, v in layer_params.items() if k not in ("W", "b")}
+    _check_shape("x", x, (np.shape(W)[-1],))
     a = W @ x + b
-    return chain(activation(f, a, **p), affine_x(W))
+    return chain(activation(f, a, **activation_params(layer_params)), affine_x(W))
 
 
 def row_times(delta: jax.Array, J: jax.Array) -> jax.Array:
@@ -143,5 +183,9 @@ def row_times(delta: jax.Array, J: jax.Array) -> jax.Array:
     For a matrix ``J`` this is ``δ @ J``; for the tensor ``J_a(W) = I_M ⊗ x`` of
     :func:`affine_W` it gives ``Σᵢ δᵢ δᵢₖ x_l = δₖ x_l``, the outer product ``δ ⊗ x``: the
     ``(M, D)`` gradient ``∂L/∂W`` that the lecture writes without the identity.
+
+    Raises:
+      ValueError: ``delta`` is not a row ``(M,)`` matching the first axis of ``J``.
     """
+    _check_shape("delta", delta, (np.shape(J)[0] if np.ndim(J) else "M",))
     return jnp.tensordot(delta, J, axes=1)

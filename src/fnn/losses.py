@@ -141,12 +141,12 @@ _REGISTRY: dict[str, Loss] = {
 
 
 def names() -> tuple[str, ...]:
-    """All loss names, in registry order."""
+    """All loss names, in registry order (S16)."""
     return tuple(_REGISTRY)
 
 
 def get(name: str) -> Loss:
-    """Return the :class:`Loss` called ``name``.
+    """Return the :class:`Loss` called ``name`` (S16).
 
     Raises:
       ValueError: ``name`` is not one of :func:`names`.
@@ -178,7 +178,8 @@ def _first_outside(values: np.ndarray, lo: float, hi: float, hi_open: bool = Fal
 
 
 def check_target(loss: Loss, y_hat_shape: tuple[int, ...], y) -> None:
-    """Raise ``ValueError`` unless ``y`` is a valid target for outputs of ``y_hat_shape``.
+    """Raise ``ValueError`` unless ``y`` is a valid target for outputs of ``y_hat_shape``
+    (S16).
 
     ``y_hat_shape`` is ``(n,)`` for one example or ``(B, n)`` for a batch. Always checked
     (static): the shape of ``y``, and for ``target="label"`` an integer dtype. Checked where
@@ -225,7 +226,8 @@ def check_target(loss: Loss, y_hat_shape: tuple[int, ...], y) -> None:
 
 
 def check_prediction(loss: Loss, y_hat) -> None:
-    """Raise ``ValueError`` if a loss on probabilities gets a concrete ``ŷ`` outside [0, 1].
+    """Raise ``ValueError`` if a loss on probabilities gets a concrete ``ŷ`` outside [0, 1]
+    (S16).
 
     ``cross_entropy`` and ``binary_cross_entropy`` take probabilities (the output of a
     softmax, or of a sigmoid); any other ŷ, or one that is traced, passes unchecked. This

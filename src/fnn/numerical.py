@@ -34,7 +34,9 @@ __all__ = [
     "Sweep",
     "central_difference",
     "check_eps",
+    "check_positive_int",
     "check_same_structure",
+    "check_scalar",
     "check_tree",
     "compare_cost",
     "default_eps",
@@ -59,7 +61,7 @@ def default_eps(dtype) -> float:
 
 def resolution(dtype, value) -> float:
     """The smallest derivative central differences at the default ε resolve, for a function
-    whose value is ``value``: ``10 ε_mach^{2/3} max(1, |value|)``.
+    whose value is ``value``: ``10 ε_mach^{2/3} max(1, |value|)`` (S11).
 
     At ``ε = ε_mach^{1/3}`` the round-off ``κ ε_mach |f| / ε`` and the truncation error are
     both of order ``ε_mach^{2/3}``; κ = 10 allows for the rounding accumulated over the
@@ -83,7 +85,7 @@ def relative_error(a, b, tiny: float | None = None) -> np.ndarray:
 
 def check_same_structure(grad, tree, name: str = "grad") -> None:
     """Raise ``ValueError`` unless ``grad`` has the pytree structure and leaf shapes of
-    ``tree``, naming the first leaf that differs."""
+    ``tree``, naming the first leaf that differs (S11, S19)."""
     if jax.tree.structure(grad) != jax.tree.structure(tree):
         raise ValueError(
             f"{name} must have the pytree structure of the point θ, "
@@ -98,7 +100,8 @@ def check_same_structure(grad, tree, name: str = "grad") -> None:
 
 
 def check_tree(tree, name: str = "tree") -> str:
-    """Raise unless ``tree`` holds floating arrays of one dtype; return that dtype's name.
+    """Raise unless ``tree`` holds floating arrays of one dtype; return that dtype's name
+    (S11: central differences need a floating point to perturb).
 
     Raises:
       ValueError: no arrays. TypeError: a leaf that is not floating, or mixed dtypes.
@@ -119,7 +122,7 @@ def check_tree(tree, name: str = "tree") -> str:
 
 
 def check_eps(eps, dtype) -> float:
-    """``eps``, or :func:`default_eps` of ``dtype`` for ``None``.
+    """``eps``, or :func:`default_eps` of ``dtype`` for ``None`` (S11).
 
     Raises:
       ValueError: ``eps`` is not a positive finite number.
@@ -133,8 +136,16 @@ def check_eps(eps, dtype) -> float:
     return float(eps)
 
 
+def check_positive_int(value, name: str) -> int:
+    """``value`` as an int; ``ValueError`` naming ``name`` unless it is a positive integer
+    (S11, S13: chunk sizes, repetitions, directions, graph sizes)."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name} must be a positive integer; got {value!r}.")
+    return int(value)
+
+
 def steps(theta: jax.Array, eps, relative: bool = True) -> jax.Array:
-    """The steps ``h_i = ε · max(1, |θ_i|)``, or ``h_i = ε`` if not ``relative``."""
+    """The steps ``h_i = ε · max(1, |θ_i|)``, or ``h_i = ε`` if not ``relative`` (S11)."""
     scale = jnp.maximum(1, jnp.abs(theta)) if relative else jnp.ones_like(theta)
     return (eps * scale).astype(theta.dtype)
 
@@ -146,14 +157,15 @@ def at_plus_minus(fn: Callable, theta, h, unravel, chunk_size: int = 256):
     ``θ_i`` and ``θ ± h == θ``; there ``2h_i`` (and a quotient of 0, not 0/0).
 
     ``jax.vmap`` over ``chunk_size`` directions at a time (memory ``chunk_size × P``),
-    ``jax.lax.map`` over the chunks. Called inside ``jax.jit``.
+    ``jax.lax.map`` over the chunks. Called inside ``jax.jit`` (S11).
     """
     plus, minus = theta + h, theta - h
 
     def at(i):
         e_i = jnp.arange(theta.size) == i
-        theta_plus, theta_minus = jnp.where(e_i, plus, theta), jnp.where(e_i, minus, theta)
-        return jnp.stack([fn(unravel(theta_plus)), fn(unravel(theta_minus))])
+        # θ + hᵢeᵢ and θ − hᵢeᵢ as a batch of two: one copy of fn in the compiled program.
+        pair = jnp.stack([jnp.where(e_i, plus, theta), jnp.where(e_i, minus, theta)])
+        return jax.vmap(lambda t: fn(unravel(t)))(pair)
 
     P = theta.size
     n = max(1, min(chunk_size, P))
@@ -167,10 +179,18 @@ def at_plus_minus(fn: Callable, theta, h, unravel, chunk_size: int = 256):
     return values, jnp.where(taken > 0, taken, 2 * h)
 
 
+def check_scalar(shape, name: str = "f") -> None:
+    """Raise ``ValueError`` unless ``shape``, that of ``f``'s value, is a scalar's (S11);
+    called while tracing, so the message comes before XLA sees a wrong reshape."""
+    if tuple(shape) != ():
+        raise ValueError(f"{name} must return a scalar loss, shape (); got shape {tuple(shape)}.")
+
+
 @functools.partial(jax.jit, static_argnames=("f", "relative", "chunk_size"))
 def _central_difference(f, tree, eps, relative, chunk_size):
     theta, unravel = ravel_pytree(tree)
     values, taken = at_plus_minus(f, theta, steps(theta, eps, relative), unravel, chunk_size)
+    check_scalar(values.shape[2:])
     return unravel((values[:, 0] - values[:, 1]) / taken)
 
 
@@ -197,7 +217,8 @@ def central_difference(
       A pytree like ``tree``: the numerical gradient.
 
     Raises:
-      ValueError: ``eps`` is not positive and finite, or ``tree`` is empty.
+      ValueError: ``eps`` is not positive and finite, ``tree`` is empty, ``chunk_size`` is
+        not a positive integer, or ``f`` does not return a scalar.
       TypeError: a leaf of ``tree`` is not floating, or the leaves' dtypes differ.
 
     >>> g = central_difference(lambda t: jnp.sum(t["w"] ** 3), {"w": jnp.array([1.0, 2.0])})
@@ -205,6 +226,7 @@ def central_difference(
     [3.0, 12.0]
     """
     eps = check_eps(eps, check_tree(tree))
+    chunk_size = check_positive_int(chunk_size, "chunk_size")
     return _central_difference(f, tree, eps, relative, chunk_size)
 
 
@@ -214,7 +236,7 @@ def central_difference(
 
 
 class Sweep(NamedTuple):
-    """:func:`error_vs_eps`: for each ε, the median and the worst relative error."""
+    """:func:`error_vs_eps`: for each ε, the median and the worst relative error (S11)."""
 
     eps: tuple[float, ...]
     median_error: tuple[float, ...]
@@ -248,7 +270,7 @@ def error_vs_eps(
 
 
 class Cost(NamedTuple):
-    """:func:`compare_cost`: central differences against one forward + backward pass."""
+    """:func:`compare_cost`: central differences against one forward + backward pass (S11)."""
 
     num_params: int
     fd_evaluations: int
@@ -283,7 +305,11 @@ def compare_cost(f: Callable, tree, grad_fn: Callable, *, repeats: int = 3) -> C
 
     The evaluations are counted from the batch that central differences evaluate (its
     shape, ``(P, 2)``), not assumed.
+
+    Raises:
+      ValueError: ``repeats`` is not a positive integer; as :func:`central_difference`.
     """
+    repeats = check_positive_int(repeats, "repeats")
     eps = check_eps(None, check_tree(tree))
     theta, unravel = ravel_pytree(tree)
     batch = jax.eval_shape(lambda: at_plus_minus(f, theta, steps(theta, eps), unravel)[0])

@@ -42,6 +42,16 @@ __all__ = [
 FLIP_OFFSETS = {"identity": 0.0, "tanh": 0.0, "hard_tanh": 0.0, "sin": 0.0, "sigmoid": 1.0}
 
 
+def _check_net(net) -> None:
+    if not isinstance(net, MLP):
+        raise ValueError(f"net must be an fnn.MLP; got {type(net).__name__}.")
+
+
+def _check_net_and_params(net, params) -> None:
+    _check_net(net)
+    check_params(net, params)
+
+
 # ---------------------------------------------------------------------------------------
 # S8: linear collapse.
 # ---------------------------------------------------------------------------------------
@@ -65,8 +75,8 @@ def collapse(net: MLP, params: Params) -> tuple[jax.Array, jax.Array]:
       ``(W, b)`` of shapes ``(M_out, D)`` and ``(M_out,)``.
 
     Raises:
-      ValueError: a hidden layer has a non-linear activation, or ``params`` does not
-        match ``net``.
+      ValueError: ``net`` is not an :class:`~fnn.MLP`, a hidden layer has a non-linear
+        activation, or ``params`` does not match ``net``.
 
     >>> import fnn
     >>> net = fnn.MLP((3, 5, 4, 2), ("identity", "identity", "identity"))
@@ -74,7 +84,7 @@ def collapse(net: MLP, params: Params) -> tuple[jax.Array, jax.Array]:
     >>> W.shape, b.shape
     ((2, 3), (2,))
     """
-    check_params(net, params)
+    _check_net_and_params(net, params)
     nonlinear = [(i, f) for i, f in enumerate(net.activations[:-1]) if f != "identity"]
     if nonlinear:
         i, f = nonlinear[0]
@@ -94,7 +104,7 @@ def collapse(net: MLP, params: Params) -> tuple[jax.Array, jax.Array]:
 
 
 def _check_hidden_layer(net: MLP, params: Params, layer) -> int:
-    check_params(net, params)
+    _check_net_and_params(net, params)
     hidden = net.num_layers - 1
     if (
         isinstance(layer, bool)
@@ -130,8 +140,9 @@ def permute(net: MLP, params: Params, layer: int, perm) -> Params:
       New parameters (the input is not modified).
 
     Raises:
-      ValueError: ``layer`` is not a hidden layer, or ``perm`` is not a permutation of
-        ``range(M)`` (its values are checked where they are concrete).
+      ValueError: ``net`` is not an :class:`~fnn.MLP`, ``layer`` is not a hidden layer, or
+        ``perm`` is not a permutation of ``range(M)`` (its values are checked where they are
+        concrete).
     """
     i = _check_hidden_layer(net, params, layer)
     M = net.sizes[i + 1]
@@ -176,8 +187,9 @@ def flip(net: MLP, params: Params, layer: int, mask) -> Params:
       New parameters (the input is not modified).
 
     Raises:
-      ValueError: ``layer`` is not a hidden layer, its activation has no sign-flip
-        symmetry (ReLU, softplus, …), or ``mask`` has the wrong shape.
+      ValueError: ``net`` is not an :class:`~fnn.MLP`, ``layer`` is not a hidden layer, its
+        activation has no sign-flip symmetry (ReLU, softplus, …), or ``mask`` has the wrong
+        shape.
     """
     i = _check_hidden_layer(net, params, layer)
     f = net.activations[i]
@@ -208,9 +220,9 @@ def random_symmetry(key: jax.Array, net: MLP, params: Params) -> Params:
     every hidden layer (S9): a random point of θ's symmetry orbit, same function.
 
     Raises:
-      ValueError: ``params`` does not match ``net``.
+      ValueError: ``net`` is not an :class:`~fnn.MLP`, or ``params`` does not match it.
     """
-    check_params(net, params)
+    _check_net_and_params(net, params)
     if net.num_layers < 2:
         return params
     for i, key_i in enumerate(jax.random.split(key, net.num_layers - 1)):
@@ -241,6 +253,7 @@ def network_symmetry_count(net: MLP) -> int:
     >>> network_symmetry_count(MLP((1, 3, 1), ("tanh", "identity")))
     48
     """
+    _check_net(net)
     return math.prod(
         symmetry_count(M, flips=f in FLIP_OFFSETS)
         for M, f in zip(net.sizes[1:-1], net.activations[:-1])

@@ -47,8 +47,8 @@ METHODS = tuple(backprop.METHODS)  # ("reverse", "explicit", "forward")
 
 
 class History(NamedTuple):
-    """The losses seen during :func:`fit`: ``loss[k]`` is the mini-batch loss at step k
-    (before that step's update), ``epoch_loss[e]`` the mean over the steps of epoch e."""
+    """The losses seen during :func:`fit` (S21): ``loss[k]`` is the mini-batch loss at step
+    k (before that step's update), ``epoch_loss[e]`` the mean over the steps of epoch e."""
 
     loss: np.ndarray
     epoch_loss: np.ndarray
@@ -95,7 +95,8 @@ def make_train_step(
     method: str = "reverse",
     mesh: Mesh | None = None,
 ) -> Callable:
-    """:func:`train_step` compiled by ``jax.jit`` for one network, optimizer, loss, method.
+    """:func:`train_step` compiled by ``jax.jit`` for one network, optimizer, loss and method
+    (S21; data-parallel over a mesh, S22).
 
     Args:
       net: the architecture.
