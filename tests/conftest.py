@@ -4,6 +4,8 @@ Exactness tests (hand derivative vs jax.grad vs central differences) need float6
 tests that are about float32 ask for it explicitly with ``dtype=jnp.float32``.
 """
 
+import importlib.util
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -27,3 +29,11 @@ def random_problem(sizes, acts, loss="l2", seed=0, dtype=np.float64, batch=4):
     else:
         y = jnp.asarray(rng.normal(size=(batch, sizes[-1])).astype(dtype))
     return net, params, x, y
+
+
+def load_script(path):
+    """Import a script (``scripts/*.py``, ``benchmarks/*.py``) as a module, to call its main()."""
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -5,7 +5,6 @@ Three witnesses for every derivative, in float64, at many points including |a| =
 closed form written independently here with Python's ``math``.
 """
 
-import importlib.util
 import json
 import math
 import re
@@ -19,6 +18,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from conftest import load_script
 from fnn import activations
 
 NAMES = activations.names()
@@ -386,9 +386,7 @@ def test_derivative_equals_jax_grad_at_random_points(name, values):
 @pytest.mark.slow
 def test_plot_activations_script_writes_png_and_json(tmp_path):
     path = Path(__file__).parents[1] / "scripts" / "plot_activations.py"
-    spec = importlib.util.spec_from_file_location("plot_activations", path)
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = load_script(path)
     script.main(["--out", str(tmp_path), "--quick"])
     assert (tmp_path / "activations.png").stat().st_size > 10_000
     rows = json.loads((tmp_path / "activations.json").read_text())

@@ -6,7 +6,6 @@ round differently, ~1e-7 per operation); central differences (float64, ε = 1e-6
 rtol 1e-6, atol 1e-8.
 """
 
-import importlib.util
 from pathlib import Path
 
 import chex
@@ -20,6 +19,7 @@ from hypothesis import strategies as st
 from jax.flatten_util import ravel_pytree
 
 import fnn
+from conftest import load_script
 from fnn import activations, backprop, losses, network
 
 F64 = {"rtol": 1e-10, "atol": 1e-12}
@@ -415,9 +415,7 @@ def test_forward_method_dispatches_to_forward_mode(small):
 def test_lecture_example_script(tmp_path, capsys):
     """The script prints the lecture's gradients; in float64 they equal jax.grad's."""
     path = Path(__file__).parents[1] / "scripts" / "lecture_example.py"
-    spec = importlib.util.spec_from_file_location("lecture_example", path)
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = load_script(path)
     result = script.main(["--quick", "--x64", "--seed", "1", "--out", str(tmp_path)])
     out = capsys.readouterr().out
     for name in ("x.grad = ", "W[0].grad = ", "b[2].grad = ", "largest difference from jax.grad"):

@@ -1,18 +1,17 @@
 """The benchmark suite runs end to end (S22). It is never a timed test: only the structure
 of its table and JSON is checked here, not the figures (those depend on the machine)."""
 
-import importlib.util
 import json
 import math
 from pathlib import Path
+
+from conftest import load_script
 
 SCRIPT = Path(__file__).parents[1] / "benchmarks" / "run_all.py"
 
 
 def test_run_all_quick_writes_every_row(tmp_path, capsys):
-    spec = importlib.util.spec_from_file_location("run_all", SCRIPT)
-    run_all = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(run_all)
+    run_all = load_script(SCRIPT)
     result = run_all.main(["--quick", "--out", str(tmp_path)])
 
     saved = json.loads((tmp_path / "benchmarks.json").read_text())

@@ -1,21 +1,19 @@
 """The main script, scripts/compare_modes.py, end to end with --quick (S18, S19)."""
 
-import importlib.util
 import json
 import math
 from pathlib import Path
 
 import pytest
 
+from conftest import load_script
+
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "compare_modes.py"
 
 
 @pytest.fixture(scope="module")
 def compare_modes():
-    spec = importlib.util.spec_from_file_location("compare_modes", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(SCRIPT)
 
 
 @pytest.mark.slow

@@ -1,7 +1,6 @@
 """Computation graphs (S12, S13): the chain rules, the sum over all paths, and forward and
 backward accumulation — the same derivatives as jax.grad, at very different counted costs."""
 
-import importlib.util
 import json
 import math
 from pathlib import Path
@@ -13,6 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from conftest import load_script
 from fnn import graph
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "path_explosion.py"
@@ -278,9 +278,7 @@ def test_bad_random_graph_raises(kwargs, match):
 
 @pytest.mark.slow
 def test_path_explosion_script_quick(tmp_path, capsys):
-    spec = importlib.util.spec_from_file_location("path_explosion", SCRIPT)
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = load_script(SCRIPT)
     assert script.main(["--quick", "--out", str(tmp_path)]) == 0
     printed = capsys.readouterr().out
     assert "paths" in printed and "lecture" in printed

@@ -1,7 +1,6 @@
 """Central differences: the formula on any pytree, its step, its error against ε, its cost
 (S11), and agreement with the hand-written backprop on random networks (S19)."""
 
-import importlib.util
 import json
 import math
 from pathlib import Path
@@ -13,7 +12,7 @@ import numpy as np
 import pytest
 
 import fnn
-from conftest import random_problem
+from conftest import load_script, random_problem
 from fnn import numerical
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "gradient_check.py"
@@ -211,10 +210,7 @@ def test_a_function_that_is_not_scalar_or_bad_repeats_raise(tree):
 
 @pytest.fixture(scope="module")
 def script():
-    spec = importlib.util.spec_from_file_location("gradient_check", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(SCRIPT)
 
 
 @pytest.mark.slow
