@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 
 import jax
 import jax.numpy as jnp
 
 import fnn
+import timing  # benchmarks/timing.py, beside this script
 
 
 def setup(sizes, batch, hidden, dtype, seed):
@@ -44,14 +44,6 @@ def candidates(net, loss="l2"):
         "fnn reverse": jax.jit(lambda p, x, y: fnn.value_and_grad(net, p, x, y, loss=loss)),
         "jax.value_and_grad": jax.jit(jax.value_and_grad(batch_loss, argnums=(0, 1))),
     }
-
-
-def _time(fn, args, number):
-    start = time.perf_counter()
-    for _ in range(number):
-        out = fn(*args)
-    jax.block_until_ready(out)
-    return (time.perf_counter() - start) / number
 
 
 def measure(
@@ -79,7 +71,7 @@ def measure(
     for rep in range(reps):
         order = list(fns) if rep % 2 == 0 else list(fns)[::-1]
         for name in order:
-            samples[name].append(_time(fns[name], (params, x, y), number))
+            samples[name].append(timing.seconds_per_call(fns[name], (params, x, y), number))
     fnn_s = statistics.median(samples["fnn reverse"])
     jax_s = statistics.median(samples["jax.value_and_grad"])
     return {
