@@ -70,7 +70,8 @@ def test_crossover_of_the_dense_chain_and_no_crossover():
     # The dense chain pays n² per J_f, so it loses to forward mode already below D_in.
     w = cost_model.crossover((64, 64), 10, "output", modes=("explicit", "forward"))
     assert 1 < w < 10
-    assert cost_model.crossover((8,), 4, "output", modes=("forward", "forward")) is not None
+    with pytest.raises(ValueError, match="two different modes.*'forward', 'forward'"):
+        cost_model.crossover((8,), 4, "output", modes=("forward", "forward"))
     assert cost_model.crossover((8,), 4, bounds=(20, 40)) is None
     with pytest.raises(ValueError, match="vary must be 'output' or 'input'; got 'middle'"):
         cost_model.crossover((8,), 4, "middle")

@@ -124,6 +124,10 @@ def test_directional_check(tanh_problem):
     wrong = jax.tree.map(lambda g: 1.01 * g, grads)
     failed = gradcheck.check_directional(f, tree, wrong, key, k=5)
     assert not failed.passed and "FAIL" in str(failed)
+    legacy = gradcheck.check_directional(f, tree, grads, jax.random.PRNGKey(3), k=2)
+    assert legacy.passed
+    with pytest.raises(TypeError, match=r"key must be a PRNG key.*got int \(\)"):
+        gradcheck.check_directional(f, tree, grads, 0, k=2)
 
 
 # ---------------------------------------------------------------------------------------

@@ -217,6 +217,9 @@ def crossover(
     Returns:
       The crossover width (a float), or ``None`` if the cheaper mode is the same at both ends.
 
+    Raises:
+      ValueError: an unknown ``vary`` or mode, two equal modes, bad ``bounds`` or widths.
+
     >>> round(crossover((256, 256), 10, "output"), 6)
     10.0
     """
@@ -224,6 +227,8 @@ def crossover(
         raise ValueError(f"vary must be 'output' or 'input'; got {vary!r}.")
     for mode in modes:
         _check_choice(mode, JACOBIAN_MODES, "mode")
+    if len(modes) != 2 or modes[0] == modes[1]:
+        raise ValueError(f"modes must be two different modes to compare; got {tuple(modes)}.")
     if not (0 < bounds[0] < bounds[1] < math.inf):
         raise ValueError(f"bounds must be (lo, hi) with 0 < lo < hi < inf; got {bounds}.")
     acts = (

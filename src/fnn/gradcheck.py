@@ -273,7 +273,9 @@ def check_directional(
     Raises:
       ValueError: ``grad`` does not match ``tree``, ``k < 1``, a bad ``eps``, or an ``f``
         that does not return a scalar.
+      TypeError: ``key`` is not a PRNG key.
     """
+    _check_key(key)
     check_same_structure(grad, tree)
     k = check_positive_int(k, "k")
     dtype = check_tree(tree)
@@ -285,6 +287,16 @@ def check_directional(
         bool(errors.max() <= threshold), tuple(errors.tolist()), tuple(hand.tolist()),
         tuple(numerical.tolist()), threshold,
     )  # fmt: skip
+
+
+def _check_key(key) -> None:
+    typed = isinstance(key, jax.Array) and jnp.issubdtype(key.dtype, jax.dtypes.prng_key)
+    raw = np.shape(key) == (2,) and np.asarray(key).dtype == np.uint32  # legacy PRNGKey
+    if not (typed or raw):
+        raise TypeError(
+            "key must be a PRNG key (jax.random.key(seed) or jax.random.PRNGKey(seed)); "
+            f"got {type(key).__name__} {np.shape(key)}."
+        )
 
 
 @functools.partial(jax.jit, static_argnames=("f", "k"))
