@@ -393,3 +393,18 @@ def test_plot_activations_script_writes_png_and_json(tmp_path):
     assert [row["name"] for row in rows] == list(NAMES)
     # float64 grid, away from the kinks: f′ and jax.grad agree to rounding (measured ≤ 3e-15).
     assert all(row["max_abs_error_vs_jax_grad"] < 1e-12 for row in rows)
+
+
+@pytest.mark.parametrize(
+    "name", [n for n in activations.names() if activations.get(n).derivative_from_output]
+)
+def test_derivative_from_output_equals_derivative(name):
+    act = activations.get(name)
+    a = jnp.linspace(-8.0, 8.0, 161)
+    # f′ from z: the rounding of z (ε|z|) is all the error, absolute, not relative to f′.
+    chex.assert_trees_all_close(
+        act.derivative_from_output(act.fn(a)), act.derivative(a), rtol=1e-12, atol=1e-15
+    )
+    # Far in the tails z rounds to ±1 (or 1): f′ from z is 0, the reference is tiny.
+    a = jnp.array([-40.0, 40.0], jnp.float32)
+    np.testing.assert_allclose(act.derivative_from_output(act.fn(a)), act.derivative(a), atol=1e-7)

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 import fnn
-from fnn import activations, backprop, forward_mode, scan
+from fnn import backprop, forward_mode, scan
 
 TIGHT = {"rtol": 1e-13, "atol": 1e-14}
 
@@ -199,21 +199,6 @@ def test_program_size_is_flat_in_depth(monkeypatch):
 # ---------------------------------------------------------------------------------------
 # f′ from the cached output, in the reverse engine.
 # ---------------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    "name", [n for n in activations.names() if activations.get(n).derivative_from_output]
-)
-def test_derivative_from_output_equals_derivative(name):
-    act = activations.get(name)
-    a = jnp.linspace(-8.0, 8.0, 161)
-    # f′ from z: the rounding of z (ε|z|) is all the error, absolute, not relative to f′.
-    chex.assert_trees_all_close(
-        act.derivative_from_output(act.fn(a)), act.derivative(a), rtol=1e-12, atol=1e-15
-    )
-    # Far in the tails z rounds to ±1 (or 1): f′ from z is 0, the reference is tiny.
-    a = jnp.array([-40.0, 40.0], jnp.float32)
-    np.testing.assert_allclose(act.derivative_from_output(act.fn(a)), act.derivative(a), atol=1e-7)
 
 
 def test_reverse_engine_uses_the_output_for_tanh():
