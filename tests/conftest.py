@@ -5,14 +5,22 @@ tests that are about float32 ask for it explicitly with ``dtype=jnp.float32``.
 """
 
 import importlib.util
+import os
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from hypothesis import settings
 
 import fnn
 
 jax.config.update("jax_enable_x64", True)
+
+# In CI (CI=true) every run draws the same hypothesis examples, so a red build is
+# reproducible; locally each run explores new ones.
+settings.register_profile("ci", derandomize=True, print_blob=True)
+if os.environ.get("CI"):
+    settings.load_profile("ci")
 
 
 def random_problem(sizes, acts, loss="l2", seed=0, dtype=np.float64, batch=4):
