@@ -126,7 +126,7 @@ def test_directional_check(tanh_problem):
     assert not failed.passed and "FAIL" in str(failed)
     legacy = gradcheck.check_directional(f, tree, grads, jax.random.PRNGKey(3), k=2)
     assert legacy.passed
-    with pytest.raises(TypeError, match=r"key must be a PRNG key.*got int \(\)"):
+    with pytest.raises(TypeError, match=r"key must be one PRNG key.*got int of shape \(\)"):
         gradcheck.check_directional(f, tree, grads, 0, k=2)
 
 

@@ -26,8 +26,7 @@ import math
 from collections.abc import Sequence
 
 from fnn import activations
-from fnn.network import MLP, summary
-from fnn.numerical import check_positive_int
+from fnn.network import MLP, check_positive_int, summary
 
 __all__ = [
     "CHAIN_ORDERS",

@@ -242,9 +242,7 @@ def value_and_grad(net: MLP, params: Params, x, y, loss, *, chunk_size: int | No
     theta, unravel = ravel_pytree(params)
     P, B = theta.size, X.shape[0]
     K = _default_chunk(P, B) if chunk_size is None else chunk_size
-    if isinstance(K, bool) or not isinstance(K, int) or K < 1:
-        raise ValueError(f"chunk_size must be a positive integer; got {chunk_size!r}.")
-    K = min(K, P)
+    K = min(network.check_positive_int(K, "chunk_size"), P)
 
     y_hat = network.apply(net, params, X)
     value = jnp.mean(jax.vmap(loss.fn)(y_hat, Y))

@@ -30,12 +30,11 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 
 from fnn import losses
-from fnn.network import MLP, check_input, forward
+from fnn.network import MLP, check_input, check_key, check_positive_int, forward
 from fnn.numerical import (
     at_plus_minus,
     central_difference,
     check_eps,
-    check_positive_int,
     check_same_structure,
     check_scalar,
     check_tree,
@@ -275,7 +274,7 @@ def check_directional(
         that does not return a scalar.
       TypeError: ``key`` is not a PRNG key.
     """
-    _check_key(key)
+    check_key(key)
     check_same_structure(grad, tree)
     k = check_positive_int(k, "k")
     dtype = check_tree(tree)
@@ -287,16 +286,6 @@ def check_directional(
         bool(errors.max() <= threshold), tuple(errors.tolist()), tuple(hand.tolist()),
         tuple(numerical.tolist()), threshold,
     )  # fmt: skip
-
-
-def _check_key(key) -> None:
-    typed = isinstance(key, jax.Array) and jnp.issubdtype(key.dtype, jax.dtypes.prng_key)
-    raw = np.shape(key) == (2,) and np.asarray(key).dtype == np.uint32  # legacy PRNGKey
-    if not (typed or raw):
-        raise TypeError(
-            "key must be a PRNG key (jax.random.key(seed) or jax.random.PRNGKey(seed)); "
-            f"got {type(key).__name__} {np.shape(key)}."
-        )
 
 
 @functools.partial(jax.jit, static_argnames=("f", "k"))

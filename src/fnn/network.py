@@ -40,7 +40,9 @@ __all__ = [
     "apply_augmented",
     "augment",
     "check_input",
+    "check_key",
     "check_params",
+    "check_positive_int",
     "forward",
     "init",
     "layer",
@@ -225,6 +227,27 @@ def check_params(net: MLP, params: Params) -> None:
                     f"params[{i}][{name!r}] (layer {i + 1}) must have shape {shape} for sizes "
                     f"{net.sizes}; got {got}."
                 )
+
+
+def check_positive_int(value, name: str) -> int:
+    """``value`` as an int; ``ValueError`` naming ``name`` unless it is a positive integer
+    (batch sizes, epochs, chunk sizes, repetitions, graph sizes)."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name} must be a positive integer; got {value!r}.")
+    return int(value)
+
+
+def check_key(key, name: str = "key") -> None:
+    """``TypeError`` unless ``key`` is one PRNG key: ``jax.random.key(seed)`` (shape ``()``)
+    or a legacy ``jax.random.PRNGKey(seed)`` (``uint32``, shape ``(2,)``)."""
+    dtype = getattr(key, "dtype", None)
+    typed = dtype is not None and jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key)
+    legacy = dtype == np.uint32 and tuple(np.shape(key)) == (2,)
+    if not (typed and np.shape(key) == ()) and not legacy:
+        raise TypeError(
+            f"{name} must be one PRNG key (jax.random.key(seed) or jax.random.PRNGKey(seed)); "
+            f"got {type(key).__name__} of shape {tuple(np.shape(key))}."
+        )
 
 
 def check_input(net: MLP, x) -> None:

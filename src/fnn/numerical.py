@@ -28,13 +28,14 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
+from fnn.network import check_positive_int
+
 __all__ = [
     "EPS_SWEEP",
     "Cost",
     "Sweep",
     "central_difference",
     "check_eps",
-    "check_positive_int",
     "check_same_structure",
     "check_scalar",
     "check_tree",
@@ -134,14 +135,6 @@ def check_eps(eps, dtype) -> float:
     if not (math.isfinite(eps) and eps > 0):
         raise ValueError(f"eps must be a positive finite number; got {eps!r}.")
     return float(eps)
-
-
-def check_positive_int(value, name: str) -> int:
-    """``value`` as an int; ``ValueError`` naming ``name`` unless it is a positive integer
-    (S11, S13: chunk sizes, repetitions, directions, graph sizes)."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name} must be a positive integer; got {value!r}.")
-    return int(value)
 
 
 def steps(theta: jax.Array, eps, relative: bool = True) -> jax.Array:

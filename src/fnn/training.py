@@ -39,7 +39,14 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from fnn import backprop, losses
 from fnn.backprop import value_and_grad
-from fnn.network import MLP, Params, check_input, check_params
+from fnn.network import (
+    MLP,
+    Params,
+    check_input,
+    check_key,
+    check_params,
+    check_positive_int,
+)
 
 __all__ = ["METHODS", "History", "data_mesh", "fit", "make_train_step", "train_step"]
 
@@ -212,13 +219,13 @@ def fit(
     True
     """
     loss_fn = _check_config(net, optimizer, loss, method, mesh)
-    _check_key(key)
+    check_key(key)
     check_params(net, params)
     x, y = _check_data(net, params, loss_fn, x, y)
     N = x.shape[0]
-    _check_positive_int(epochs, "epochs")
+    check_positive_int(epochs, "epochs")
     batch_size = N if batch_size is None else batch_size
-    _check_positive_int(batch_size, "batch_size")
+    check_positive_int(batch_size, "batch_size")
     if batch_size > N:
         raise ValueError(
             f"batch_size must be at most the number of examples N = {N}; got {batch_size}."
@@ -340,17 +347,6 @@ def _check_config(net, optimizer, loss, method, mesh) -> losses.Loss:
     return losses.get(loss)
 
 
-def _check_key(key) -> None:
-    dtype = getattr(key, "dtype", None)
-    typed = dtype is not None and jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key)
-    legacy = dtype == np.uint32 and tuple(np.shape(key)) == (2,)
-    if not (typed and np.shape(key) == ()) and not legacy:
-        raise TypeError(
-            f"key must be one PRNG key, jax.random.key(seed); got {type(key).__name__} "
-            f"of shape {tuple(np.shape(key))}."
-        )
-
-
 def _check_data(net, params, loss_fn, x, y):
     """Check ``x (N, D)`` and ``y`` against ``net`` and the loss; cast to the params' dtype."""
     if np.ndim(x) != 2:
@@ -367,11 +363,6 @@ def _check_data(net, params, loss_fn, x, y):
     x = jnp.asarray(x, dtype)
     y = jnp.asarray(y, dtype) if loss_fn.target == "vector" else jnp.asarray(y)
     return x, y
-
-
-def _check_positive_int(value, name: str) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name} must be a positive int; got {value!r}.")
 
 
 def _check_batch_size(batch_size: int, mesh: Mesh | None, name: str) -> None:
