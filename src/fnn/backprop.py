@@ -39,7 +39,7 @@ that of the mean. Every pair of output activation and loss is handled generally,
   output, which must therefore be the logits: the output activation must be ``"identity"``;
   then ``J_fout = I`` and ``δ⁽ᴺ⁾`` is the loss's fused row ``J_L = s − onehot(y)``;
 * a loss with ``on_probabilities=True`` (``cross_entropy``, ``binary_cross_entropy``)
-  needs an output in [0, 1]: one of :data:`PROBABILITY_OUTPUTS`.
+  needs an output in [0, 1]: one of :data:`fnn.losses.PROBABILITY_OUTPUTS`.
 """
 
 from __future__ import annotations
@@ -56,7 +56,6 @@ from fnn.network import MLP, Cache, activation_params
 __all__ = [
     "EXPLICIT_MAX_BYTES",
     "METHODS",
-    "PROBABILITY_OUTPUTS",
     "NeuronGrads",
     "explicit",
     "explicit_bytes",
@@ -72,9 +71,6 @@ __all__ = [
 # The explicit engine holds, per example and layer, the dense J_f (M × M) and ∂L/∂W (M × D);
 # above this many bytes for one call it refuses instead of exhausting memory.
 EXPLICIT_MAX_BYTES = 2**28  # 256 MiB
-
-# Output activations whose values lie in [0, 1], as a loss on probabilities needs.
-PROBABILITY_OUTPUTS = ("softmax", "sigmoid")
 
 
 # ---------------------------------------------------------------------------------------
@@ -321,16 +317,7 @@ def value_and_grad(net: MLP, params, x, y, loss: str = "l2", method: str = "reve
     if not jnp.issubdtype(x.dtype, jnp.floating):
         raise TypeError(f"x must be a floating-point array (it gets a gradient); got {x.dtype}.")
     losses.check_target(loss_fn, (*x.shape[:-1], net.out_features), y)
-    if loss_fn.on_logits and net.activations[-1] != "identity":
-        raise ValueError(
-            f"loss {loss!r} is applied to logits, so the output activation must be "
-            f"'identity'; got {net.activations[-1]!r} (the softmax is part of the loss)."
-        )
-    if loss_fn.on_probabilities and net.activations[-1] not in PROBABILITY_OUTPUTS:
-        raise ValueError(
-            f"loss {loss!r} takes probabilities, so the output activation must be one of "
-            f"{PROBABILITY_OUTPUTS}; got {net.activations[-1]!r}."
-        )
+    losses.check_output_activation(loss_fn, net.activations[-1])
     value, grads = METHODS[method](net, params, x, jnp.asarray(y), loss_fn)
     # Gradients carry their variable's dtype, as jax.grad's do.
     grads_params = jax.tree.map(lambda g, p: g.astype(jnp.result_type(p)), grads["params"], params)

@@ -225,19 +225,16 @@ def value_and_grad(net: MLP, params: Params, x, y, loss, *, chunk_size: int | No
       of the per-example losses.
 
     Raises:
-      ValueError: mismatched ``params``, ``x``, ``y``, an unknown loss, an ``on_logits`` loss
-        after a non-identity output activation, or a bad ``chunk_size``.
+      ValueError: mismatched ``params``, ``x``, ``y``, an unknown loss, an output
+        activation that does not suit the loss (:func:`fnn.losses.check_output_activation`),
+        or a bad ``chunk_size``.
     """
     loss = losses.get(loss) if isinstance(loss, str) else loss
     network.check_params(net, params)
     network.check_input(net, x)
     x = jnp.asarray(x)
     losses.check_target(loss, (*x.shape[:-1], net.out_features), y)
-    if loss.on_logits and net.activations[-1] != "identity":
-        raise ValueError(
-            f"loss {loss.name!r} takes logits: the output activation must be 'identity'; "
-            f"got {net.activations[-1]!r}."
-        )
+    losses.check_output_activation(loss, net.activations[-1])
     X, Y = (x, jnp.asarray(y)) if x.ndim == 2 else (x[None], jnp.asarray(y)[None])
     theta, unravel = ravel_pytree(params)
     P, B = theta.size, X.shape[0]

@@ -30,7 +30,15 @@ from jax.scipy.special import xlog1py, xlogy
 
 from fnn import activations
 
-__all__ = ["Loss", "check_prediction", "check_target", "get", "names"]
+__all__ = [
+    "PROBABILITY_OUTPUTS",
+    "Loss",
+    "check_output_activation",
+    "check_prediction",
+    "check_target",
+    "get",
+    "names",
+]
 
 
 class Loss(NamedTuple):
@@ -175,6 +183,26 @@ def _first_outside(values: np.ndarray, lo: float, hi: float, hi_open: bool = Fal
         return f"{values}"
     index = tuple(int(i) for i in np.argwhere(~inside)[0])
     return f"{values[index]} at index {index}"
+
+
+# Output activations whose values lie in [0, 1], as a loss on probabilities needs.
+PROBABILITY_OUTPUTS = ("softmax", "sigmoid")
+
+
+def check_output_activation(loss: Loss, f_out: str) -> None:
+    """Raise ``ValueError`` unless the network's output activation ``f_out`` suits ``loss``
+    (S7, S16): a loss on logits (``softmax_cross_entropy``) needs ``"identity"`` (the softmax
+    is part of the loss), a loss on probabilities one of :data:`PROBABILITY_OUTPUTS`."""
+    if loss.on_logits and f_out != "identity":
+        raise ValueError(
+            f"loss {loss.name!r} is applied to logits, so the output activation must be "
+            f"'identity'; got {f_out!r} (the softmax is part of the loss)."
+        )
+    if loss.on_probabilities and f_out not in PROBABILITY_OUTPUTS:
+        raise ValueError(
+            f"loss {loss.name!r} takes probabilities, so the output activation must be one of "
+            f"{PROBABILITY_OUTPUTS}; got {f_out!r}."
+        )
 
 
 def check_target(loss: Loss, y_hat_shape: tuple[int, ...], y) -> None:
