@@ -129,6 +129,15 @@ class MLP:
         return shapes
 
 
+def check_net(net) -> MLP:
+    """``net`` if it is an :class:`MLP`; else a ``TypeError`` naming what was passed (every
+    public function that takes ``net`` calls this first)."""
+    if not isinstance(net, MLP):
+        hint = " (arguments in the order net, params, …?)" if isinstance(net, (list, tuple)) else ""
+        raise TypeError(f"net must be an fnn.MLP; got {type(net).__name__}{hint}.")
+    return net
+
+
 # ---------------------------------------------------------------------------------------
 # Initialisation (S4): W ~ N(0, σ²) or U(−l, l) with σ, l from the fan-in D and fan-out M.
 # ---------------------------------------------------------------------------------------

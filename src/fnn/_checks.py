@@ -1,0 +1,151 @@
+"""The checked boundary: every public function validates its inputs here, once, in Python.
+
+Each check raises ``ValueError`` (a wrong value or shape) or ``TypeError`` (a wrong kind of
+object or dtype) whose message names the argument, what was expected and what was got, the
+way chex's assertions point at the culprit. The engines behind the public functions never
+check again. What these checks cannot see — the *values* of arrays that are traced under
+``jax.jit`` or ``jax.vmap`` — is handled where the values are used (a label out of range
+gives NaN, never a finite wrong number: :mod:`fnn.losses`).
+
+``net`` itself is checked by :func:`fnn.network.check_net`, beside the class it checks;
+everything here takes a ``net`` that has passed it.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+import jax
+import numpy as np
+
+__all__ = [
+    "check_choice",
+    "check_finite",
+    "check_input",
+    "check_key",
+    "check_params",
+    "check_positive_int",
+    "unknown_name",
+]
+
+
+def unknown_name(kind: str, name, valid: Iterable[str]) -> ValueError:
+    """The ``ValueError`` for an unknown name: the valid ones, and the nearest as a hint.
+
+    >>> str(unknown_name("activation", "tahn", ("sigmoid", "tanh")))
+    "Unknown activation 'tahn'; did you mean 'tanh'? Expected one of ('sigmoid', 'tanh')."
+    """
+    valid = tuple(valid)
+    near = difflib.get_close_matches(name, valid, n=1) if isinstance(name, str) else []
+    hint = f"; did you mean {near[0]!r}?" if near else ";"
+    return ValueError(f"Unknown {kind} {name!r}{hint} Expected one of {valid}.")
+
+
+def check_choice(value, choices: Iterable[str], kind: str) -> str:
+    """``value`` if it is one of ``choices``; else :func:`unknown_name`'s error."""
+    choices = tuple(choices)
+    if not isinstance(value, str) or value not in choices:
+        raise unknown_name(kind, value, choices)
+    return value
+
+
+def check_positive_int(value, name: str) -> int:
+    """``value`` as an int; ``ValueError`` naming ``name`` unless it is a positive integer
+    (batch sizes, epochs, chunk sizes, repetitions, graph sizes)."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name} must be a positive integer; got {value!r}.")
+    return int(value)
+
+
+def check_key(key, name: str = "key") -> None:
+    """``TypeError`` unless ``key`` is one PRNG key: ``jax.random.key(seed)`` (shape ``()``)
+    or a legacy ``jax.random.PRNGKey(seed)`` (``uint32``, shape ``(2,)``)."""
+    dtype = getattr(key, "dtype", None)
+    typed = dtype is not None and jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key)
+    legacy = dtype == np.uint32 and tuple(np.shape(key)) == (2,)
+    if not (typed and np.shape(key) == ()) and not legacy:
+        raise TypeError(
+            f"{name} must be one PRNG key (jax.random.key(seed) or jax.random.PRNGKey(seed)); "
+            f"got {type(key).__name__} of shape {tuple(np.shape(key))}."
+        )
+
+
+def _dtype(value) -> np.dtype | None:
+    dtype = getattr(value, "dtype", None)
+    if dtype is None:
+        try:
+            dtype = np.asarray(value).dtype
+        except (TypeError, ValueError):
+            return None
+    return np.dtype(dtype) if not jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key) else None
+
+
+def _check_real_float(value, name: str) -> None:
+    dtype = _dtype(value)
+    if dtype is None or not jax.dtypes.issubdtype(dtype, np.floating):
+        got = "no array" if dtype is None else str(dtype)
+        raise TypeError(f"{name} must be a real floating-point array; got {got}.")
+
+
+def check_params(net, params, name: str = "params") -> None:
+    """``ValueError`` unless ``params`` has exactly the layers and shapes of ``net``;
+    ``TypeError`` unless every leaf is a real floating-point array (it gets a gradient: an
+    integer leaf would silently truncate it)."""
+    if not isinstance(params, (list, tuple)):
+        raise ValueError(
+            f"{name} must be a list of {net.num_layers} per-layer dicts; "
+            f"got {type(params).__name__}."
+        )
+    if len(params) != net.num_layers:
+        raise ValueError(
+            f"{name} must hold {net.num_layers} layers for sizes {net.sizes}; got {len(params)}."
+        )
+    for i, (layer_params, expected) in enumerate(zip(params, net.layer_shapes())):
+        if not isinstance(layer_params, dict) or set(layer_params) != set(expected):
+            got = sorted(layer_params) if isinstance(layer_params, dict) else type(layer_params)
+            raise ValueError(
+                f"{name}[{i}] (layer {i + 1}, activation {net.activations[i]!r}) must be a dict "
+                f"with keys {sorted(expected)}; got {got}."
+            )
+        for key, shape in expected.items():
+            got = tuple(np.shape(layer_params[key]))
+            if got != shape:
+                raise ValueError(
+                    f"{name}[{i}][{key!r}] (layer {i + 1}) must have shape {shape} for sizes "
+                    f"{net.sizes}; got {got}."
+                )
+            _check_real_float(layer_params[key], f"{name}[{i}][{key!r}]")
+
+
+def check_input(net, x, name: str = "x", *, single: bool = False, floating: bool = True):
+    """``ValueError`` unless ``x`` is one example ``(D,)`` or a non-empty batch ``(B, D)``
+    (only ``(D,)`` with ``single=True``); ``TypeError`` unless it is a real floating-point
+    array (``floating=False`` admits integers too, for a forward pass)."""
+    shape = tuple(np.shape(x))
+    D = net.in_features
+    if single and shape != (D,):
+        raise ValueError(f"{name} must be ONE example of shape (D,) = ({D},); got {shape}.")
+    if len(shape) not in (1, 2) or shape[-1] != D:
+        raise ValueError(f"{name} must have shape (D,) or (B, D) with D = {D}; got {shape}.")
+    if len(shape) == 2 and shape[0] == 0:
+        raise ValueError(f"{name} must hold at least one example; got an empty batch {shape}.")
+    dtype = _dtype(x)
+    numeric = dtype is not None and (
+        jax.dtypes.issubdtype(dtype, np.floating)
+        or (not floating and jax.dtypes.issubdtype(dtype, np.integer))
+    )
+    if not numeric:
+        want = "a real floating-point" if floating else "a real (integer or floating) numeric"
+        raise TypeError(f"{name} must be {want} array; got {dtype}.")
+
+
+def check_finite(value, name: str) -> None:
+    """``ValueError`` naming the first non-finite entry of a concrete array (traced values
+    pass: their NaNs surface in the results)."""
+    if isinstance(value, jax.core.Tracer):
+        return
+    values = np.asarray(value)
+    if values.dtype.kind in "fc" and not np.all(np.isfinite(values)):
+        index = tuple(int(i) for i in np.argwhere(~np.isfinite(values))[0])
+        raise ValueError(f"{name} must be finite; got {values[index]} at index {index}.")
