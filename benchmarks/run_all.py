@@ -40,7 +40,7 @@ import bench_reverse  # noqa: E402
 import compare_modes  # noqa: E402
 import fnn  # noqa: E402
 import timing  # noqa: E402
-from fnn import backprop, scan  # noqa: E402
+from fnn import backprop  # noqa: E402
 
 F32 = jnp.float32
 FULL = {
@@ -145,7 +145,7 @@ def matmuls_alone(params, X, G):
         Zs.append(Zs[-1] @ p["W"].T)
     grads, D = [], G
     for p, Z in zip(reversed(params), reversed(Zs[:-1])):
-        grads.append(backprop._materialised(D.T) @ Z)
+        grads.append(D.T @ Z)
         D = D @ p["W"]
     return grads, D
 
@@ -199,7 +199,9 @@ def flop_rate(cfg):
         "Z Wᵀ": jax.jit(lambda X, W, Delta: X @ W.T),
         "Δ W": jax.jit(lambda X, W, Delta: Delta @ W),
         "Δᵀ Z": jax.jit(lambda X, W, Delta: Delta.T @ X),
-        "Δᵀ written out, × Z": jax.jit(lambda X, W, Delta: backprop._materialised(Delta.T) @ X),
+        "Δᵀ written out, × Z": jax.jit(
+            lambda X, W, Delta: jax.lax.optimization_barrier(Delta.T) @ X
+        ),
     }
     s = timing.interleaved(products, (X, W, Delta), cfg["reps"], 10e-3)
     kinds = {k: compiled_root(f, X, W, Delta) for k, f in products.items()}
@@ -373,16 +375,16 @@ def small_step(cfg):
 
 
 # ---------------------------------------------------------------------------------------
-# Compile time against depth: runs of identical layers are scanned (scan.segments).
+# Compile time against depth: runs of identical layers are scanned (MLP.scan_min_layers).
 # ---------------------------------------------------------------------------------------
 
-COMPILE_VARIANTS = {  # name: (engine, network switches); {} is the default policy
+COMPILE_VARIANTS = {  # name: (engine, MLP's static scan fields); {} is the default policy
     "gradient": ("grad", {}),
-    "gradient, per-layer results scanned": ("grad", {"SCAN_PER_LAYER_RESULTS": True}),
+    "gradient, per-layer results scanned": ("grad", {"scan_per_layer_results": True}),
     "apply": ("apply", {}),
-    "apply, unrolled": ("apply", {"SCAN_MIN_LAYERS": None}),
+    "apply, unrolled": ("apply", {"scan_min_layers": None}),
     "jacobian reverse": ("jac", {}),
-    "jacobian reverse, unrolled": ("jac", {"SCAN_MIN_LAYERS": None}),
+    "jacobian reverse, unrolled": ("jac", {"scan_min_layers": None}),
 }
 
 
@@ -394,23 +396,18 @@ def compile_times(cfg, width=128, batch=32):
         "apply": lambda net, y: lambda p, x: fnn.apply(net, p, x),
         "jac": lambda net, y: lambda p, x: fnn.jacobian(net, p, x[0], mode="reverse"),
     }
-    names = ("SCAN_MIN_LAYERS", "SCAN_PER_LAYER_RESULTS")
-    defaults = {k: getattr(scan, k) for k in names}
     ms = {v: {} for v in COMPILE_VARIANTS}
     for depth in cfg["depths"]:
-        net = fnn.MLP((width,) * depth + (10,), ("tanh",) * (depth - 1) + ("identity",))
-        params = fnn.init(jax.random.key(0), net, dtype=F32)
+        sizes = (width,) * depth + (10,)
+        acts = ("tanh",) * (depth - 1) + ("identity",)
+        params = fnn.init(jax.random.key(0), fnn.MLP(sizes, acts), dtype=F32)
         x, y = jnp.ones((batch, width), F32), jnp.ones((batch, 10), F32)
-        for variant, (engine, switches) in COMPILE_VARIANTS.items():
-            for k, v in {**defaults, **switches}.items():
-                setattr(scan, k, v)
-            try:
-                make = lambda e=engines[engine], net=net, y=y: e(net, y)  # noqa: E731
-                t = timing.compile_seconds(make, (params, x), cfg["compile_reps"])
-                ms[variant][depth] = 1e3 * t
-            finally:
-                for k, v in defaults.items():
-                    setattr(scan, k, v)
+        for variant, (engine, fields) in COMPILE_VARIANTS.items():
+            net = fnn.MLP(sizes, acts, **fields)
+            make = lambda e=engines[engine], net=net, y=y: e(net, y)  # noqa: E731
+            ms[variant][depth] = 1e3 * timing.compile_seconds(
+                make, (params, x), cfg["compile_reps"]
+            )
     lo, hi = min(cfg["depths"]), max(cfg["depths"])
     rows = []
     for variant, by_depth in ms.items():
@@ -459,8 +456,8 @@ def notes(rows):
             + (
                 f"; of them, ∂L/∂W = Δᵀ Z, contracted over the batch axis, compiles to "
                 f"{product['compiled_as']} and takes {product['value']:.2f}× the time of the "
-                f"forward Z Wᵀ ({written['value']:.2f}× with Δᵀ written out first, as fnn does; "
-                "jax.value_and_grad keeps the folded form)."
+                f"forward Z Wᵀ ({written['value']:.2f}× with Δᵀ written out first by an "
+                "optimization barrier; fnn and jax.value_and_grad keep the folded form)."
                 if product
                 else "."
             )

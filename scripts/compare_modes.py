@@ -39,7 +39,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import fnn
-from fnn import cost_model, jacobians, network, numerical
+from fnn import cost_model, numerical
 
 CONTENDERS = ("fwd", "rev", "explicit", "jacfwd", "jacrev", "central")
 FULL = {"hidden": (256, 256), "sizes": (1, 3, 10, 30, 100, 300, 784), "reps": 21}
@@ -59,18 +59,6 @@ TOLERANCE = {  # max |J − J_jacrev| / max(1, max |J_jacrev|)
 # ---------------------------------------------------------------------------------------
 
 
-def explicit_chain(net, params, x):
-    """The lecture's literal product of dense matrices, from the output back (S17)."""
-    _, cache = network.forward(net, params, x)
-    J = None
-    for layer_params, f, c in reversed(list(zip(params, net.activations, cache))):
-        p = network.activation_params(layer_params)
-        J_f = jacobians.activation(f, c.a, **p)  # dense (M, M), even when diagonal
-        J = J_f if J is None else jacobians.chain(J, J_f)
-        J = jacobians.chain(J, jacobians.affine_x(layer_params["W"]))
-    return J
-
-
 def central_differences(net, params, x):
     """``J[:, j] = (nn(x + h eⱼ) − nn(x − h eⱼ)) / 2h``, all ``j`` at once (S11)."""
     h = numerical.default_eps(x.dtype)
@@ -85,7 +73,7 @@ def contenders(net, with_central):
     fns = {
         "fwd": lambda p, x: fnn.jacobian(net, p, x, mode="forward"),
         "rev": lambda p, x: fnn.jacobian(net, p, x, mode="reverse"),
-        "explicit": lambda p, x: explicit_chain(net, p, x),
+        "explicit": lambda p, x: fnn.jacobian(net, p, x, mode="explicit"),
         "jacfwd": lambda p, x: jax.jacfwd(nn(p))(x),
         "jacrev": lambda p, x: jax.jacrev(nn(p))(x),
         "central": lambda p, x: central_differences(net, p, x),

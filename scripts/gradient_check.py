@@ -245,7 +245,7 @@ def main(argv=None) -> int:
     for name in losses:
         fnn.losses.get(name)
 
-    methods = tuple(fnn.backprop.METHODS)
+    methods = fnn.derivatives.METHODS
     rows = check_all(list(cases(activations, losses)), methods, args.seed, args.quick)
     print_checks(rows)
     epsilons = np.logspace(-1, -12, 12) if args.quick else numerical.EPS_SWEEP

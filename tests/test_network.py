@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import fnn
-from fnn import network
+from fnn import _checks, network
 
 KEY = jax.random.key(0)
 HIDDEN = ("sigmoid", "tanh", "relu", "prelu", "identity")
@@ -33,7 +33,7 @@ def test_init_shapes_follow_the_spec(sizes, acts):
         chex.assert_shape(p["W"], (M, D))
         chex.assert_shape(p["b"], (M,))
         np.testing.assert_array_equal(p["b"], 0)
-    network.check_params(net, params)
+    _checks.check_params(net, params)
 
 
 @settings(max_examples=20, deadline=None)
@@ -120,10 +120,10 @@ def test_forward_cache_holds_x_a_z_of_every_layer():
     x = jnp.array([0.5, -1.0, 2.0])
     y, cache = fnn.forward(net, params, x)
     assert len(cache) == 2
-    np.testing.assert_array_equal(cache[0].x, x)
+    np.testing.assert_array_equal(cache[0].z_prev, x)
     chex.assert_trees_all_close(cache[0].a, params[0]["W"] @ x + params[0]["b"])
     chex.assert_trees_all_close(cache[0].z, jnp.tanh(cache[0].a))
-    np.testing.assert_array_equal(cache[1].x, cache[0].z)
+    np.testing.assert_array_equal(cache[1].z_prev, cache[0].z)
     np.testing.assert_array_equal(cache[1].z, y)
     _, batch_cache = fnn.forward(net, params, jnp.stack([x, x]))
     chex.assert_shape(batch_cache[0].a, (2, 4))
@@ -199,7 +199,7 @@ def test_mlp_is_frozen_hashable_and_static():
         ("32", ("tanh",), "sequence of widths"),
         ((3, 4, 2), ("tanh",), "one activation per layer: 2"),
         ((3, 2), ("tanh", "tanh"), "one activation per layer"),
-        ((3, 2), ("tanhh",), r"activations\[0\] must be one of .*got 'tanhh'"),
+        ((3, 2), ("tanhh",), r"activation in activations\[0\] 'tanhh' \(did you mean 'tanh'\?\)"),
         ((3, 2), "tanh", "sequence of names"),
     ],
 )
@@ -211,7 +211,9 @@ def test_mlp_rejects_bad_specs(sizes, acts, match):
 def test_init_rejects_unknown_scheme_listing_the_known_ones():
     with pytest.raises(ValueError, match="glorot_normal.*he_normal"):
         fnn.init(KEY, fnn.MLP((2, 2), ("tanh",)), scheme="xavier")
-    with pytest.raises(ValueError, match="fnn.MLP"):
+    with pytest.raises(ValueError, match=r"\(did you mean 'he_normal'\?\)"):
+        fnn.init(KEY, fnn.MLP((2, 2), ("tanh",)), scheme="he_norml")
+    with pytest.raises(TypeError, match="net must be an fnn.MLP; got tuple"):
         fnn.init(KEY, (2, 2))
 
 

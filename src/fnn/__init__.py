@@ -6,25 +6,29 @@ The public API (DESIGN.md)::
     params = fnn.init(jax.random.key(0), net)
     y_hat = fnn.apply(net, params, x)
     loss, grads = fnn.value_and_grad(net, params, x, y, loss="l2", method="reverse")
-    J = fnn.jacobian(net, params, x, mode="forward")
+    J = fnn.jacobian(net, params, x, mode="auto")
+
+Reading order, one way down the stack: ``activations``/``losses`` (f, f′, J_L) →
+``layer`` (one layer's forward, JVP and VJP) → the engines (``network``, ``backprop``,
+``forward_mode``) → the public entry points (``derivatives``, ``training``, ...).
 """
 
 from fnn import (
     activations,
     backprop,
     cost_model,
+    derivatives,
     forward_mode,
     gradcheck,
     graph,
     jacobians,
+    layer,
     losses,
     numerical,
-    scan,
     symmetry,
     training,
 )
-from fnn.backprop import value_and_grad
-from fnn.forward_mode import jacobian
+from fnn.derivatives import jacobian, value_and_grad
 from fnn.network import MLP, apply, forward, init, summary
 
 __version__ = "0.1.0"
@@ -35,6 +39,7 @@ __all__ = [
     "apply",
     "backprop",
     "cost_model",
+    "derivatives",
     "forward",
     "forward_mode",
     "gradcheck",
@@ -42,9 +47,9 @@ __all__ = [
     "init",
     "jacobian",
     "jacobians",
+    "layer",
     "losses",
     "numerical",
-    "scan",
     "summary",
     "symmetry",
     "training",

@@ -34,12 +34,12 @@ def unknown_name(kind: str, name, valid: Iterable[str]) -> ValueError:
     """The ``ValueError`` for an unknown name: the valid ones, and the nearest as a hint.
 
     >>> str(unknown_name("activation", "tahn", ("sigmoid", "tanh")))
-    "Unknown activation 'tahn'; did you mean 'tanh'? Expected one of ('sigmoid', 'tanh')."
+    "Unknown activation 'tahn' (did you mean 'tanh'?); expected one of ('sigmoid', 'tanh')."
     """
     valid = tuple(valid)
     near = difflib.get_close_matches(name, valid, n=1) if isinstance(name, str) else []
-    hint = f"; did you mean {near[0]!r}?" if near else ";"
-    return ValueError(f"Unknown {kind} {name!r}{hint} Expected one of {valid}.")
+    hint = f" (did you mean {near[0]!r}?)" if near else ""
+    return ValueError(f"Unknown {kind} {name!r}{hint}; expected one of {valid}.")
 
 
 def check_choice(value, choices: Iterable[str], kind: str) -> str:

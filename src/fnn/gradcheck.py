@@ -30,7 +30,8 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 
 from fnn import losses
-from fnn.network import MLP, check_input, check_key, check_positive_int, forward
+from fnn._checks import check_input, check_key, check_positive_int
+from fnn.network import MLP, forward
 from fnn.numerical import (
     at_plus_minus,
     central_difference,

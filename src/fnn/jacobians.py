@@ -16,7 +16,6 @@ One function per Jacobian of the lecture, for ONE example (vectors, no batch axi
 * ``activation(f, a)``   ``J_f(a) = diag(f′(a))``, or ``diag(s) − s sᵀ`` for softmax, ``(M, M)``;
 * ``activation_param``   ``J_z(p) = ∂f(a)/∂p`` for a learnable scalar ``p``, ``(M,)``;
 * ``loss(L, ŷ, y)``      the row ``J_L(ŷ)``, e.g. ``[2(ŷᵢ − yᵢ)]`` for L2, ``(M,)``;
-* ``layer_x``            ``J_z(x) = J_f(a) · W`` for a whole layer, ``(M, D)``.
 
 These are what the lecture's backpropagation multiplies (S17) and what
 ``backprop.explicit`` uses literally. They are built from the hand-written derivatives of
@@ -33,7 +32,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from fnn import activations, losses
-from fnn.network import activation_params
 
 __all__ = [
     "activation",
@@ -42,7 +40,6 @@ __all__ = [
     "affine_b",
     "affine_x",
     "chain",
-    "layer_x",
     "loss",
     "row_times",
 ]
@@ -160,21 +157,6 @@ def loss(L: str, y_hat: jax.Array, y: jax.Array) -> jax.Array:
     _check_shape("y_hat", y_hat, ("M",))
     losses.check_target(loss_fn, np.shape(y_hat), y)
     return loss_fn.jacobian(y_hat, y)
-
-
-def layer_x(layer_params: dict, f: str, x: jax.Array) -> jax.Array:
-    """The Jacobian of one layer ``z = f(W x + b)`` w.r.t. its input: ``J_f(a) · W`` (S15).
-
-    Shape ``(M, D)``; an instance of :func:`chain` with :func:`activation` and
-    :func:`affine_x`.
-
-    Raises:
-      ValueError: ``x`` is not one example ``(D,)`` of the layer's input width.
-    """
-    W, b = layer_params["W"], layer_params["b"]
-    _check_shape("x", x, (np.shape(W)[-1],))
-    a = W @ x + b
-    return chain(activation(f, a, **activation_params(layer_params)), affine_x(W))
 
 
 def row_times(delta: jax.Array, J: jax.Array) -> jax.Array:

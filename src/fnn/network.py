@@ -14,7 +14,10 @@ The contract, stated once:
   with ``z⁽⁰⁾ = x`` and ``y = z⁽ᴺ⁾`` (``f⁽ᴺ⁾`` is the output activation ``f_out``), for one
   example ``x`` of shape ``(D,)`` or a batch of shape ``(B, D)``.
 
-Every check on shapes and names happens here, in Python, before anything is traced.
+``apply`` and ``forward`` are folds of the one layer of :mod:`fnn.layer` over the layers
+(:mod:`fnn._scan` runs long runs of identical layers as one ``lax.scan``). Every public
+function here checks its input once, in Python, before anything is traced
+(:mod:`fnn._checks`).
 """
 
 from __future__ import annotations
@@ -28,25 +31,22 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fnn import activations, scan
+from fnn import _checks, _scan, activations
+from fnn import layer as layer_rules
+from fnn.layer import Cache, activation_params
 
 __all__ = [
     "MLP",
     "SCHEMES",
     "Cache",
     "Summary",
-    "activation_params",
     "apply",
     "apply_augmented",
     "augment",
-    "check_input",
-    "check_key",
-    "check_params",
-    "check_positive_int",
+    "check_net",
     "forward",
     "init",
     "layer",
-    "layer_step",
     "neuron",
     "split_augmented",
     "summary",
@@ -64,9 +64,16 @@ class MLP:
     ``activations = (f¹, …, fᴺ)`` name the activation of each of the ``N = len(sizes) − 1``
     layers, the last one being the output activation ``f_out``.
 
+    Two static fields say how the engines compile long networks (the numbers are the same
+    either way; see :mod:`fnn._scan`): a run of at least ``scan_min_layers`` identical
+    ``M → M`` layers is one ``jax.lax.scan`` (``None``: never), and
+    ``scan_per_layer_results`` scans such runs also where an engine returns one array per
+    layer (the forward cache, the reverse gradient; off: slower to compile on XLA:CPU).
+
     Raises:
       ValueError: fewer than two sizes, a width that is not a positive integer, not exactly
-        one activation per layer, or an unknown activation name.
+        one activation per layer, an unknown activation name (with the nearest valid one),
+        or a ``scan_min_layers`` that is neither ``None`` nor an integer ≥ 2.
 
     >>> MLP((10, 10, 10, 10), ("sigmoid", "sigmoid", "identity")).num_layers
     3
@@ -74,6 +81,8 @@ class MLP:
 
     sizes: tuple[int, ...]
     activations: tuple[str, ...]
+    scan_min_layers: int | None = 16
+    scan_per_layer_results: bool = False
 
     def __post_init__(self):
         sizes, acts = self.sizes, self.activations
@@ -100,9 +109,16 @@ class MLP:
             )
         for i, name in enumerate(acts):
             if not isinstance(name, str) or name not in activations.names():
-                raise ValueError(
-                    f"activations[{i}] must be one of {activations.names()}; got {name!r}."
+                raise _checks.unknown_name(
+                    f"activation in activations[{i}]", name, activations.names()
                 )
+        m = self.scan_min_layers
+        if m is not None and (isinstance(m, bool) or not isinstance(m, (int, np.integer)) or m < 2):
+            raise ValueError(f"scan_min_layers must be None or an integer ≥ 2; got {m!r}.")
+        if not isinstance(self.scan_per_layer_results, bool):
+            raise ValueError(
+                f"scan_per_layer_results must be a bool; got {self.scan_per_layer_results!r}."
+            )
         object.__setattr__(self, "sizes", tuple(int(w) for w in sizes))
         object.__setattr__(self, "activations", acts)
 
@@ -187,13 +203,24 @@ def init(
       A list of per-layer dicts ``{"W": (M, D), "b": (M,)}``.
 
     Raises:
-      ValueError: unknown scheme, or ``net`` is not an :class:`MLP`.
+      TypeError: ``key`` is not one PRNG key, ``net`` is not an :class:`MLP`, or ``dtype``
+        is not a real floating dtype.
+      ValueError: an unknown scheme (with the nearest valid one), or a ``scale`` that is not
+        a finite positive number.
     """
-    if not isinstance(net, MLP):
-        raise ValueError(f"net must be an fnn.MLP; got {type(net).__name__}.")
-    if scheme not in SCHEMES:
-        raise ValueError(f"Unknown init scheme {scheme!r}; expected one of {tuple(SCHEMES)}.")
-    dtype = jnp.dtype(dtype) if dtype is not None else jnp.zeros(()).dtype
+    _checks.check_key(key)
+    check_net(net)
+    _checks.check_choice(scheme, SCHEMES, "init scheme")
+    if isinstance(scale, bool) or not isinstance(scale, (int, float, np.integer, np.floating)):
+        raise ValueError(f"scale must be a finite positive number; got {scale!r}.")
+    if not (math.isfinite(scale) and scale > 0):
+        raise ValueError(f"scale must be a finite positive number; got {scale!r}.")
+    try:
+        dtype = jnp.dtype(dtype) if dtype is not None else jnp.zeros(()).dtype
+    except TypeError:
+        raise TypeError(f"dtype must be a real floating dtype; got {dtype!r}.") from None
+    if not jnp.issubdtype(dtype, jnp.floating):
+        raise TypeError(f"dtype must be a real floating dtype; got {dtype}.")
     params = []
     for layer_key, D, M, name in zip(
         jax.random.split(key, net.num_layers), net.sizes[:-1], net.sizes[1:], net.activations
@@ -207,69 +234,7 @@ def init(
 
 
 # ---------------------------------------------------------------------------------------
-# Validation, in Python, before tracing.
-# ---------------------------------------------------------------------------------------
-
-
-def check_params(net: MLP, params: Params) -> None:
-    """Raise ``ValueError`` unless ``params`` has exactly the layers and shapes of ``net``."""
-    if not isinstance(params, (list, tuple)):
-        raise ValueError(
-            f"params must be a list of {net.num_layers} per-layer dicts; "
-            f"got {type(params).__name__}."
-        )
-    if len(params) != net.num_layers:
-        raise ValueError(
-            f"params must hold {net.num_layers} layers for sizes {net.sizes}; got {len(params)}."
-        )
-    for i, (layer_params, expected) in enumerate(zip(params, net.layer_shapes())):
-        if not isinstance(layer_params, dict) or set(layer_params) != set(expected):
-            got = sorted(layer_params) if isinstance(layer_params, dict) else type(layer_params)
-            raise ValueError(
-                f"params[{i}] (layer {i + 1}, activation {net.activations[i]!r}) must be a dict "
-                f"with keys {sorted(expected)}; got {got}."
-            )
-        for name, shape in expected.items():
-            got = tuple(np.shape(layer_params[name]))
-            if got != shape:
-                raise ValueError(
-                    f"params[{i}][{name!r}] (layer {i + 1}) must have shape {shape} for sizes "
-                    f"{net.sizes}; got {got}."
-                )
-
-
-def check_positive_int(value, name: str) -> int:
-    """``value`` as an int; ``ValueError`` naming ``name`` unless it is a positive integer
-    (batch sizes, epochs, chunk sizes, repetitions, graph sizes)."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name} must be a positive integer; got {value!r}.")
-    return int(value)
-
-
-def check_key(key, name: str = "key") -> None:
-    """``TypeError`` unless ``key`` is one PRNG key: ``jax.random.key(seed)`` (shape ``()``)
-    or a legacy ``jax.random.PRNGKey(seed)`` (``uint32``, shape ``(2,)``)."""
-    dtype = getattr(key, "dtype", None)
-    typed = dtype is not None and jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key)
-    legacy = dtype == np.uint32 and tuple(np.shape(key)) == (2,)
-    if not (typed and np.shape(key) == ()) and not legacy:
-        raise TypeError(
-            f"{name} must be one PRNG key (jax.random.key(seed) or jax.random.PRNGKey(seed)); "
-            f"got {type(key).__name__} of shape {tuple(np.shape(key))}."
-        )
-
-
-def check_input(net: MLP, x) -> None:
-    """Raise ``ValueError`` unless ``x`` is one example ``(D,)`` or a batch ``(B, D)``."""
-    shape = tuple(np.shape(x))
-    if len(shape) not in (1, 2) or shape[-1] != net.in_features:
-        raise ValueError(
-            f"x must have shape (D,) or (B, D) with D = {net.in_features}; got {shape}."
-        )
-
-
-# ---------------------------------------------------------------------------------------
-# The forward pass (S1, S2, S4).
+# The forward pass (S1, S2, S4): a fold of fnn.layer over the layers.
 # ---------------------------------------------------------------------------------------
 
 
@@ -283,65 +248,53 @@ def layer(layer_params: dict, x: jax.Array, f: str) -> tuple[jax.Array, jax.Arra
     """One layer of M neurons (S2): ``a = W x + b``, ``z = f(a)``; returns ``(a, z)``.
 
     ``x`` has shape ``(D,)``; extra entries of ``layer_params`` (PReLU's ``alpha``) are the
-    activation's own parameters.
+    activation's own parameters. The rule itself is :func:`fnn.layer.forward`.
     """
-    W, b = layer_params["W"], layer_params["b"]
-    a = W @ x + b
-    z = activations.get(f).fn(a, **activation_params(layer_params))
-    return a, z
+    z, cache = layer_rules.forward(layer_params, f, x)
+    return cache.a, z
 
 
-def activation_params(layer_params: dict) -> dict:
-    """The activation's own learnable parameters of a layer: every key but ``W`` and ``b``
-    (PReLU's ``alpha``), passed to ``fn``/``derivative`` as ``**p``.
-
-    >>> activation_params({"W": 1.0, "b": 0.0, "alpha": 0.25})
-    {'alpha': 0.25}
-    """
-    return {k: v for k, v in layer_params.items() if k not in ("W", "b")}
+def _cache_step(z, p, f, _=None):
+    return layer_rules.forward(p, f, z)
 
 
-class Cache(NamedTuple):
-    """What the forward pass keeps of one layer for the backward pass (S14): its input
-    ``x`` (= z⁽ⁱ⁻¹⁾), its pre-activation ``a`` and its output ``z``."""
-
-    x: jax.Array
-    a: jax.Array
-    z: jax.Array
+def _output_step(z, p, f, _=None):
+    return layer_rules.forward(p, f, z)[0], None
 
 
-def layer_step(z: jax.Array, layer_params: dict, f: str, _=None) -> tuple[jax.Array, Cache]:
-    """One layer as a :func:`run_layers` step: ``z ↦ (z', Cache(z, a, z'))`` (S2, S14)."""
-    a, z_next = layer(layer_params, z, f)
-    return z_next, Cache(z, a, z_next)
+def _forward(net: MLP, params: Params, x: jax.Array):
+    """The fold behind :func:`forward`, for one example; unchecked."""
+    segs = _scan.segments(net, per_layer_results=True)
+    y, caches = _scan.run_layers(segs, _scan.group(segs, params), _cache_step, x)
+    return y, tuple(_scan.ungroup(segs, caches))
 
 
-def _output_step(z: jax.Array, layer_params: dict, f: str, _=None) -> tuple[jax.Array, None]:
-    return layer(layer_params, z, f)[1], None
+def _apply(net: MLP, params: Params, x: jax.Array) -> jax.Array:
+    """The fold behind :func:`apply`, for one example; unchecked."""
+    segs = _scan.segments(net)
+    return _scan.run_layers(segs, _scan.group(segs, params), _output_step, x)[0]
 
 
-# ---------------------------------------------------------------------------------------
-# The forward pass (S4).
-# ---------------------------------------------------------------------------------------
-
-
-def _forward_single(net: MLP, params: Params, x: jax.Array):
-    segs = scan.segments(net, per_layer_results=True)
-    y, caches = scan.run_layers(segs, scan.group(segs, params), layer_step, x)
-    return y, tuple(scan.ungroup(segs, caches))
+def _check(net, params, x):
+    check_net(net)
+    _checks.check_params(net, params)
+    _checks.check_input(net, x, floating=False)
+    return jnp.asarray(x)
 
 
 def forward(net: MLP, params: Params, x: jax.Array) -> tuple[jax.Array, tuple[Cache, ...]]:
     """The forward pass with its cache: ``(y, (Cache(x, a¹, z¹), …, Cache(zᴺ⁻¹, aᴺ, y)))``.
 
     ``x`` is ``(D,)`` or ``(B, D)``; for a batch every cached array gains the leading axis B.
+
+    Raises:
+      TypeError: ``net`` is not an :class:`MLP`, or ``params``/``x`` are not real arrays.
+      ValueError: ``params`` does not match ``net``, or ``x`` has the wrong width or rank.
     """
-    check_params(net, params)
-    check_input(net, x)
-    x = jnp.asarray(x)
+    x = _check(net, params, x)
     if x.ndim == 1:
-        return _forward_single(net, params, x)
-    return jax.vmap(_forward_single, in_axes=(None, None, 0))(net, params, x)
+        return _forward(net, params, x)
+    return jax.vmap(_forward, in_axes=(None, None, 0))(net, params, x)
 
 
 def apply(net: MLP, params: Params, x: jax.Array) -> jax.Array:
@@ -350,25 +303,20 @@ def apply(net: MLP, params: Params, x: jax.Array) -> jax.Array:
     .. math::  nn_θ(x) = f^{out}(W^{(N)} f^{(N-1)}(\\dots f^{(1)}(W^{(1)} x + b^{(1)}) \\dots)
                + b^{(N)})
 
-    Runs of identical layers are scanned (:func:`fnn.scan.segments`); the result is the same.
+    Runs of identical layers are scanned (``net.scan_min_layers``); the result is the same.
 
     Raises:
+      TypeError: ``net`` is not an :class:`MLP`, or ``params``/``x`` are not real arrays.
       ValueError: ``params`` does not match ``net``, or ``x`` has the wrong width or rank.
 
     >>> net = MLP((3, 4, 2), ("tanh", "identity"))
     >>> apply(net, init(jax.random.key(0), net), jnp.ones(3)).shape
     (2,)
     """
-    check_params(net, params)
-    check_input(net, x)
-    segs = scan.segments(net)
-    grouped = scan.group(segs, params)
-
-    def single(x):
-        return scan.run_layers(segs, grouped, _output_step, x)[0]
-
-    x = jnp.asarray(x)
-    return single(x) if x.ndim == 1 else jax.vmap(single)(x)
+    x = _check(net, params, x)
+    return (
+        _apply(net, params, x) if x.ndim == 1 else jax.vmap(_apply, (None, None, 0))(net, params, x)
+    )
 
 
 # ---------------------------------------------------------------------------------------
@@ -389,8 +337,7 @@ def split_augmented(W_hat: jax.Array) -> dict:
 def apply_augmented(net: MLP, params: Params, x: jax.Array) -> jax.Array:
     """The network in augmented notation (S3): every layer computes ``a = Ŵ x̂`` with
     ``x̂ = [1; x]``. Equal to :func:`apply` (tested)."""
-    check_params(net, params)
-    check_input(net, x)
+    x = _check(net, params, x)
 
     def single(x):
         z = x
@@ -400,7 +347,6 @@ def apply_augmented(net: MLP, params: Params, x: jax.Array) -> jax.Array:
             z = activations.get(f).fn(a, **activation_params(layer_params))
         return z
 
-    x = jnp.asarray(x)
     return single(x) if x.ndim == 1 else jax.vmap(single)(x)
 
 
@@ -417,6 +363,8 @@ class Summary(NamedTuple):
     num_params: int  # every W, b and learnable activation parameter
     sizes: tuple[int, ...]
     activations: tuple[str, ...]
+    scan_min_layers: int | None = 16
+    scan_per_layer_results: bool = False
 
     def __str__(self) -> str:
         arch = " → ".join(str(s) for s in self.sizes)

@@ -28,7 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
-from fnn.network import check_positive_int
+from fnn._checks import check_positive_int
 
 __all__ = [
     "EPS_SWEEP",

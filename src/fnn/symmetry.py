@@ -24,7 +24,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fnn.network import MLP, Params, check_params
+from fnn._checks import check_params
+from fnn.network import MLP, Params
 
 __all__ = [
     "FLIP_OFFSETS",

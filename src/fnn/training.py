@@ -37,20 +37,14 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from fnn import backprop, losses
-from fnn.backprop import value_and_grad
-from fnn.network import (
-    MLP,
-    Params,
-    check_input,
-    check_key,
-    check_params,
-    check_positive_int,
-)
+from fnn import derivatives, losses
+from fnn._checks import check_input, check_key, check_params, check_positive_int
+from fnn.derivatives import value_and_grad
+from fnn.network import MLP, Params
 
 __all__ = ["METHODS", "History", "data_mesh", "fit", "make_train_step", "train_step"]
 
-METHODS = tuple(backprop.METHODS)  # ("reverse", "explicit", "forward")
+METHODS = derivatives.METHODS  # ("reverse", "explicit", "forward")
 
 
 class History(NamedTuple):

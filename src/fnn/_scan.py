@@ -1,48 +1,36 @@
 r"""Runs of identical layers, run by ``jax.lax.scan``: compile time flat in depth (S4, S22).
 
-Every engine (``fnn.network.apply``/``forward``, the reverse engine, forward mode and the
-Jacobians) loops over the layers with :func:`run_layers`, over the cut that
-:func:`segments` makes: single layers, and runs of identical ``(M, M)`` layers whose
+Private machinery. Every engine loops over the layers with :func:`run_layers`, over the cut
+that :func:`segments` makes: single layers, and runs of identical ``(M, M)`` layers whose
 parameters :func:`group` stacks along a leading layer axis so that one ``jax.lax.scan``
 runs them — the layer is compiled once, not once per layer. :func:`ungroup` gives the
 public one-dict-per-layer layout back. The result is the same either way
 (``tests/test_scan.py``).
+
+What to scan is static configuration of the network, read from two fields of
+:class:`fnn.MLP` (never from a global read while tracing):
+
+* ``scan_min_layers`` (default 16; ``None``: never) — a run of at least this many identical
+  layers is scanned. Measured on XLA:CPU (``benchmarks/run_all.py``): a scan costs a fixed
+  ~70 ms of compile time, while XLA compiles the identical layers of an unrolled loop once
+  and pays per layer only for tracing and its HLO passes; the scan pays from about a dozen
+  layers on.
+* ``scan_per_layer_results`` (default ``False``) — scan also where the engine returns one
+  array per layer (the forward cache, the reverse gradient). Every per-layer array sliced
+  out of a stacked result is one more XLA:CPU kernel to compile (~5 ms each), so these
+  stay unrolled by default.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 
-if TYPE_CHECKING:
-    from fnn.network import MLP
-
-__all__ = [
-    "SCAN_MIN_LAYERS",
-    "SCAN_PER_LAYER_RESULTS",
-    "Segment",
-    "group",
-    "run_layers",
-    "segments",
-    "ungroup",
-]
-
-
-# A run of at least this many consecutive identical (M, M) layers is stacked and scanned
-# (None: never); shorter runs are unrolled. Both switches are read at trace time.
-# Measured on XLA:CPU (benchmarks/run_all.py): a scan costs a fixed ~70 ms of compile time,
-# while XLA compiles the identical layers of an unrolled loop once and pays per layer only
-# for tracing and its HLO passes. The scan pays from about a dozen layers on (Jacobians).
-SCAN_MIN_LAYERS: int | None = 16
-# Scan also where the engine returns one array per layer (the forward cache, reverse-mode
-# parameter gradients)? Every per-layer array sliced out of a stacked result is one more
-# XLA:CPU kernel to compile (~5 ms each: 126 for the gradient of a 64-layer network, 4–7×
-# the compile time of the unrolled loop). So per-layer results stay unrolled by default.
-SCAN_PER_LAYER_RESULTS = False
+__all__ = ["Segment", "group", "run_layers", "segments", "ungroup"]
 
 
 class Segment(NamedTuple):
@@ -55,22 +43,22 @@ class Segment(NamedTuple):
     scan: bool
 
 
-def segments(net: MLP, *, per_layer_results: bool = False) -> tuple[Segment, ...]:
-    """Cut ``net`` into single layers and runs of ≥ :data:`SCAN_MIN_LAYERS` identical layers.
+def segments(net, *, per_layer_results: bool = False) -> tuple[Segment, ...]:
+    """Cut ``net`` into single layers and runs of ≥ ``net.scan_min_layers`` identical layers.
 
     Layers are identical when they map ``M → M`` with the same ``M`` and the same activation:
     their parameters then stack into arrays with a leading layer axis, and one
     ``jax.lax.scan`` runs them all, so the layer is compiled once, not once per layer. Every
     engine cuts the network here. ``per_layer_results=True`` is for an engine that returns
-    one array per layer: it gets scanned runs only if :data:`SCAN_PER_LAYER_RESULTS`.
+    one array per layer: it gets scanned runs only if ``net.scan_per_layer_results``.
 
     >>> from fnn import MLP
     >>> net = MLP((3,) + (8,) * 17 + (2,), ("tanh",) * 17 + ("identity",))
     >>> [s[:2] for s in segments(net)], [s[:2] for s in segments(net, per_layer_results=True)][:3]
     ([(0, 1), (1, 17), (17, 18)], [(0, 1), (1, 2), (2, 3)])
     """
-    min_run = SCAN_MIN_LAYERS
-    if min_run is None or (per_layer_results and not SCAN_PER_LAYER_RESULTS):
+    min_run = net.scan_min_layers
+    if min_run is None or (per_layer_results and not net.scan_per_layer_results):
         min_run = math.inf
     sizes, acts, out = net.sizes, net.activations, []
     start = 0
