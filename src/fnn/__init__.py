@@ -25,6 +25,7 @@ from fnn import (
 )
 from fnn.backprop import value_and_grad
 from fnn.forward_mode import jacobian
+from fnn.io import load, save
 from fnn.network import MLP, apply, forward, init, summary
 
 __version__ = "0.1.0"
@@ -42,8 +43,10 @@ __all__ = [
     "init",
     "jacobian",
     "jacobians",
+    "load",
     "losses",
     "numerical",
+    "save",
     "scan",
     "summary",
     "symmetry",
