@@ -154,17 +154,18 @@ def test_two_processes_with_two_devices_each_S30(runs):
 @pytest.mark.parametrize("name", ["fit3", "fit5", "step"])
 def test_several_processes_train_like_one_S30(runs, name):
     # Float32: the gradient's mean is summed in another order (4 partial sums, all-reduced);
-    # measured ≤ 3e-7 relative after 20 Adam steps.
-    assert _max_rel_diff(runs["out"], name) < 2e-6
+    # measured 9e-8 (fit3), 1.0e-7 (fit5, resumed) and 2e-8 (step) relative. The bound is
+    # test_sharding's for one process with 8 devices.
+    assert _max_rel_diff(runs["out"], name) < 1e-6
 
 
 def test_every_process_sees_the_global_losses_S30(runs):
     ref = runs["reference"]
     for r in runs["processes"]:
         assert len(r["loss3"]) == 3 * 4 and len(r["loss5"]) == 5 * 4
-        np.testing.assert_allclose(r["loss3"], ref["loss3"], rtol=2e-6)
-        np.testing.assert_allclose(r["loss5"], ref["loss5"], rtol=2e-6)  # the resumed run
-        np.testing.assert_allclose(r["step_loss"], ref["step_loss"], rtol=2e-6)
+        np.testing.assert_allclose(r["loss3"], ref["loss3"], rtol=1e-6)
+        np.testing.assert_allclose(r["loss5"], ref["loss5"], rtol=1e-6)  # the resumed run
+        np.testing.assert_allclose(r["step_loss"], ref["step_loss"], rtol=1e-6)
 
 
 def test_only_process_0_writes_the_checkpoint_S30(runs):

@@ -242,7 +242,8 @@ def fit(
       checkpoint: a file path: write the training state there (atomically; process 0 only)
         every ``every`` epochs and after the last, and resume from it when it exists. The
         run resumed must have the same network, key, data size, batch size, loss, method
-        and optimizer (else ``ValueError``); the ``params`` passed are then replaced by the
+        and optimizer state structure (else ``ValueError``; a changed learning rate is
+        not in the file and goes unnoticed); the ``params`` passed are then replaced by the
         checkpoint's. ``fnn.load(checkpoint)`` reads the network and parameters from it.
       every: write the checkpoint every this many epochs, a positive int.
 
