@@ -78,14 +78,15 @@ CHILD = textwrap.dedent(
         def refusal(name, call):
             try:
                 call()
-            except ValueError as err:
-                errors[name] = str(err)
+            except (OSError, ValueError) as err:
+                errors[name] = f"{type(err).__name__}: {err}"
         refusal("fit_batch", lambda: fit(1, batch_size=6))
         refusal("step_batch", lambda: step(params, optimizer.init(params), x[:3], y[:3]))
         refusal("unequal", lambda: fit(1, x=x[: n - 2 * me], y=y[: n - 2 * me]))
         x_bad = x.copy()
         x_bad[0, 0] = np.nan if me == 1 else 0.0
         refusal("nan", lambda: fit(1, x=x_bad))
+        refusal("write", lambda: fit(1, checkpoint=out / "missing" / f"run_{me}.npz"))
         result["errors"] = errors
     print(json.dumps(result), flush=True)
     """
@@ -194,6 +195,12 @@ def test_bad_batches_and_data_are_refused_in_every_process_S30(runs):
     assert "process(es) [1] refused their data" in first["nan"]
 
 
+def test_a_checkpoint_that_cannot_be_written_stops_every_process_S30(runs):
+    first, second = (r["errors"] for r in runs["processes"])
+    assert first["write"].startswith("FileNotFoundError")  # process 0's own error
+    assert "process 0 could not write the checkpoint" in second["write"]
+
+
 # ---------------------------------------------------------------------------------------
 # Failures end, in bounded time, with a message.
 # ---------------------------------------------------------------------------------------
@@ -231,7 +238,10 @@ def test_a_coordinator_alone_stops_after_the_timeout_with_a_message_S30():
     port = LAUNCHER.free_port()
     proc, seconds = _initialize(0, port)  # process 1 never comes
     assert proc.returncode != 0  # JAX aborts the process at its deadline
-    assert "process 0 of 2 is still waiting for all 2 processes to register" in proc.stderr
+    assert (
+        "process 0 of 2 is still waiting for all processes (2) to register at 127.0.0.1"
+        in proc.stderr
+    )
     assert "DEADLINE_EXCEEDED" in proc.stderr
     assert seconds < 30
 
@@ -268,3 +278,42 @@ def test_train_distributed_script_S30(tmp_path):
     assert f"test accuracy {result['test_accuracy']:.2%}" in proc.stdout
     assert (tmp_path / "distributed.png").stat().st_size > 0
     assert fnn.load(tmp_path / "run.npz")[0].sizes == (64, 64, 10)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "env", "match"),
+    [
+        ({"coordinator_address": "localhost"}, {}, r"must be 'host:port'.*got 'localhost'"),
+        ({"num_processes": 2, "process_id": 2}, {}, r"process_id must be in 0 … 1 .* got 2"),
+        ({"process_id": -1}, {}, r"process_id must be a non-negative integer; got -1"),
+        ({"num_processes": 0}, {}, r"num_processes must be a positive integer; got 0"),
+        ({"timeout": 0}, {}, r"timeout must be a positive integer; got 0"),
+        ({}, {"JAX_NUM_PROCESSES": "two"}, r"JAX_NUM_PROCESSES must be a non-negative integer"),
+    ],
+)
+def test_initialize_distributed_checks_its_arguments_first_S30(monkeypatch, kwargs, env, match):
+    for name in ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    from fnn import training
+
+    with pytest.raises(ValueError, match=match):  # before any call into jax.distributed
+        training.initialize_distributed(**kwargs)
+
+
+def test_no_cluster_and_no_coordinator_is_a_clear_error_S30():
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("JAX_COORD", "JAX_NUM", "JAX_PROC"))
+    }
+    proc = subprocess.run(
+        [sys.executable, "-c", "from fnn import training; training.initialize_distributed()"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env | SRC,
+    )
+    assert proc.returncode == 1
+    assert "No cluster was detected: pass coordinator_address, num_processes" in proc.stderr

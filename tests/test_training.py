@@ -457,3 +457,10 @@ ADAM_05 = optax.adam(0.05)
 def test_checkpoint_arguments_are_checked_S30(problem, kwargs, error, match):
     with pytest.raises(error, match=match):
         training.fit(jax.random.key(0), NET, *problem, optax.sgd(0.1), **kwargs)
+
+
+def test_a_saved_network_is_not_a_checkpoint_S30(tmp_path, problem):
+    path = tmp_path / "net.npz"
+    fnn.save(path, NET, problem[0])
+    with pytest.raises(ValueError, match=rf"{path}: an fnn network file, but not a training"):
+        training.fit(jax.random.key(0), NET, *problem, optax.sgd(0.1), checkpoint=path)

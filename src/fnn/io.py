@@ -130,6 +130,12 @@ def read_checkpoint(path, net, params, opt_state, *, key, run: dict):
     state = header.get("checkpoint")
     if not isinstance(state, dict):
         raise ValueError(f"{path}: an fnn network file, but not a training checkpoint of fit.")
+    if not (
+        isinstance(state.get("epoch"), int)
+        and isinstance(state.get("key"), list)
+        and isinstance(state.get("run"), dict)
+    ):
+        raise ValueError(f"{path}: the checkpoint's epoch, key or run settings are damaged.")
     if saved_net != net:
         raise ValueError(f"{path}: the checkpoint holds {saved_net}; this run trains {net}.")
     for name in sorted(set(run) | set(state["run"])):

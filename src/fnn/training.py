@@ -299,6 +299,11 @@ def fit(
                 raise ValueError(
                     f"{checkpoint}: the checkpoint is at epoch {start}, past epochs = {epochs}."
                 )
+            if np.size(L) != start * steps:
+                raise ValueError(
+                    f"{checkpoint}: the checkpoint holds {np.size(L)} step losses for "
+                    f"{start} epochs of {steps} steps; the file is damaged."
+                )
             step_losses = list(np.asarray(L).reshape(start, steps))
     if mesh is not None:
         replicated, _ = _shardings(mesh)
@@ -321,11 +326,10 @@ def fit(
                 )
             step_losses.append(L)
             if checkpoint is not None and ((epoch + 1) % every == 0 or epoch + 1 == epochs):
-                if jax.process_index() == 0:
-                    fnn_io.write_checkpoint(
-                        checkpoint, net, params, opt_state, epoch=epoch + 1, key=key,
-                        loss=np.concatenate(step_losses), run=run,
-                    )  # fmt: skip
+                _write_checkpoint(
+                    checkpoint, net, params, opt_state, epoch=epoch + 1, key=key,
+                    loss=np.concatenate(step_losses), run=run,
+                )  # fmt: skip
             if bar is not None:
                 bar.update()
                 bar.set_postfix(loss=f"{L.mean():.4g}")
@@ -393,6 +397,23 @@ def _resume(path, net, params, opt_state, key, run, steps):
     tree = multihost_utils.broadcast_one_to_all(tree)
     params, opt_state, L = jax.tree.map(lambda b, t: _unbits(b, t), tree, template)
     return params, opt_state, epoch, L
+
+
+def _write_checkpoint(path, *args, **kwargs) -> None:
+    """Process 0 writes; with several processes, all learn whether it could (so that none
+    waits for it in the next epoch's collectives when it could not)."""
+    error = None
+    if jax.process_index() == 0:
+        try:
+            fnn_io.write_checkpoint(path, *args, **kwargs)
+        except (OSError, TypeError, ValueError) as err:
+            error = err
+    if jax.process_count() > 1:
+        failed = int(multihost_utils.broadcast_one_to_all(np.int32(error is not None)))
+        if failed and error is None:
+            raise OSError(f"{path}: process 0 could not write the checkpoint; see its message.")
+    if error is not None:
+        raise error
 
 
 def _bits(leaf) -> np.ndarray:
@@ -486,6 +507,8 @@ def initialize_distributed(
     num_processes = _int_from(num_processes, "num_processes", "JAX_NUM_PROCESSES")
     process_id = _int_from(process_id, "process_id", "JAX_PROCESS_ID")
     check_positive_int(timeout, "timeout")
+    if process_id is not None and process_id < 0:
+        raise ValueError(f"process_id must be a non-negative integer; got {process_id}.")
     if num_processes is not None:
         check_positive_int(num_processes, "num_processes")
         if process_id is not None and not 0 <= process_id < num_processes:
@@ -502,7 +525,8 @@ def initialize_distributed(
                 f"got {coordinator_address!r}."
             )
     jax.config.update("jax_cpu_collectives_implementation", cpu_collectives)
-    who = f"process {process_id} of {num_processes}"
+    known = process_id is not None and num_processes is not None
+    who = f"process {process_id} of {num_processes}" if known else "this process"
     deadline = time.monotonic() + timeout
     if host is not None and process_id not in (None, 0):
         _wait_for_coordinator(host.strip("[]"), int(port), deadline, who, timeout)
@@ -510,8 +534,9 @@ def initialize_distributed(
     watchdog = threading.Timer(
         max(0.9 * (deadline - time.monotonic()), 0.5),
         lambda: print(
-            f"fnn: {who} is still waiting for all {num_processes} processes to register at "
-            f"{coordinator_address}; JAX will stop this process when timeout = {timeout} s "
+            f"fnn: {who} is still waiting for all processes ({num_processes or 'detected'}) "
+            f"to register at {coordinator_address or 'the detected coordinator'}; JAX will "
+            f"stop this process when timeout = {timeout} s "
             "is up. Are all of them started, with the same address and num_processes?",
             file=sys.stderr,
             flush=True,
@@ -529,6 +554,8 @@ def initialize_distributed(
             coordinator_bind_address=coordinator_address if loopback else None,
         )
     except ValueError as err:
+        if known and coordinator_address is not None:
+            raise
         raise ValueError(
             f"{err} No cluster was detected: pass coordinator_address, num_processes and "
             "process_id (or set JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES and "
