@@ -29,6 +29,7 @@ from fnn import (
     training,
 )
 from fnn.derivatives import jacobian, value_and_grad
+from fnn.io import load, save
 from fnn.network import MLP, apply, forward, init, summary
 
 __version__ = "0.1.0"
@@ -48,8 +49,10 @@ __all__ = [
     "jacobian",
     "jacobians",
     "layer",
+    "load",
     "losses",
     "numerical",
+    "save",
     "summary",
     "symmetry",
     "training",
