@@ -111,3 +111,11 @@ def test_the_rules_compile_under_jit():
         return Z_next, layer.vjp_batch(p, "tanh", cache, G)
 
     chex.assert_trees_all_close(both(p, Z, G), both.__wrapped__(p, Z, G), rtol=1e-12, atol=1e-14)
+
+
+def test_augmented_affine_step_equals_the_affine_step():
+    """S3: a = Ŵ ẑ with Ŵ = [b, W], ẑ = [1; z] is a = W z + b; augment/split are inverse."""
+    p, Z, _ = _problem("tanh")
+    chex.assert_trees_all_close(layer.affine_augmented(p, Z[0]), layer.affine(p, Z[0]), **TOL)
+    assert layer.augment(p).shape == (M, D + 1)
+    chex.assert_trees_all_equal(layer.split_augmented(layer.augment(p)), p)

@@ -41,7 +41,9 @@ __all__ = [
     "Cache",
     "activation_params",
     "affine",
+    "affine_augmented",
     "affine_batch",
+    "augment",
     "delta",
     "forward",
     "forward_batch",
@@ -50,6 +52,7 @@ __all__ = [
     "jvp",
     "param_grads",
     "param_grads_batch",
+    "split_augmented",
     "vjp",
     "vjp_batch",
     "vjp_explicit",
@@ -90,6 +93,22 @@ def affine_batch(p: dict, Z: jax.Array) -> jax.Array:
     """The affine step of a batch, rows are examples: ``A = Z Wᵀ + b`` (row b is
     ``W z_b + b``)."""
     return Z @ p["W"].T + p["b"]
+
+
+def augment(p: dict) -> jax.Array:
+    """``Ŵ = [b, W]`` of shape ``(M, D + 1)``: the bias becomes column 0 (S3)."""
+    return jnp.concatenate([p["b"][:, None], p["W"]], axis=1)
+
+
+def split_augmented(W_hat: jax.Array) -> dict:
+    """The inverse of :func:`augment`: ``Ŵ = [b, W]`` → ``{"W": W, "b": b}`` (S3)."""
+    return {"W": W_hat[:, 1:], "b": W_hat[:, 0]}
+
+
+def affine_augmented(p: dict, z: jax.Array) -> jax.Array:
+    """The affine step in the augmented notation (S3): ``a = Ŵ ẑ`` with ``Ŵ = [b, W]`` and
+    ``ẑ = [1; z]`` — the same ``a`` as :func:`affine` (tested)."""
+    return augment(p) @ jnp.concatenate([jnp.ones((1,), z.dtype), z])
 
 
 def forward(p: dict, f: str, z: jax.Array) -> tuple[jax.Array, Cache]:
