@@ -4,7 +4,7 @@ processes (S30): on one machine with ``--num-processes N``, or on a cluster.
 With ``--num-processes N`` this script starts N copies of itself on this machine, each with
 ``--devices-per-process`` simulated CPU devices, coordinated over 127.0.0.1 (a free port),
 and waits for them (at most ``--timeout`` seconds; if one fails, the others are stopped).
-Without it, the process joins a cluster through ``fnn.training.initialize_distributed``:
+Without it, the process joins a cluster through ``fnn.distributed.initialize_distributed``:
 JAX's own auto-detection (SLURM, Open MPI, Kubernetes, Cloud TPU) or the environment
 variables ``JAX_COORDINATOR_ADDRESS``, ``JAX_NUM_PROCESSES`` and ``JAX_PROCESS_ID``.
 
@@ -153,9 +153,9 @@ def _without(argv, option):
 
 
 def train(args):
-    from fnn import training  # jax.distributed must start before JAX does anything
+    from fnn import distributed, training  # jax.distributed must start before JAX does anything
 
-    training.initialize_distributed(timeout=args.connect_timeout)
+    distributed.initialize_distributed(timeout=args.connect_timeout)
 
     import jax
     import jax.numpy as jnp

@@ -155,3 +155,12 @@ def test_device_check_script_runs_on_cpu_S22(tmp_path):
     for t in result["timings"]:
         assert t["flop_per_step"] == 6 * 128 * 3 * 256 * 256
         assert t["seconds_fnn"] > 0 and t["tflops_fnn"] > 0
+
+
+def test_training_re_exports_the_mesh_and_initialize_distributed_S22():
+    import fnn
+    from fnn import distributed, training
+
+    assert training.data_mesh is distributed.data_mesh
+    assert training.initialize_distributed is distributed.initialize_distributed
+    assert fnn.distributed is distributed

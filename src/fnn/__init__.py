@@ -10,7 +10,8 @@ The public API (DESIGN.md)::
 
 Reading order, one way down the stack: ``activations``/``losses`` (f, f′, J_L) →
 ``layer`` (one layer's forward, JVP and VJP) → the engines (``network``, ``backprop``,
-``forward_mode``) → the public entry points (``derivatives``, ``training``, ...).
+``forward_mode``) → the public entry points (``derivatives``, ``distributed``, ``training``,
+...).
 """
 
 from fnn import (
@@ -18,6 +19,7 @@ from fnn import (
     backprop,
     cost_model,
     derivatives,
+    distributed,
     forward_mode,
     gradcheck,
     graph,
@@ -41,6 +43,7 @@ __all__ = [
     "backprop",
     "cost_model",
     "derivatives",
+    "distributed",
     "forward",
     "forward_mode",
     "gradcheck",

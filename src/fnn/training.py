@@ -17,36 +17,47 @@ the heavy ball, ``optax.adam(η)`` the adaptive learning rates.
   returns the trained parameters and the history of losses.
 
 Data parallelism (S22): given a ``jax.sharding.Mesh`` with one axis ``"data"`` (see
-:func:`data_mesh`), every mini-batch is split across the mesh's devices with a
-``NamedSharding`` and the parameters and optimizer state are replicated. The program is the
-same — ``jax.jit`` partitions the hand-written backward pass and sums the per-device
-partial gradients — so the gradient is the mean over the *global* batch, whatever the
-number of devices.
+:func:`fnn.distributed.data_mesh`), every mini-batch is split across the mesh's devices and
+the parameters and optimizer state are replicated. The program is the same — ``jax.jit``
+partitions the hand-written backward pass and sums the per-device partial gradients — so
+the gradient is the mean over the *global* batch, whatever the number of devices.
 
 Several processes (S30): when JAX runs as several processes (``jax.distributed``, started by
-:func:`initialize_distributed`), :func:`fit` and :func:`make_train_step` train on one global
-mesh over the devices of all processes (``data_mesh()``). Each process passes only *its own*
-examples; the global data set is their concatenation in process order, assembled with
-``jax.make_array_from_process_local_data``. The parameters are replicated, the gradient is
-the mean over the global batch, the permutation of every epoch comes from the shared key
-inside the compiled program (so every process agrees on it), and only process 0 shows
-progress and writes checkpoints. The result equals one process training on all the data.
+:func:`fnn.distributed.initialize_distributed`), :func:`fit` and :func:`make_train_step` train
+on one global mesh over the devices of all processes. Each process passes only *its own*
+examples; the global data set is their concatenation in process order. The parameters are
+replicated, the permutation of every epoch comes from the shared key inside the compiled
+program (so every process agrees on it), and only process 0 shows progress and writes
+checkpoints. The result equals one process training on all the data.
 
 Checkpoints (S30): ``fit(..., checkpoint=path, every=k)`` writes the parameters, the optimizer
 state, the epoch, the key and the losses so far to ``path`` (an :func:`fnn.save` file, written
 atomically) every ``k`` epochs and after the last one; called again with the same arguments,
 ``fit`` resumes from it and ends with exactly the parameters of an uninterrupted run.
+
+How the pieces fit: this module is the training loop and its checks; it stands on three
+others and none of them knows about it.
+
+* :mod:`fnn.derivatives` gives the gradient of every step;
+* :mod:`fnn.distributed` (S22, S30) knows devices and processes: the mesh and its two
+  shardings, the batch-size-vs-devices check, the assembly of every process's rows into one
+  global data set, "process 0 does it, every process learns the outcome", and
+  ``initialize_distributed`` (``data_mesh`` and ``initialize_distributed`` are re-exported
+  here, their old home);
+* :mod:`fnn.io` (S30) holds the checkpoint *file* (``write_checkpoint``/``read_checkpoint``:
+  format, atomic write, validation against the run). What stays here is fit's own use of it
+  — when to write, resuming in every process (``_resume``) — because it is fit's logic.
+
+The module is longer than ~300 lines because :func:`fit` and its Python-side checks (every
+argument refused with a message before anything is traced) are one concept and read best
+together.
 """
 
 from __future__ import annotations
 
 import functools
-import math
 import os
-import socket
 import sys
-import threading
-import time
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -55,20 +66,21 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from jax.experimental import multihost_utils
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from jax.sharding import Mesh
 
-from fnn import derivatives, losses
+from fnn import derivatives, distributed, losses
 from fnn import io as fnn_io
 from fnn._checks import check_input, check_key, check_params, check_positive_int
 from fnn.derivatives import value_and_grad
+from fnn.distributed import data_mesh, initialize_distributed
 from fnn.network import MLP, Params, check_net
 
 __all__ = [
     "METHODS",
     "History",
-    "data_mesh",
+    "data_mesh",  # from fnn.distributed
     "fit",
-    "initialize_distributed",
+    "initialize_distributed",  # from fnn.distributed
     "make_train_step",
     "train_step",
 ]
@@ -155,7 +167,7 @@ def make_train_step(
     >>> step = make_train_step(net, optimizer)
     >>> params, state, L = step(params, optimizer.init(params), jnp.ones((4, 2)), jnp.ones((4, 1)))
     """
-    mesh = _default_mesh(mesh)
+    mesh = distributed.default_mesh(mesh)
     loss_fn = _check_config(net, optimizer, loss, method, mesh)
 
     def step(params, opt_state, x, y):
@@ -164,7 +176,7 @@ def make_train_step(
     if mesh is None:
         compiled = jax.jit(step)
     else:
-        replicated, batch = _shardings(mesh)
+        replicated, batch = distributed.shardings(mesh)
         compiled = jax.jit(
             step,
             in_shardings=(replicated, replicated, batch, batch),
@@ -175,14 +187,14 @@ def make_train_step(
         check_params(net, params)
         x, y = _check_data(net, params, loss_fn, x, y)
         if jax.process_count() == 1:
-            _check_batch_size(x.shape[0], mesh, "x.shape[0]")
+            distributed.check_batch_size(x.shape[0], mesh, "x.shape[0]")
         else:  # every process passes x.shape[0] rows of the global batch
             rows = x.shape[0] * jax.process_count()
-            _check_batch_size(rows, mesh, "the global batch x.shape[0] × processes")
+            distributed.check_batch_size(rows, mesh, "the global batch x.shape[0] × processes")
         if mesh is not None:
-            replicated, batch = _shardings(mesh)
+            replicated, batch = distributed.shardings(mesh)
             params, opt_state = jax.device_put((params, opt_state), replicated)
-            x, y = _global_data((x, y), batch)
+            x, y = distributed.global_data((x, y), batch)
         return compiled(params, opt_state, x, y)
 
     return checked_step
@@ -264,7 +276,7 @@ def fit(
     >>> bool(history.epoch_loss[-1] < 0.1 * history.epoch_loss[0])
     True
     """
-    mesh = _default_mesh(mesh)
+    mesh = distributed.default_mesh(mesh)
     loss_fn = _check_config(net, optimizer, loss, method, mesh)
     check_key(key)
     check_params(net, params)
@@ -280,7 +292,7 @@ def fit(
         raise ValueError(
             f"batch_size must be at most the number of examples N = {N}; got {batch_size}."
         )
-    _check_batch_size(batch_size, mesh, "batch_size")
+    distributed.check_batch_size(batch_size, mesh, "batch_size")
 
     steps = N // batch_size
     config = (net, optimizer, loss, method, mesh, steps, batch_size)
@@ -306,7 +318,7 @@ def fit(
                 )
             step_losses = list(np.asarray(L).reshape(start, steps))
     if mesh is not None:
-        replicated, _ = _shardings(mesh)
+        replicated, _ = distributed.shardings(mesh)
         params, opt_state = jax.device_put((params, opt_state), replicated)
         if jax.process_count() == 1:
             x, y = jax.device_put((x, y), replicated)
@@ -342,7 +354,7 @@ def fit(
 
 def _epoch_fn(net, optimizer, loss, method, mesh, steps, batch_size):
     """One epoch as one compiled function: shuffle, then ``lax.scan`` over the steps."""
-    batch_sharding = None if mesh is None else _shardings(mesh)[1]
+    batch_sharding = None if mesh is None else distributed.shardings(mesh)[1]
 
     def run_epoch(params, opt_state, key, x, y):
         order = jax.random.permutation(key, x.shape[0])[: steps * batch_size]
@@ -364,7 +376,7 @@ def _epoch_fn(net, optimizer, loss, method, mesh, steps, batch_size):
 
     if mesh is None:
         return jax.jit(run_epoch)
-    replicated, _ = _shardings(mesh)
+    replicated, _ = distributed.shardings(mesh)
     return jax.jit(run_epoch, out_shardings=(replicated, replicated, replicated))
 
 
@@ -372,225 +384,32 @@ _cached_epoch_fn = functools.lru_cache(maxsize=32)(_epoch_fn)
 
 
 def _resume(path, net, params, opt_state, key, run, steps):
-    """The checkpoint's ``(params, opt_state, epoch, losses)`` or ``None``; with several
-    processes, process 0 reads the file and broadcasts what it found, bit for bit."""
+    """The checkpoint's ``(params, opt_state, epoch, losses)`` or ``None`` (S30); with several
+    processes, process 0 reads the file and every process gets what it found, bit for bit."""
+    found = distributed.on_process_0(
+        lambda: fnn_io.read_checkpoint(path, net, params, opt_state, key=key, run=run),
+        (TypeError, ValueError),
+        ValueError(f"{path}: process 0 refused the checkpoint; see its message."),
+    )
     if jax.process_count() == 1:
-        return fnn_io.read_checkpoint(path, net, params, opt_state, key=key, run=run)
-    found, error = None, None
-    if jax.process_index() == 0:
-        try:
-            found = fnn_io.read_checkpoint(path, net, params, opt_state, key=key, run=run)
-        except (TypeError, ValueError) as err:
-            error = err
-    epoch = -2 if error is not None else -1 if found is None else found[2]
+        return found
+    epoch = -1 if found is None else found[2]
     epoch = int(multihost_utils.broadcast_one_to_all(np.int32(epoch)))
-    if epoch == -2:
-        if error is not None:
-            raise error
-        raise ValueError(f"{path}: process 0 refused the checkpoint; see its message.")
     if epoch == -1:
         return None
-    dtype = jnp.result_type(params[0]["W"])
-    template = (params, opt_state, np.zeros(epoch * steps, dtype))
-    tree = (found[0], found[1], found[3]) if found is not None else template
-    tree = jax.tree.map(_bits, tree)  # psum of raw bits with zeros: exact (−0.0 stays −0.0)
-    tree = multihost_utils.broadcast_one_to_all(tree)
-    params, opt_state, L = jax.tree.map(lambda b, t: _unbits(b, t), tree, template)
+    template = (params, opt_state, np.zeros(epoch * steps, jnp.result_type(params[0]["W"])))
+    tree = template if found is None else (found[0], found[1], found[3])
+    params, opt_state, L = distributed.broadcast_exact(tree, template)
     return params, opt_state, epoch, L
 
 
 def _write_checkpoint(path, *args, **kwargs) -> None:
-    """Process 0 writes; with several processes, all learn whether it could (so that none
-    waits for it in the next epoch's collectives when it could not)."""
-    error = None
-    if jax.process_index() == 0:
-        try:
-            fnn_io.write_checkpoint(path, *args, **kwargs)
-        except (OSError, TypeError, ValueError) as err:
-            error = err
-    if jax.process_count() > 1:
-        failed = int(multihost_utils.broadcast_one_to_all(np.int32(error is not None)))
-        if failed and error is None:
-            raise OSError(f"{path}: process 0 could not write the checkpoint; see its message.")
-    if error is not None:
-        raise error
-
-
-def _bits(leaf) -> np.ndarray:
-    leaf = np.asarray(leaf)
-    return leaf.view(np.dtype(f"u{leaf.dtype.itemsize}")) if leaf.dtype.kind in "fcb" else leaf
-
-
-def _unbits(bits, like) -> jax.Array:
-    return jnp.asarray(np.asarray(bits).view(np.asarray(like).dtype))
-
-
-# ---------------------------------------------------------------------------------------
-# Devices (S22) and processes (S30).
-# ---------------------------------------------------------------------------------------
-
-
-def data_mesh(devices=None) -> Mesh:
-    """A one-axis ``Mesh(devices, ("data",))`` over ``devices`` (default: every device of every
-    process, in process order), for data-parallel :func:`fit` and :func:`make_train_step`
-    (S22, S30). In one process that is all local devices."""
-    if devices is None:
-        devices = sorted(jax.devices(), key=lambda d: (d.process_index, d.id))
-    devices = list(devices)
-    if not devices:
-        raise ValueError("devices must name at least one device; got an empty list.")
-    return Mesh(np.asarray(devices), ("data",))
-
-
-def _shardings(mesh: Mesh) -> tuple[NamedSharding, NamedSharding]:
-    """(replicated, split along the leading batch axis over "data")."""
-    return NamedSharding(mesh, PartitionSpec()), NamedSharding(mesh, PartitionSpec("data"))
-
-
-def _default_mesh(mesh: Mesh | None) -> Mesh | None:
-    """With several processes there is no training without a mesh over all of them."""
-    return data_mesh() if mesh is None and jax.process_count() > 1 else mesh
-
-
-def _local_devices(mesh: Mesh) -> int:
-    return sum(d.process_index == jax.process_index() for d in mesh.devices.flat)
-
-
-def _global_data(arrays, sharding: NamedSharding):
-    """One process: the arrays as they are. Several: each process's rows assembled into one
-    global array, sharded by ``sharding`` (the global data is their concatenation)."""
-    if jax.process_count() == 1:
-        return arrays
-    return tuple(jax.make_array_from_process_local_data(sharding, np.asarray(a)) for a in arrays)
-
-
-def initialize_distributed(
-    coordinator_address: str | None = None,
-    num_processes: int | None = None,
-    process_id: int | None = None,
-    *,
-    timeout: int = 60,
-    local_device_ids=None,
-    cpu_collectives: str = "gloo",
-) -> None:
-    """Join this process to a JAX multi-process run (``jax.distributed.initialize``) (S30).
-
-    Call it first, before any other JAX call, in every process. What is not passed is read
-    from the environment — ``JAX_COORDINATOR_ADDRESS`` (read by JAX itself),
-    ``JAX_NUM_PROCESSES`` and ``JAX_PROCESS_ID`` (read here) — and what is still missing is
-    left to JAX's own cluster auto-detection (SLURM, Open MPI, Kubernetes, Cloud TPU).
-    Collectives between CPU devices of different processes go through gloo.
-
-    A process other than 0 first waits, up to ``timeout`` seconds, until the coordinator
-    (process 0, at ``coordinator_address``) accepts connections; then JAX registers every
-    process, again within ``timeout`` seconds. A coordinator on a loopback address
-    (``127.0.0.1:port``) is bound to loopback only.
-
-    Args:
-      coordinator_address: ``"host:port"`` of process 0.
-      num_processes: how many processes take part.
-      process_id: this process's index, ``0 ≤ process_id < num_processes``.
-      timeout: seconds to wait for the coordinator and for all processes to register
-        (JAX's ``initialization_timeout``), a positive int; default 60.
-      local_device_ids: restrict this process to these local devices (JAX's argument).
-      cpu_collectives: ``jax_cpu_collectives_implementation``: ``"gloo"`` (default) or
-        ``"mpi"``.
-
-    Raises:
-      ValueError: a bad argument, or no coordinator given and none detected.
-      TimeoutError: the coordinator did not accept a connection within ``timeout`` seconds.
-        If it does but the other processes do not all register in time, JAX itself stops
-        the process (after a message on stderr from fnn saying so).
-    """
-    env = os.environ
-    coordinator_address = coordinator_address or env.get("JAX_COORDINATOR_ADDRESS")
-    num_processes = _int_from(num_processes, "num_processes", "JAX_NUM_PROCESSES")
-    process_id = _int_from(process_id, "process_id", "JAX_PROCESS_ID")
-    check_positive_int(timeout, "timeout")
-    if process_id is not None and process_id < 0:
-        raise ValueError(f"process_id must be a non-negative integer; got {process_id}.")
-    if num_processes is not None:
-        check_positive_int(num_processes, "num_processes")
-        if process_id is not None and not 0 <= process_id < num_processes:
-            raise ValueError(
-                f"process_id must be in 0 … {num_processes - 1} for num_processes = "
-                f"{num_processes}; got {process_id}."
-            )
-    host = port = None
-    if coordinator_address is not None:
-        host, _, port = coordinator_address.rpartition(":")
-        if not host or not port.isdigit():
-            raise ValueError(
-                f"coordinator_address must be 'host:port', e.g. '127.0.0.1:1234'; "
-                f"got {coordinator_address!r}."
-            )
-    jax.config.update("jax_cpu_collectives_implementation", cpu_collectives)
-    known = process_id is not None and num_processes is not None
-    who = f"process {process_id} of {num_processes}" if known else "this process"
-    deadline = time.monotonic() + timeout
-    if host is not None and process_id not in (None, 0):
-        _wait_for_coordinator(host.strip("[]"), int(port), deadline, who, timeout)
-    loopback = host in ("127.0.0.1", "localhost", "[::1]")
-    watchdog = threading.Timer(
-        max(0.9 * (deadline - time.monotonic()), 0.5),
-        lambda: print(
-            f"fnn: {who} is still waiting for all processes ({num_processes or 'detected'}) "
-            f"to register at {coordinator_address or 'the detected coordinator'}; JAX will "
-            f"stop this process when timeout = {timeout} s "
-            "is up. Are all of them started, with the same address and num_processes?",
-            file=sys.stderr,
-            flush=True,
-        ),
-    )
-    watchdog.daemon = True
-    watchdog.start()
-    try:
-        jax.distributed.initialize(
-            coordinator_address,
-            num_processes,
-            process_id,
-            local_device_ids=local_device_ids,
-            initialization_timeout=max(1, math.ceil(deadline - time.monotonic())),
-            coordinator_bind_address=coordinator_address if loopback else None,
-        )
-    except ValueError as err:
-        if known and coordinator_address is not None:
-            raise
-        raise ValueError(
-            f"{err} No cluster was detected: pass coordinator_address, num_processes and "
-            "process_id (or set JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES and "
-            "JAX_PROCESS_ID) in every process."
-        ) from err
-    finally:
-        watchdog.cancel()
-
-
-def _int_from(value, name: str, variable: str) -> int | None:
-    if value is None and os.environ.get(variable):
-        text = os.environ[variable]
-        if not text.strip().isdigit():
-            raise ValueError(f"{variable} must be a non-negative integer ({name}); got {text!r}.")
-        return int(text)
-    if value is not None and (isinstance(value, bool) or not isinstance(value, (int, np.integer))):
-        raise ValueError(f"{name} must be an integer; got {value!r}.")
-    return None if value is None else int(value)
-
-
-def _wait_for_coordinator(host: str, port: int, deadline: float, who: str, timeout: int):
-    """Try to open a TCP connection to the coordinator until ``deadline``: JAX itself would
-    abort the process when it cannot register, so fail first, in Python, with a message."""
-    error = None
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection((host, port), timeout=1.0):
-                return
-        except OSError as err:
-            error = err
-            time.sleep(0.1)
-    raise TimeoutError(
-        f"{who} could not reach the coordinator at {host}:{port} within timeout = {timeout} s "
-        f"({error}). Start process 0 (it runs the coordinator) with the same address, check "
-        "the host and port, and that no firewall blocks it; or raise the timeout."
+    """Process 0 writes (S30); every process learns whether it could, so that none waits
+    for it in the next epoch's collectives when it could not."""
+    distributed.on_process_0(
+        lambda: fnn_io.write_checkpoint(path, *args, **kwargs),
+        (OSError, TypeError, ValueError),
+        OSError(f"{path}: process 0 could not write the checkpoint; see its message."),
     )
 
 
@@ -611,17 +430,7 @@ def _check_config(net, optimizer, loss, method, mesh) -> losses.Loss:
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}; got {method!r}.")
     if mesh is not None:
-        if not isinstance(mesh, Mesh) or tuple(mesh.axis_names) != ("data",):
-            raise ValueError(
-                "mesh must be a jax.sharding.Mesh with the single axis ('data',), e.g. "
-                f"fnn.training.data_mesh(); got {mesh!r}."
-            )
-        processes = {d.process_index for d in mesh.devices.flat}
-        if processes != set(range(jax.process_count())):
-            raise ValueError(
-                f"mesh must hold devices of all {jax.process_count()} processes, e.g. "
-                f"fnn.training.data_mesh(); it holds those of processes {sorted(processes)}."
-            )
+        distributed.check_mesh(mesh)
     return losses.get(loss)
 
 
@@ -644,9 +453,9 @@ def _check_data(net, params, loss_fn, x, y):
 
 
 def _check_fit_data(net, params, loss_fn, x, y, mesh):
-    """:func:`_check_data` plus finiteness; with several processes, every process learns
-    whether every other one passed (no process is left waiting in a collective), and the
-    rows of all are assembled into one global data set. Returns ``(x, y, N)``, N global."""
+    """:func:`_check_data` plus finiteness, then :func:`fnn.distributed.assemble`: with several
+    processes, every one learns whether every other one passed, and their rows become one
+    global data set. Returns ``(x, y, N)``, N global."""
     error = None
     try:
         x, y = _check_data(net, params, loss_fn, x, y)
@@ -655,37 +464,8 @@ def _check_fit_data(net, params, loss_fn, x, y, mesh):
                 raise ValueError(f"{name} must hold only finite values; it holds NaN or inf.")
     except (TypeError, ValueError) as err:
         error = err
-    if jax.process_count() == 1:
-        if error is not None:
-            raise error
-        return x, y, x.shape[0]
-    rows = -1 if error is not None else x.shape[0]
-    rows = np.asarray(multihost_utils.process_allgather(np.int32(rows))).tolist()
-    if error is not None:
-        raise error
-    if min(rows) < 0:
-        failed = [p for p, n in enumerate(rows) if n < 0]
-        raise ValueError(f"fit: process(es) {failed} refused their data; see their message.")
-    local = _local_devices(mesh)
-    if len(set(rows)) != 1 or rows[0] % local:
-        raise ValueError(
-            f"x: every process must pass the same number of examples, a multiple of its "
-            f"{local} devices in the mesh; got {rows} examples on processes 0 … "
-            f"{len(rows) - 1}. Drop the remainder."
-        )
-    x, y = _global_data((x, y), _shardings(mesh)[1])
-    return x, y, sum(rows)
-
-
-def _check_batch_size(batch_size: int, mesh: Mesh | None, name: str) -> None:
-    if mesh is None or batch_size % mesh.size == 0:
-        return
-    where = "" if jax.process_count() == 1 else f" of all {jax.process_count()} processes"
-    raise ValueError(
-        f"{name} = {batch_size} must be divisible by the {mesh.size} devices of the mesh"
-        f"{where}, so that every device gets an equal share of each batch; use a batch size "
-        f"that is a multiple of {mesh.size}."
-    )
+    (x, y), N = distributed.assemble((x, y), error, mesh)
+    return x, y, N
 
 
 def _progress_bar(epochs: int, steps: int, progress: bool | None, start: int = 0):
