@@ -240,7 +240,9 @@ def main(argv=None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "docs_check.json").write_text(json.dumps(rows, indent=2, ensure_ascii=False))
     print(f"screenshots: {', '.join(str(args.out / s) for s in SCREENSHOTS.values())}")
-    print(f"{len(rows) - failed} passed, {failed} failed")
+    # Not pytest's "N passed, M failed": CI reads that line as the test count.
+    verdict = f"FAILED on {failed} of {len(rows)} pages" if failed else "every page passed"
+    print(f"docs-check: {verdict} ({len(rows)} pages)")
     return 1 if failed else 0
 
 
