@@ -37,8 +37,9 @@ $(DOCS_STAMP): $(STAMP) pyproject.toml
 docs: $(DOCS_STAMP)
 	NO_MKDOCS_2_WARNING=1 PYTHONPATH=src $(BIN)/python -m mkdocs build --strict
 
-# Every page of site/ in headless Chromium (apt-get install chromium chromium-driver).
-docs-check: docs
+# Every page of the built site/ (run `make docs` first) in headless Chromium
+# (apt-get install chromium chromium-driver). Not rebuilt here: CI builds once, checks once.
+docs-check: $(DOCS_STAMP)
 	$(BIN)/python docs/_tools/docs_check.py --site site --out results/docs
 
 clean:

@@ -71,10 +71,10 @@ for name, y in [("l2", jnp.array([0.0, 1.0, 0.5])), ("softmax_cross_entropy", jn
 # [`fnn.hvp`][fnn.hvp] against `jax.jvp` of `jax.grad` (forward-over-reverse):
 
 # %%
-net = fnn.MLP((5, 16, 16, 3), ("tanh", "softplus", "identity"))
+net = fnn.MLP((4, 12, 12, 3), ("tanh", "softplus", "identity"))
 params = fnn.init(jax.random.key(0), net)
-x = jax.random.normal(jax.random.key(1), (32, 5))
-y = jax.random.normal(jax.random.key(2), (32, 3))
+x = jax.random.normal(jax.random.key(1), (16, 4))
+y = jax.random.normal(jax.random.key(2), (16, 3))
 v = jax.tree.map(lambda p: jax.random.normal(jax.random.key(3), p.shape), params)
 
 
