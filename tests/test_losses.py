@@ -661,3 +661,25 @@ def test_unknown_name_suggests_the_nearest_one():
         match="Unknown loss 'softmax_crossentropy'; did you mean 'softmax_cross_entropy'?",
     ):
         losses.get("softmax_crossentropy")
+
+
+@pytest.mark.parametrize(
+    ("name", "y_hat", "y", "message"),
+    [
+        ("cross_entropy", [_P, _P, _P], [1, 3, 9], r"got 9 at index \(2,\)\."),
+        ("softmax_cross_entropy", [_LOGITS] * 2, [-1, 0], r"got -1 at index \(0,\)\."),
+        (
+            "binary_cross_entropy",
+            [_P, _P],
+            [[0, 1, 1, 0], [0, 1, 1, -2.0]],
+            r"targets in \[0, 1\].*got -2\.0 at index \(1, 3\)\.",
+        ),
+    ],
+)
+def test_checkify_target_on_a_batch_names_the_example(name, y_hat, y, message):
+    f = checkify.checkify(jax.jit(lambda a, y: losses.checkify_target(name, a, y)))
+    err, _ = f(jnp.asarray(y_hat), jnp.asarray(y))
+    with pytest.raises(checkify.JaxRuntimeError, match=rf"^y for loss '{name}'.*{message}"):
+        err.throw()
+    good = jnp.zeros_like(jnp.asarray(y)) if name != "binary_cross_entropy" else jnp.ones((2, 4))
+    assert f(jnp.asarray(y_hat), good)[0].get() is None
