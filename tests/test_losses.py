@@ -342,6 +342,9 @@ def test_softmax_cross_entropy_is_stable_at_huge_logits(dtype):
         assert float(L) == expected
         assert jnp.all(jnp.isfinite(J)) and jnp.all(jnp.isfinite(by_jax))
         chex.assert_trees_all_close(J, by_jax)
+        H, by_jax = fused.hessian(a, y), jax.hessian(fused.fn)(a, y)
+        assert H.dtype == dtype and jnp.all(jnp.isfinite(H)) and jnp.all(jnp.isfinite(by_jax))
+        chex.assert_trees_all_close(H, by_jax)
 
 
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.float64])
