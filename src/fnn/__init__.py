@@ -18,6 +18,7 @@ from fnn import (
     backprop,
     cost_model,
     derivatives,
+    extensions,
     forward_mode,
     gradcheck,
     graph,
@@ -29,6 +30,13 @@ from fnn import (
     training,
 )
 from fnn.derivatives import jacobian, value_and_grad
+from fnn.extensions import (
+    clipped_grad,
+    gradient_statistics,
+    per_example_grad_norms,
+    per_example_grads,
+    trace,
+)
 from fnn.network import MLP, apply, forward, init, summary
 
 __version__ = "0.1.0"
@@ -38,11 +46,14 @@ __all__ = [
     "activations",
     "apply",
     "backprop",
+    "clipped_grad",
     "cost_model",
     "derivatives",
+    "extensions",
     "forward",
     "forward_mode",
     "gradcheck",
+    "gradient_statistics",
     "graph",
     "init",
     "jacobian",
@@ -50,8 +61,11 @@ __all__ = [
     "layer",
     "losses",
     "numerical",
+    "per_example_grad_norms",
+    "per_example_grads",
     "summary",
     "symmetry",
+    "trace",
     "training",
     "value_and_grad",
 ]
