@@ -486,9 +486,10 @@ def test_bad_clipping_arguments_raise(small, kwargs, error, match):
 
 def test_worked_example_reproduces_the_published_numbers(tmp_path, capsys):
     script = load_script(ROOT / "scripts" / "worked_example.py")
-    result = script.main(["--quick", "--out", str(tmp_path)])
+    result = script.main(["--quick", "--lecture", "--out", str(tmp_path)])
     assert result["all_match"] and len(result["checks"]) >= 20
     assert all(c["ok"] for c in result["checks"])
+    assert result["lecture"]["max_abs_diff_jax"] < 1e-12
     assert (tmp_path / "worked_example.json").exists() and (
         tmp_path / "worked_example.png"
     ).exists()
