@@ -184,23 +184,27 @@ _ACTS, _LOSSES = activations.names(), losses.names()
 _CASES = [(_ACTS[i : i + 2], _LOSSES[(i // 2) % len(_LOSSES)]) for i in range(0, len(_ACTS), 2)]
 
 
-@pytest.mark.parametrize(
-    "hidden, loss_name", _CASES, ids=["-".join(a) + "/" + n for a, n in _CASES]
-)
-def test_every_activation_and_loss_float64(hidden, loss_name):
+def test_every_activation_and_loss_float64():
     """The activation and the loss enter through δ (fnn.layer.delta, J_L): per-example
-    gradients and norms here; the rest is the same code for every activation."""
-    net, params, x, y = problem(5, (4, 5, 5, 3), (*hidden, hidden[0]), loss_name, 6)
+    gradients and norms here, every case in one jit (one compile); the rest is the same code
+    for every activation."""
+    problems = [problem(5, (4, 5, 5, 3), (*h, h[0]), n, 6) for h, n in _CASES]
 
     @jax.jit
-    def run(params, x, y):
-        ours = fnn.per_example_grads(net, params, x, y, loss=loss_name)
-        norms = fnn.per_example_grad_norms(net, params, x, y, loss=loss_name)
-        return ours, norms, vmap_grad(net, params, x, y, loss_name)
+    def run(all_params, all_x, all_y):
+        out = []
+        for (net, *_), (_, loss_name), p, x, y in zip(problems, _CASES, all_params, all_x, all_y):
+            ours = fnn.per_example_grads(net, p, x, y, loss=loss_name)
+            norms = fnn.per_example_grad_norms(net, p, x, y, loss=loss_name)
+            out.append((ours, norms, vmap_grad(net, p, x, y, loss_name)))
+        return out
 
-    ours, norms, (losses_b, grads_b) = run(params, x, y)
-    chex.assert_trees_all_close(ours, (losses_b, grads_b), **F64)
-    chex.assert_trees_all_close(norms, references(losses_b, grads_b, 1.0)["norms"], **F64)
+    results = run(*[[pr[k] for pr in problems] for k in (1, 2, 3)])
+    for (hidden, loss_name), (ours, norms, (losses_b, grads_b)) in zip(_CASES, results):
+        case = f"{hidden}/{loss_name}"
+        chex.assert_trees_all_close(ours, (losses_b, grads_b), **F64, custom_message=case)
+        expected = references(losses_b, grads_b, 1.0)["norms"]
+        chex.assert_trees_all_close(norms, expected, **F64, custom_message=case)
 
 
 def test_float32():
@@ -301,15 +305,17 @@ def test_noise_equals_optax_dp_aggregate():
     @jax.jit
     def run(params, x, y, key):
         dp = optax.contrib.differentially_private_aggregate(C, sigma, key=key)
-        expected, _ = dp.update(vmap_grad(net, params, x, y, "l2")[1], dp.init(params))
+        losses_b, grads_b = vmap_grad(net, params, x, y, "l2")
+        expected, _ = dp.update(grads_b, dp.init(params))
 
-        def ours(sigma, key):
+        def ours(sigma):
             return fnn.clipped_grad(net, params, x, y, C, noise_multiplier=sigma, key=key)[1]
 
-        return expected, ours(sigma, key), ours(None, None), ours(0.0, key)
+        return expected, ours(sigma), ours(0.0), (losses_b, grads_b)
 
-    expected, got, no_noise, zero_noise = run(params, x, y, key)
+    expected, got, zero_noise, (losses_b, grads_b) = run(params, x, y, key)
     chex.assert_trees_all_close(got, expected, **F64)
+    no_noise = references(losses_b, grads_b, C)["clipped"][1]
     chex.assert_trees_all_close(zero_noise, no_noise, **F64)
     assert not np.allclose(got[0]["W"], no_noise[0]["W"])
 
@@ -383,18 +389,22 @@ _FUNCTIONS = {
 }
 
 
-def all_of_them(net, params, x, y, loss="l2"):
-    """Every public function of S23–S25 on one problem, in one pytree."""
-    return {name: f(net, params, x, y, loss=loss) for name, f in _FUNCTIONS.items()}
+def all_of_them(net, params, x, y, loss="l2", names=tuple(_FUNCTIONS)):
+    """The public functions of S23–S25 on one problem, in one pytree."""
+    return {name: _FUNCTIONS[name](net, params, x, y, loss=loss) for name in names}
 
 
 class JitParityTest(chex.TestCase):
     @chex.variants(with_jit=True, without_jit=True)
     def test_jit_parity(self):
-        """The same numbers jitted and not (the noise's traced key: test_noise_...)."""
+        """The same numbers jitted and not (the noise's traced key: test_noise_...). Eager
+        runs compile every operation apart: two functions that use every rule."""
         net, params, x, y = problem(11, (5, 7, 4), ("prelu", "softmax"), "cross_entropy", 3)
-        got = self.variant(lambda p, x, y: all_of_them(net, p, x, y, "cross_entropy"))(params, x, y)
-        expected = all_of_them(net, params, x, y, "cross_entropy")
+        names = ("clipped_grad", "trace")
+        got = self.variant(lambda p, x, y: all_of_them(net, p, x, y, "cross_entropy", names))(
+            params, x, y
+        )
+        expected = all_of_them(net, params, x, y, "cross_entropy", names)
         chex.assert_trees_all_close(got, expected, **F64)
 
 
@@ -484,6 +494,7 @@ def test_bad_clipping_arguments_raise(small, kwargs, error, match):
 # ---------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_worked_example_reproduces_the_published_numbers(tmp_path, capsys):
     script = load_script(ROOT / "scripts" / "worked_example.py")
     result = script.main(["--quick", "--lecture", "--out", str(tmp_path)])
@@ -497,9 +508,10 @@ def test_worked_example_reproduces_the_published_numbers(tmp_path, capsys):
     assert "0.082167041" in out and "w5" in out
 
 
+@pytest.mark.slow
 def test_bench_extensions_quick(tmp_path):
     bench = load_script(ROOT / "benchmarks" / "bench_extensions.py")
-    result = bench.main(["--quick", "--out", str(tmp_path)])
+    result = bench.main(["--quick", "--reps", "2", "--out", str(tmp_path)])
     names = [r["name"] for r in result["rows"]]
     assert any(n.startswith("per_example_grad_norms ÷") for n in names)
     assert any(n.startswith("clipped_grad ÷") for n in names)
