@@ -92,6 +92,18 @@ def _sq_norms(net, params, caches, rows):
     return sum(_layer_map(layer.param_grads_sq_norm, net, params, caches, rows))
 
 
+def _weighted_sum(net, params, caches, rows, w):
+    """``Σ_b w_b ∇θ L_b`` from the rows ``w_b g_b``, ``w_b δ_b`` (δ and ∂L/∂α are linear in
+    ``g``): :func:`fnn.layer.param_grads_batch`, one ``Δᵀ Z`` per layer. ``w`` is ``(B,)``,
+    or one Python number for every row."""
+    w = w[:, None] if jnp.ndim(w) else w
+
+    def rule(p, f, cache, G, D):
+        return layer.param_grads_batch(p, f, cache, w * G, w * D)
+
+    return _layer_map(rule, net, params, caches, rows)
+
+
 # ---------------------------------------------------------------------------------------
 # S24: per-example gradients, their norms, the clipped mean gradient of DP-SGD.
 # ---------------------------------------------------------------------------------------
@@ -208,11 +220,7 @@ def clipped_grad(net, params, x, y, max_norm=1.0, loss="l2", *, noise_multiplier
     losses_b, caches, rows, _ = _per_example_pass(net, params, x, y, loss_fn)
     norms = jnp.sqrt(_sq_norms(net, params, caches, rows))
     s = jnp.nan_to_num(jnp.minimum(max_norm / norms, 1.0), nan=1.0)
-    w = (s / x.shape[0])[:, None]  # the batch mean's 1/B, once, as in fnn.backprop.reverse
-    grads = [
-        layer.param_grads_batch(p, f, c, w * G, w * D)
-        for p, f, c, (G, D) in zip(params, net.activations, caches, rows)
-    ]
+    grads = _weighted_sum(net, params, caches, rows, s / x.shape[0])  # the mean's 1/B, once
     if noise_multiplier is not None:
         leaves, tree = jax.tree.flatten(grads)
         _, *keys = jax.random.split(key, len(leaves) + 1)  # optax's split, its order
@@ -247,10 +255,7 @@ def gradient_statistics(net, params, x, y, loss="l2") -> dict:
     _, caches, rows, _ = _per_example_pass(net, params, x, y, loss_fn)
     sum_sq = _layer_map(layer.param_grads_sq_sum, net, params, caches, rows)
     B = x.shape[0]
-    mean = [
-        layer.param_grads_batch(p, f, c, G / B, D / B)
-        for p, f, c, (G, D) in zip(params, net.activations, caches, rows)
-    ]
+    mean = _weighted_sum(net, params, caches, rows, 1 / B)
     variance = jax.tree.map(lambda s, m: jnp.maximum(s / B - m**2, 0), sum_sq, mean)
     return {"sum_sq": _like_params(sum_sq, params), "variance": _like_params(variance, params)}
 
