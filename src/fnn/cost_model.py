@@ -26,7 +26,8 @@ import math
 from collections.abc import Sequence
 
 from fnn import activations
-from fnn.network import MLP, check_positive_int, summary
+from fnn._checks import check_positive_int
+from fnn.network import MLP, summary
 
 __all__ = [
     "CHAIN_ORDERS",

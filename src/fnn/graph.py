@@ -32,7 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from fnn import activations
-from fnn.network import check_positive_int
+from fnn._checks import check_positive_int
 
 __all__ = [
     "Accumulation",
