@@ -1,6 +1,7 @@
 """Gradient checks (S11, S19): they pass on correct gradients, fail on wrong ones and say
 where, and report kinks instead of failing on them."""
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -12,8 +13,10 @@ import numpy as np
 import pytest
 
 import fnn
-from conftest import random_problem
+from conftest import load_script, random_problem
 from fnn import gradcheck
+
+POWER = Path(__file__).resolve().parents[1] / "scripts" / "gradcheck_power.py"
 
 
 def problem(sizes, acts, loss="l2", seed=0, dtype=np.float64, batch=3):
@@ -202,6 +205,21 @@ def test_the_issues_float32_example_fails_now():
     assert f"{report.max_error:.2e}" in str(report) and report.max_error > 0.3
 
 
+@pytest.mark.slow
+def test_power_script_quick(tmp_path, capsys):
+    """scripts/gradcheck_power.py on 2 networks (the full run: 210, see its docstring): every
+    single-entry mutation caught, every correct gradient passed."""
+    script = load_script(POWER)
+    assert script.main(["--quick", "--out", str(tmp_path)]) == 0
+    result = json.loads((tmp_path / "gradcheck_power.json").read_text())
+    assert result["correct"] == {"PASS": 2, "FAIL": 0, "UNRESOLVED": 0}
+    cases = sum(sum(t.values()) for t in result["tallies"].values())
+    assert cases > 2 * 4 * 10 and result["caught"] >= 0.99 and result["false_alarms"] == 0
+    assert set(result["directional"]) == {"1", "2", "4", "8", "16"}
+    assert (tmp_path / "gradcheck_power.png").stat().st_size > 5_000
+    assert "caught" in capsys.readouterr().out
+
+
 def test_the_boundary_of_a_tolerance_passes():
     # τ = t (|a| + |b|) + r + u = 0.25 · 2 + 0 + 0 = 0.5 = |a − b|: a pass (≤, not <).
     a, b = {"w": np.array([1.25])}, {"w": np.array([0.75])}
@@ -277,6 +295,30 @@ def test_directional_check(tanh_problem):
     assert legacy.passed
     with pytest.raises(TypeError, match=r"key must be one PRNG key.*got int of shape \(\)"):
         gradcheck.check_directional(f, tree, grads, 0, k=2)
+
+
+def test_directional_check_detects_what_it_reports_it_can():
+    """A float32 gradient scaled by (1 + ρ): ρ below ``min_detectable`` (≈ 2t = 2e-3)
+    passes, ρ above fails; the default k = 16 directions."""
+    net, params, x, y = problem((3, 5, 2), ("tanh", "identity"), dtype=np.float32, seed=2)
+    _, grads = value_and_grad(net, params, x, y)
+
+    def f(p):
+        return gradcheck.network_loss(net, p, x.astype(p[0]["W"].dtype), y.astype(p[0]["W"].dtype))
+
+    key = jax.random.key(0)
+    report = gradcheck.check_directional(f, params, grads["params"], key)
+    assert report.passed and len(report.errors) == gradcheck.DIRECTIONS == 16, str(report)
+    assert report.oracle_dtype == "float64"
+    assert 2e-3 < report.min_detectable < 2.5e-3, report.min_detectable
+    scaled = [
+        gradcheck.check_directional(
+            f, params, jax.tree.map(lambda g, rho=rho: g * (1 + rho), grads["params"]), key
+        )
+        for rho in (0.5 * report.min_detectable, 2 * report.min_detectable)
+    ]
+    assert scaled[0].passed and not scaled[1].passed, (str(scaled[0]), str(scaled[1]))
+    assert "smallest relative error" in str(report)
 
 
 # ---------------------------------------------------------------------------------------
