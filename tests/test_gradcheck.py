@@ -421,6 +421,24 @@ def test_mismatched_pytrees_raise(tanh_problem):
         gradcheck.check_gradient(jnp.sum, jnp.ones(3), jnp.ones(3), kinks=np.ones(2, bool))
 
 
+def test_an_empty_batch_and_a_key_that_is_not_one_raise(tanh_problem):
+    net, params, _, y, grads = tanh_problem
+    empty = jnp.zeros((0, 3))
+    with pytest.raises(ValueError, match=r"x must hold at least one example; got .*\(0, 3\)"):
+        gradcheck.check_network(net, params, empty, y[:0], {**grads, "x": empty})
+    with pytest.raises(ValueError, match=r"at least one example"):
+        gradcheck.kink_crossings(net, params, empty, y[:0])
+    f, t = jnp.sum, jnp.ones(3)
+    keys = (
+        np.zeros(3, np.uint32),
+        np.zeros((2, 2), np.uint32),
+        jax.random.split(jax.random.key(0)),
+    )
+    for key in keys:
+        with pytest.raises(TypeError, match=r"key must be one PRNG key"):
+            gradcheck.check_directional(f, t, t, key)
+
+
 @pytest.mark.parametrize("eps", [0.0, -1.0, float("nan"), float("inf")])
 def test_bad_eps_raises(tanh_problem, eps):
     net, params, x, y, grads = tanh_problem
