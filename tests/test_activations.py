@@ -234,12 +234,57 @@ def test_softmax_matches_the_naive_formula_where_that_does_not_overflow():
         ("hard_tanh", -1.0, 0.0),
         ("hard_tanh", 1 - 1e-12, 1.0),
         ("hard_tanh", -1 + 1e-12, 1.0),
-        ("elu", 0.0, 1.0),  # no kink for α = 1: both branches have slope 1
+        ("elu", 0.0, 1.0),  # no kink in f for α = 1 (both slopes 1); f″ jumps from 1 to 0
     ],
 )
 def test_derivative_at_the_kinks_follows_the_documented_convention(name, a, expected):
     act = activations.get(name)
     assert float(act.derivative(jnp.asarray(a), **params_of(act))) == expected
+
+
+# Every kink, with the documented f′ there (f″ = 0 at all of them).
+KINKS = [
+    ("relu", 0.0, 0.0),
+    ("leaky_relu", 0.0, 0.01),
+    ("prelu", 0.0, 0.25),
+    ("hard_tanh", 1.0, 0.0),
+    ("hard_tanh", -1.0, 0.0),
+    ("elu", 0.0, 1.0),
+]
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.float64])
+@pytest.mark.parametrize(("name", "a", "expected"), KINKS)
+def test_jax_grad_of_fn_at_the_kinks_is_the_documented_derivative(name, a, expected, dtype):
+    """Issue 13: jax.grad of fn takes fnn's branch at a kink (jnp.maximum, jnp.clip and
+    jnp.minimum would give ½); f″ = 0 there, by hand and by jax.grad(jax.grad(fn)) (S26)."""
+    act = activations.get(name)
+    p = params_of(act, dtype)
+    a = jnp.asarray(a, dtype)
+    f = lambda a: act.fn(a, **p)  # noqa: E731
+    expected = float(jnp.asarray(expected, dtype))
+    four = jax.jit(
+        lambda a: (
+            act.derivative(a, **p),
+            jax.grad(f)(a),
+            act.second_derivative(a, **p),
+            jax.grad(jax.grad(f))(a),
+        )
+    )(a)
+    assert [float(v) for v in four] == [expected, expected, 0.0, 0.0]
+
+
+def test_prelu_alpha_derivatives_at_the_kink():
+    """At a = 0: ∂f/∂α = min(0, 0) = 0, ∂²f/∂a∂α = 1 (∂/∂α of PReLU′(0) = α), ∂²f/∂α² = 0,
+    by hand and by JAX in both orders."""
+    prelu = activations.get("prelu")
+    a, alpha = jnp.asarray(0.0), jnp.asarray(0.25)
+    assert float(prelu.param_derivatives["alpha"](a, alpha=alpha)) == 0.0
+    assert float(jax.grad(prelu.fn, argnums=1)(a, alpha)) == 0.0
+    assert float(prelu.param_second_derivatives["alpha"](a, alpha=alpha)) == 1.0
+    assert float(jax.grad(jax.grad(prelu.fn, argnums=0), argnums=1)(a, alpha)) == 1.0
+    assert float(jax.grad(jax.grad(prelu.fn, argnums=1), argnums=0)(a, alpha)) == 1.0
+    assert float(jax.grad(jax.grad(prelu.fn, argnums=1), argnums=1)(a, alpha)) == 0.0
 
 
 @pytest.mark.parametrize("alpha", [0.25, -0.5, 0.0, 2.0])
@@ -274,7 +319,7 @@ EXTREMES = [-1e4, -1e3, -100.0, -30.0, -1.0, 0.0, 1.0, 30.0, 100.0, 1e3, 1e4]
 
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.float64])
 @pytest.mark.parametrize("name", NAMES)
-def test_outputs_derivatives_and_jax_grad_are_finite_at_extremes(name, dtype):
+def test_outputs_derivatives_and_jax_derivatives_are_finite_at_extremes(name, dtype):
     act = activations.get(name)
     p = params_of(act, dtype)
     a = jnp.asarray(EXTREMES, dtype)
@@ -284,10 +329,14 @@ def test_outputs_derivatives_and_jax_grad_are_finite_at_extremes(name, dtype):
     def evaluate(a):
         results = {"fn": f(a), "derivative": act.derivative(a, **p)}
         results["jacobian"] = act.jacobian(a, **p)
+        results["second_derivative"] = act.second_derivative(a, **p)
+        results["curvature"] = activations.curvature(act, a, jnp.ones_like(a), **p)
         if act.elementwise:  # the jnp.where trap: an overflowing unused branch gives NaN here
             results["jax.grad(fn)"] = jax.vmap(jax.grad(f))(a)
+            results["jax.grad(jax.grad(fn))"] = jax.vmap(jax.grad(jax.grad(f)))(a)
         else:
             results["jax.jacrev(fn)"] = jax.jacrev(f)(a)
+            results["jax.hessian(fn)"] = jax.hessian(f)(a)
         return results
 
     results = evaluate(a)
@@ -376,6 +425,211 @@ def test_derivative_equals_jax_grad_at_random_points(name, values):
         _GRAD[name + "/hand"] = jax.jit(lambda a: act.derivative(a, **p))
     a = jnp.asarray(values)
     chex.assert_trees_all_close(_GRAD[name + "/hand"](a), _GRAD[name](a), rtol=1e-12, atol=JAX_ATOL)
+
+
+# ---------------------------------------------------------------------------------------
+# Second derivatives (S26): f″ with three witnesses, the curvature term Σₖ gₖ ∇²fₖ.
+# ---------------------------------------------------------------------------------------
+
+
+def _sigmoid_second(a):
+    """σ″ = e^{−a} (e^{−a} − 1) / (1 + e^{−a})³ for a ≥ 0; σ″ is odd."""
+    if a < 0:
+        return -_sigmoid_second(-a)
+    e = math.exp(-a)
+    return e * math.expm1(-a) / (1 + e) ** 3
+
+
+def _sech2(u):
+    return 4 * math.exp(-2 * abs(u)) / (1 + math.exp(-2 * abs(u))) ** 2
+
+
+def _gelu_tanh_second(a):
+    """From ½ a (1 + tanh u): f″ = sech² u · (u′ + ½ a (u″ − 2 tanh u · u′²))."""
+    c = math.sqrt(2 / math.pi)
+    u = c * (a + 0.044715 * a**3)
+    du, d2u = c * (1 + 3 * 0.044715 * a**2), c * 6 * 0.044715 * a
+    return _sech2(u) * (du + 0.5 * a * (d2u - 2 * math.tanh(u) * du**2))
+
+
+SECOND_CLOSED_FORM = {
+    "sigmoid": _sigmoid_second,
+    "tanh": lambda a: -2 * math.tanh(a) * _sech2(a),
+    "hard_tanh": lambda a: 0.0,
+    "relu": lambda a: 0.0,
+    "leaky_relu": lambda a: 0.0,
+    "prelu": lambda a: 0.0,
+    "softplus": lambda a: math.exp(-abs(a)) / (1 + math.exp(-abs(a))) ** 2,  # σ′
+    "elu": lambda a: 0.0 if a >= 0 else math.exp(a),
+    "gelu": lambda a: math.exp(-(a**2) / 2) / math.sqrt(2 * math.pi) * (2 - a**2),
+    "gelu_tanh": _gelu_tanh_second,
+    "sin": lambda a: -math.sin(a),
+    "cos": lambda a: -math.cos(a),
+    "identity": lambda a: 0.0,
+}
+
+
+def test_every_elementwise_activation_has_a_second_derivative_closed_form():
+    assert set(SECOND_CLOSED_FORM) == set(ELEMENTWISE)
+
+
+@pytest.mark.parametrize("name", ELEMENTWISE)
+def test_second_derivative_three_witnesses(name):
+    """f″ against jax.grad(jax.grad(fn)) and jax.hessian(fn), central differences of the hand
+    f′ (float64), and the closed form written here with math (S26)."""
+    act = activations.get(name)
+    p = params_of(act)
+    a = jnp.asarray(POINTS)
+    f = lambda a: act.fn(a, **p)  # noqa: E731
+    d2 = act.second_derivative(a, **p)
+    by_grad, by_hessian = jax.jit(
+        lambda a: (jax.vmap(jax.grad(jax.grad(f)))(a), jax.hessian(lambda a: jnp.sum(f(a)))(a))
+    )(a)
+    # JAX's forms of f″ (σ′(1 − 2σ), …) lose a few ε absolute in the tails, times u′² ≲ 400
+    # for gelu_tanh; the hand forms are exact relatively there (closed form: rtol alone).
+    chex.assert_trees_all_close(d2, by_grad, rtol=1e-12, atol=100 * JAX_ATOL)
+    chex.assert_trees_all_close(jnp.diag(d2), by_hessian, rtol=1e-12, atol=100 * JAX_ATOL)
+    df = lambda a: act.derivative(jnp.asarray(a), **p)  # noqa: E731
+    fd = np.diag(central_difference_jacobian(df, POINTS))
+    tol = central_difference_tolerance(np.asarray(df(POINTS)))
+    error = np.abs(fd - np.asarray(d2))
+    assert np.all(error <= tol), (POINTS[error > tol], error[error > tol])
+    expected = np.array([SECOND_CLOSED_FORM[name](float(v)) for v in POINTS])
+    chex.assert_trees_all_close(d2, expected, rtol=1e-11, atol=1e-300)
+
+
+@pytest.mark.parametrize("alpha", [0.25, -0.5, 2.0])
+def test_prelu_second_derivatives_in_a_and_alpha(alpha):
+    """∂²f/∂a∂α = 0 if a > 0 else 1: JAX in both orders, central differences of the hand f′ in
+    α, the closed form; ∂²f/∂α² = 0 and ∂²f/∂a² = 0 by JAX."""
+    prelu = activations.get("prelu")
+    a, alpha = jnp.asarray(POINTS), jnp.asarray(alpha)
+    mixed = prelu.param_second_derivatives["alpha"](a, alpha=alpha)
+    d = lambda i, j: jax.vmap(jax.grad(jax.grad(prelu.fn, i), j), (0, None))(a, alpha)  # noqa: E731
+    chex.assert_trees_all_close(mixed, d(0, 1), rtol=0, atol=0)
+    chex.assert_trees_all_close(mixed, d(1, 0), rtol=0, atol=0)
+    chex.assert_trees_all_close(d(1, 1), jnp.zeros_like(a), rtol=0, atol=0)
+    chex.assert_trees_all_close(d(0, 0), prelu.second_derivative(a, alpha=alpha), rtol=0, atol=0)
+    df = lambda al: prelu.derivative(a, alpha=jnp.asarray(al[0]))  # noqa: E731
+    fd = central_difference_jacobian(df, [float(alpha)])[:, 0]
+    assert np.all(np.abs(fd - np.asarray(mixed)) <= central_difference_tolerance(np.ones(1)))
+    chex.assert_trees_all_close(mixed, np.where(POINTS > 0, 0.0, 1.0), rtol=0, atol=0)
+    assert set(prelu.param_second_derivatives) == set(prelu.param_derivatives)
+    assert all(not activations.get(n).param_second_derivatives for n in NAMES if n != "prelu")
+
+
+def softmax_curvature_closed_form(a, g):
+    """Σₖ gₖ ∂²sₖ/∂aᵢ∂aⱼ, entry by entry, with ∂²sₖ/∂aᵢ∂aⱼ = sₖ[(δₖᵢ − sᵢ)(δₖⱼ − sⱼ) −
+    sᵢ(δᵢⱼ − sⱼ)] (∂sₖ/∂aᵢ = sₖ(δₖᵢ − sᵢ) differentiated by the product rule)."""
+    m = max(a)
+    e = [math.exp(ai - m) for ai in a]
+    s = [ei / sum(e) for ei in e]
+    n = len(a)
+
+    def d2(k, i, j):
+        return s[k] * (((k == i) - s[i]) * ((k == j) - s[j]) - s[i] * ((i == j) - s[j]))
+
+    return np.array(
+        [[sum(g[k] * d2(k, i, j) for k in range(n)) for j in range(n)] for i in range(n)]
+    )
+
+
+@pytest.mark.parametrize("point", range(len(SOFTMAX_POINTS)))
+def test_softmax_second_order_three_witnesses(point):
+    """curvature(softmax, a, g) = Σₖ gₖ ∇²sₖ(a): jax.hessian, central differences of the hand
+    J_sᵀ g (vjp), the closed form; second_derivative is its diagonal for g = eᵢ."""
+    softmax = activations.get("softmax")
+    a = SOFTMAX_POINTS[point]
+    g = np.random.default_rng(point).normal(size=a.size)
+    C = activations.curvature(softmax, jnp.asarray(a), jnp.asarray(g))
+    by_jax = jax.hessian(lambda a: jnp.dot(jnp.asarray(g), softmax.fn(a)))(jnp.asarray(a))
+    chex.assert_trees_all_close(C, by_jax, rtol=1e-12, atol=1e-15)
+    vjp = lambda a: activations.vjp(softmax, jnp.asarray(a), jnp.asarray(g))  # noqa: E731
+    fd = central_difference_jacobian(vjp, a)
+    tol = central_difference_tolerance(np.abs(g).sum() * np.ones(a.size))[:, None]
+    assert np.all(np.abs(fd - np.asarray(C)) <= tol), np.abs(fd - np.asarray(C)).max()
+    chex.assert_trees_all_close(C, softmax_curvature_closed_form(a, g), rtol=1e-11, atol=1e-15)
+    chex.assert_trees_all_close(C, C.T)
+    diagonal = [
+        activations.curvature(softmax, jnp.asarray(a), e)[i, i]
+        for i, e in enumerate(np.eye(a.size))
+    ]
+    chex.assert_trees_all_close(
+        softmax.second_derivative(jnp.asarray(a)), jnp.stack(diagonal), atol=1e-15
+    )
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_curvature_equals_the_hessian_of_g_dot_f_and_curvature_vp_its_product(name):
+    """curvature = ∇²_a ⟨g, f(a)⟩ by jax.hessian for every activation; curvature_vp is its
+    product with t, on batches too, without the matrix (S26–S28)."""
+    act = activations.get(name)
+    p = params_of(act)
+    keys = jax.random.split(jax.random.key(4), 3)
+    a, g, t = (2 * jax.random.normal(k, (3, 5)) for k in keys)
+
+    @jax.jit
+    def evaluate(a, g, t):
+        C = jax.vmap(lambda a, g: activations.curvature(act, a, g, **p))(a, g)
+        by_jax = jax.vmap(jax.hessian(lambda a, g: jnp.dot(g, act.fn(a, **p))))(a, g)
+        return C, by_jax, activations.curvature_vp(act, a, g, t, **p)
+
+    C, by_jax, Ct = evaluate(a, g, t)
+    chex.assert_trees_all_close(C, by_jax, rtol=1e-12, atol=1e-14)
+    chex.assert_trees_all_close(C, jnp.swapaxes(C, 1, 2))
+    chex.assert_trees_all_close(Ct, jnp.einsum("bij,bj->bi", C, t), rtol=1e-12, atol=1e-14)
+    if act.elementwise:
+        chex.assert_trees_all_close(C, jax.vmap(jnp.diag)(g * act.second_derivative(a, **p)))
+
+
+@pytest.mark.parametrize(
+    ("a", "g", "message"),
+    [
+        (jnp.ones((2, 3)), jnp.ones((2, 3)), r"a must be one example .*got shape \(2, 3\)"),
+        (jnp.ones(3), jnp.ones((1, 3)), r"g must be one example .*got shape \(1, 3\)"),
+        (jnp.ones(3), jnp.ones(4), r"g must have the shape of a, \(3,\); got \(4,\)"),
+    ],
+)
+def test_dense_curvature_refuses_anything_but_one_example(a, g, message):
+    for name in ("tanh", "softmax"):
+        with pytest.raises(ValueError, match=message):
+            activations.curvature(activations.get(name), a, g)
+
+
+_HESS = {}
+
+
+@pytest.mark.parametrize("name", ELEMENTWISE)
+@settings(max_examples=10, deadline=None)
+@given(values=st.lists(_kink_free, min_size=6, max_size=6))
+def test_second_derivative_equals_jax_at_random_points(name, values):
+    act = activations.get(name)
+    p = params_of(act)
+    if name not in _HESS:
+        _HESS[name] = jax.jit(jax.vmap(jax.grad(jax.grad(lambda a: act.fn(a, **p)))))
+        _HESS[name + "/hand"] = jax.jit(lambda a: act.second_derivative(a, **p))
+    a = jnp.asarray(values)
+    chex.assert_trees_all_close(
+        _HESS[name + "/hand"](a), _HESS[name](a), rtol=1e-12, atol=100 * JAX_ATOL
+    )
+
+
+def test_nan_in_nan_out():
+    a = jnp.array([0.5, jnp.nan, -0.5])
+    z = jax.jit(
+        lambda a: {n: activations.get(n).fn(a, **params_of(activations.get(n))) for n in NAMES}
+    )(a)
+    for name, value in z.items():
+        assert bool(jnp.isnan(value[1])), (name, value)
+        if name != "softmax":
+            assert bool(jnp.all(jnp.isfinite(value[::2]))), (name, value)
+
+
+def test_unknown_name_suggests_the_nearest_one():
+    with pytest.raises(ValueError, match="Unknown activation 'tahn'; did you mean 'tanh'?"):
+        activations.get("tahn")
+    with pytest.raises(ValueError, match="did you mean 'leaky_relu'"):
+        activations.get("leaky_rely")
 
 
 # ---------------------------------------------------------------------------------------
