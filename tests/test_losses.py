@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from jax.experimental import checkify
 
 from fnn import activations, losses
 
@@ -174,6 +175,129 @@ def test_l1_jacobian_uses_sign_of_zero_equal_zero():
 
 
 # ---------------------------------------------------------------------------------------
+# Hessians H_L = ∂²L/∂ŷ² (S26): three witnesses, float64.
+# ---------------------------------------------------------------------------------------
+
+
+def _diag(values):
+    return [[values[i] if i == j else 0.0 for j in range(len(values))] for i in range(len(values))]
+
+
+HESSIAN_CLOSED_FORM = {
+    "l2": lambda y_hat, y: _diag([2.0] * len(y_hat)),
+    "l1": lambda y_hat, y: _diag([0.0] * len(y_hat)),
+    "cross_entropy": lambda p, y: _diag([1 / p[y] ** 2 if i == y else 0.0 for i in range(len(p))]),
+    "softmax_cross_entropy": lambda a, y: [
+        [si * ((i == j) - sj) for j, sj in enumerate(_softmax(a))]
+        for i, si in enumerate(_softmax(a))
+    ],
+    "binary_cross_entropy": lambda p, y: _diag(
+        [yi / pi**2 + (1 - yi) / (1 - pi) ** 2 for pi, yi in zip(p, y)]
+    ),
+}
+
+
+@pytest.mark.parametrize(("name", "y_hat", "y"), CASES, ids=IDS)
+def test_hessian_three_witnesses(name, y_hat, y):
+    """H_L against jax.hessian of fn, central differences of the hand J_L (steps as for J_L),
+    and the closed form written with math; H_L v against H_L @ v and jax.jvp of jax.grad."""
+    loss = losses.get(name)
+    H = np.asarray(loss.hessian(*as_arrays(y_hat, y)))
+    chex.assert_shape(H, (y_hat.size, y_hat.size))
+    chex.assert_trees_all_close(
+        H, jax.hessian(loss.fn)(*as_arrays(y_hat, y)), rtol=1e-12, atol=1e-14
+    )
+    J = np.asarray(loss.jacobian(*as_arrays(y_hat, y)))
+    for j in range(y_hat.size):
+        scale = 1.0
+        if loss.on_probabilities:
+            p = y_hat[j]
+            scale = p if loss.target == "label" else min(p, 1 - p)
+        up, down = y_hat.copy(), y_hat.copy()
+        up[j] += 1e-5 * scale
+        down[j] -= 1e-5 * scale
+        h = (up[j] - down[j]) / 2
+        J_up, J_down = (np.asarray(loss.jacobian(*as_arrays(v, y))) for v in (up, down))
+        fd = (J_up - J_down) / (2 * h)
+        tol = 4 * EPS64 * np.maximum(1, np.abs(J)) / h + 1e-7 * np.abs(H[:, j]) + 1e-9
+        assert np.all(np.abs(fd - H[:, j]) <= tol), (j, fd, H[:, j])
+    y_py = y if np.ndim(y) == 0 else [float(v) for v in y]
+    expected = np.array(HESSIAN_CLOSED_FORM[name]([float(v) for v in y_hat], y_py))
+    chex.assert_trees_all_close(H, expected, rtol=1e-12, atol=1e-300)
+    v = np.random.default_rng(7).normal(size=y_hat.size)
+    Hv = loss.hessian_vp(*as_arrays(y_hat, y), jnp.asarray(v))
+    chex.assert_trees_all_close(Hv, H @ v, rtol=1e-12, atol=1e-300)
+    by_jvp = jax.jvp(lambda a: jax.grad(loss.fn)(a, jnp.asarray(y)), (jnp.asarray(y_hat),), (v,))
+    chex.assert_trees_all_close(Hv, by_jvp[1], rtol=1e-12, atol=1e-14)
+
+
+def test_softmax_cross_entropy_hessian_is_the_softmax_jacobian_whatever_the_label():
+    a = jnp.array([0.3, -1.2, 2.0, 0.1])
+    H = [losses.get("softmax_cross_entropy").hessian(a, y) for y in range(4)]
+    for Hy in H:
+        np.testing.assert_array_equal(Hy, activations.get("softmax").jacobian(a))
+
+
+# ---------------------------------------------------------------------------------------
+# jax.grad of fn is fnn's J_L everywhere, kinks and saturation included (issue 13, item 5).
+# ---------------------------------------------------------------------------------------
+
+
+def _hand_and_jax(loss):
+    """J_L, jax.grad(fn), H_L, jax.hessian(fn): one compiled function."""
+    return jax.jit(
+        lambda a, y: (
+            loss.jacobian(a, y),
+            jax.grad(loss.fn)(a, y),
+            loss.hessian(a, y),
+            jax.hessian(loss.fn)(a, y),
+        )
+    )
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.float64])
+def test_l1_at_y_hat_equal_y_jax_grad_is_sign_zero_and_hessian_zero(dtype):
+    """jnp.abs's derivative at 0 is 1; the lecture's sign(0) = 0 is what fn's JAX gives."""
+    l1 = losses.get("l1")
+    y_hat = jnp.asarray([1.0, 2.0, -3.0, 0.0, jnp.nan], dtype)
+    y = jnp.asarray([1.0, 0.0, -3.0, 0.0, 0.0], dtype)
+    J, by_grad, H, by_hessian = _hand_and_jax(l1)(y_hat[:4], y[:4])
+    np.testing.assert_array_equal(J, [0.0, 1.0, 0.0, 0.0])
+    np.testing.assert_array_equal(by_grad, [0.0, 1.0, 0.0, 0.0])
+    np.testing.assert_array_equal(H, np.zeros((4, 4)))
+    np.testing.assert_array_equal(by_hessian, np.zeros((4, 4)))
+    assert bool(jnp.isnan(l1.fn(y_hat, y)))  # NaN in, NaN out
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.float64])
+def test_binary_cross_entropy_saturated_jax_grad_and_hessian_equal_the_hand_ones(dtype):
+    """ŷ ∈ {0, 1} on the matching target: L = 0, J = ∓1, H = 1 by hand; jax.scipy's xlogy
+    would give jax.grad NaN there (0 · 1/0)."""
+    bce = losses.get("binary_cross_entropy")
+    y_hat = jnp.asarray([1.0, 0.0, 0.3, 1.0], dtype)
+    y = jnp.asarray([1.0, 0.0, 0.2, 1.0], dtype)
+    J, by_grad, H, by_hessian = _hand_and_jax(bce)(y_hat, y)
+    chex.assert_trees_all_close(by_grad, J, rtol=1e-6)
+    chex.assert_trees_all_close(by_hessian, H, rtol=1e-6)
+    chex.assert_trees_all_close(J[jnp.array([0, 1, 3])], jnp.asarray([-1.0, 1.0, -1.0], dtype))
+    chex.assert_trees_all_close(jnp.diag(H)[jnp.array([0, 1, 3])], jnp.ones(3, dtype))
+
+
+def test_where_the_loss_is_infinite_j_l_is_infinite_by_hand_and_by_jax():
+    """p_y = 0, or BCE's ŷ = 0 against y = 1: L = ∞, J_L = ∓∞ at that entry, 0 elsewhere (and
+    H_L = ∞ there; jax.hessian has NaN beside it: ∞ · 0, the one place it differs)."""
+    ce, bce = losses.get("cross_entropy"), losses.get("binary_cross_entropy")
+    J, by_grad, H, _ = _hand_and_jax(ce)(jnp.array([0.5, 0.0, 0.5]), 1)
+    np.testing.assert_array_equal(J, [0.0, -np.inf, 0.0])
+    np.testing.assert_array_equal(by_grad, [0.0, -np.inf, 0.0])
+    np.testing.assert_array_equal(H, np.diag([0.0, np.inf, 0.0]))
+    J, by_grad, H, _ = _hand_and_jax(bce)(jnp.array([0.0, 1.0]), jnp.array([1.0, 0.0]))
+    np.testing.assert_array_equal(J, [-np.inf, np.inf])
+    np.testing.assert_array_equal(by_grad, [-np.inf, np.inf])
+    np.testing.assert_array_equal(H, np.diag([np.inf, np.inf]))
+
+
+# ---------------------------------------------------------------------------------------
 # Chains: CE ∘ softmax = fused softmax cross-entropy; BCE ∘ sigmoid (S15, S16).
 # ---------------------------------------------------------------------------------------
 
@@ -253,7 +377,8 @@ def test_batches_through_vmap_and_jit_agree(name):
         y = jnp.round(jax.random.uniform(keys[1], (3, 4)))
     else:
         y = jax.random.normal(keys[1], (3, 4))
-    for fun in (loss.fn, loss.jacobian):
+    v = jax.random.normal(keys[0], (3, 4))
+    for fun in (loss.fn, loss.jacobian, loss.hessian, lambda a, y: loss.hessian_vp(a, y, v[0])):
         stacked = jnp.stack([fun(y_hat[i], y[i]) for i in range(3)])
         chex.assert_trees_all_close(jax.jit(jax.vmap(fun))(y_hat, y), stacked)
 
@@ -273,6 +398,47 @@ def test_softmax_cross_entropy_jacobian_equals_jax_grad_at_random_points(logits,
         _JIT["jax"] = jax.jit(jax.grad(fused.fn))
     a = jnp.asarray(logits)
     chex.assert_trees_all_close(_JIT["hand"](a, y), _JIT["jax"](a, y), rtol=1e-12, atol=1e-14)
+
+
+def _random_case(name, values, label, soft, tie):
+    """ŷ and y for `name` from hypothesis draws: probabilities by a softmax or sigmoid of the
+    drawn values, labels, 0/1 or soft BCE targets, and L1 targets that hit ŷ = y (the kink)."""
+    a = np.asarray(values)
+    if name == "cross_entropy":
+        return np.asarray(_softmax(list(values))), label
+    if name == "softmax_cross_entropy":
+        return a, label
+    if name == "binary_cross_entropy":
+        return 1 / (1 + np.exp(-a / 4)), np.asarray(soft)
+    y = a[::-1].copy()
+    if tie:
+        y[::2] = a[::2]
+    return a, y
+
+
+@pytest.mark.parametrize("name", losses.names())
+@settings(max_examples=15, deadline=None)
+@given(
+    values=st.lists(st.floats(-30, 30, allow_nan=False), min_size=5, max_size=5),
+    label=st.integers(0, 4),
+    soft=st.lists(st.sampled_from([0.0, 1.0, 0.25, 0.5]), min_size=5, max_size=5),
+    tie=st.booleans(),
+)
+def test_jax_grad_and_hessian_of_fn_equal_the_hand_ones_at_random_points(
+    name, values, label, soft, tie
+):
+    """jax.grad(fn) = J_L and jax.hessian(fn) = H_L for every loss at random points, L1's
+    kink ŷ = y among them (issue 13 item 5, S26)."""
+    loss = losses.get(name)
+    key = "random/" + name
+    if key not in _JIT:
+        _JIT[key] = jax.jit(
+            lambda a, y: (loss.jacobian(a, y), jax.grad(loss.fn)(a, y), loss.hessian(a, y),
+                          jax.hessian(loss.fn)(a, y))
+        )  # fmt: skip
+    J, by_grad, H, by_hessian = _JIT[key](*as_arrays(*_random_case(name, values, label, soft, tie)))
+    chex.assert_trees_all_close(J, by_grad, rtol=1e-12, atol=1e-14)
+    chex.assert_trees_all_close(H, by_hessian, rtol=1e-12, atol=1e-14)
 
 
 # ---------------------------------------------------------------------------------------
@@ -351,3 +517,147 @@ def test_predictions_pass_where_they_need_no_check():
     ce = losses.get("cross_entropy")
     y_hat = jax.jit(lambda p: (losses.check_prediction(ce, p), p)[1])(jnp.array([2.0]))
     assert float(y_hat[0]) == 2.0  # traced: unchecked
+
+
+# ---------------------------------------------------------------------------------------
+# Targets out of their domain under jit and vmap: NaN, never a finite number (issue 13
+# item 2); the opt-in checked mode names the value and its index under jit (checkify).
+# ---------------------------------------------------------------------------------------
+
+# (loss, ŷ of 4 outputs, a batch of targets, which examples are out of the domain)
+_P = np.array([0.1, 0.2, 0.3, 0.4])
+_LOGITS = np.array([0.3, -1.2, 2.0, 0.1])
+OUT_OF_DOMAIN = [
+    ("cross_entropy", _P, np.array([0, -1, 3, 4, 7, -100, 2**31 - 1]), [1, 3, 4, 5, 6]),
+    ("softmax_cross_entropy", _LOGITS, np.array([2, 4, -1, 1, 9, -(2**31)]), [1, 2, 4, 5]),
+    (
+        "binary_cross_entropy",
+        _P,
+        np.array(
+            [[0, 1, 0, 1], [0, 1, 2.0, 1], [-0.5, 0, 0, 0], [0.3, 1, 1, np.nan], [1, 1, 1, 1.01]]
+        ),
+        [1, 2, 3, 4],
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("name", "y_hat", "y", "bad"), OUT_OF_DOMAIN, ids=[c[0] for c in OUT_OF_DOMAIN]
+)
+def test_targets_out_of_domain_give_nan_under_jit_and_vmap(name, y_hat, y, bad):
+    """Every output for a bad example is NaN — loss, J_L, H_L, H_L v, and jax.grad/jax.hessian
+    of fn — while the good examples of the same batch keep their eager values."""
+    loss = losses.get(name)
+    Y_hat = jnp.asarray(np.broadcast_to(y_hat, (len(y), y_hat.size)))
+    v = jnp.ones(y_hat.size)
+
+    def everything(a, y):
+        return {
+            "fn": loss.fn(a, y),
+            "jacobian": loss.jacobian(a, y),
+            "hessian": loss.hessian(a, y),
+            "hessian_vp": loss.hessian_vp(a, y, v),
+            "jax.grad(fn)": jax.grad(loss.fn)(a, y),
+            "jax.hessian(fn)": jax.hessian(loss.fn)(a, y),
+        }
+
+    results = jax.jit(jax.vmap(everything))(Y_hat, jnp.asarray(y))
+    for what, value in results.items():
+        for b in range(len(y)):
+            if b in bad:
+                assert bool(jnp.all(jnp.isnan(value[b]))), (what, b, value[b])
+            else:
+                assert bool(jnp.all(jnp.isfinite(value[b]))), (what, b, value[b])
+                eager = everything(Y_hat[b], jnp.asarray(y[b]))[what]
+                chex.assert_trees_all_close(value[b], eager)
+    # one example under jit alone (no vmap): the same NaN
+    b = bad[0]
+    assert bool(jnp.isnan(jax.jit(loss.fn)(Y_hat[b], jnp.asarray(y[b]))))
+
+
+def test_eager_check_target_still_raises_for_the_same_targets():
+    for name, y_hat, y, _ in OUT_OF_DOMAIN:
+        with pytest.raises(ValueError, match=f"y for loss '{name}'"):
+            losses.check_target(losses.get(name), (len(y), y_hat.size), y)
+
+
+def _run_checked(name, fun, y_hat, y):
+    """``checkify.checkify(jax.jit(...))`` of one function of the checked loss, over a batch."""
+    loss = losses.checked(name)
+    f = {
+        "fn": loss.fn,
+        "jacobian": loss.jacobian,
+        "hessian": loss.hessian,
+        "hessian_vp": lambda a, y: loss.hessian_vp(a, y, jnp.ones_like(a)),
+    }[fun]
+    err, out = checkify.checkify(jax.jit(jax.vmap(f)))(jnp.asarray(y_hat), jnp.asarray(y))
+    return err, out
+
+
+@pytest.mark.parametrize("fun", ["fn", "jacobian", "hessian", "hessian_vp"])
+@pytest.mark.parametrize(
+    ("name", "y_hat", "y", "message"),
+    [
+        ("cross_entropy", [_P, _P], [1, 4], r"labels in \[0, 4\) for 4 outputs; got 4\."),
+        ("softmax_cross_entropy", [_LOGITS] * 2, [-3, 0], r"labels in \[0, 4\).*; got -3\."),
+        (
+            "binary_cross_entropy",
+            [_P, _P],
+            [[0, 1, 1, 0], [0, 1, 2.5, 1]],
+            r"targets in \[0, 1\].*; got 2\.5 at index \(2,\)\.",
+        ),
+        (
+            "binary_cross_entropy",
+            [_P, [0.1, 0.2, 0.3, 1.5]],
+            [[0, 1, 1, 0], [0, 1, 1, 0]],
+            r"^y_hat for loss 'binary_cross_entropy' must be probabilities .*; got 1\.5 at index "
+            r"\(3,\)\.",
+        ),
+        ("cross_entropy", [_P, [-0.1, 0.5, 0.3, 0.3]], [0, 1], r"^y_hat .*got -0\.1 at index \(0,"),
+    ],
+)
+def test_checked_loss_raises_under_jit_naming_loss_value_and_index(name, y_hat, y, message, fun):
+    err, _ = _run_checked(name, fun, y_hat, y)
+    with pytest.raises(checkify.JaxRuntimeError, match=message) as info:
+        err.throw()
+    assert f"loss '{name}'" in str(info.value)
+
+
+@pytest.mark.parametrize("name", ["cross_entropy", "softmax_cross_entropy", "binary_cross_entropy"])
+def test_checked_loss_passes_good_targets_with_the_plain_numbers(name):
+    loss, checked = losses.get(name), losses.checked(name)
+    y_hat = jnp.asarray(np.stack([_P, _P[::-1]]))
+    y = jnp.array([0, 3]) if loss.target == "label" else jnp.array([[0, 1, 0.5, 1], [1, 0, 0, 0]])
+    err, (L, J) = checkify.checkify(
+        jax.jit(jax.vmap(lambda a, y: (checked.fn(a, y), checked.jacobian(a, y))))
+    )(y_hat, y)
+    assert err.get() is None
+    chex.assert_trees_all_close(
+        (L, J), jax.vmap(lambda a, y: (loss.fn(a, y), loss.jacobian(a, y)))(y_hat, y)
+    )
+    assert checked.name == name and checked[5:] == loss[5:]  # same name and flags
+
+
+def test_checked_loss_raises_at_once_eagerly_and_refuses_plain_jit():
+    ce = losses.checked("cross_entropy")
+    with pytest.raises(checkify.JaxRuntimeError, match="got 7"):
+        ce.fn(jnp.asarray(_P), 7)
+    with pytest.raises(ValueError, match="checkify"):
+        jax.jit(ce.fn)(jnp.asarray(_P), 1)
+
+
+def test_checked_loss_without_a_domain_is_the_loss_and_get_accepts_a_loss():
+    for name in ("l2", "l1"):
+        assert losses.checked(name) is losses.get(name)
+    checked = losses.checked("softmax_cross_entropy")
+    assert losses.get(checked) is checked
+    assert losses.get(losses.get("l2")) is losses.get("l2")
+    assert losses.checked(checked).name == "softmax_cross_entropy"
+
+
+def test_unknown_name_suggests_the_nearest_one():
+    with pytest.raises(
+        ValueError,
+        match="Unknown loss 'softmax_crossentropy'; did you mean 'softmax_cross_entropy'?",
+    ):
+        losses.get("softmax_crossentropy")

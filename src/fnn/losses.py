@@ -1,9 +1,13 @@
-r"""Loss functions with their hand-written Jacobians ``J_L`` (S16).
+r"""Loss functions with their hand-written Jacobians ``J_L`` and Hessians ``H_L`` (S16, S26).
 
 The contract: a :class:`Loss` is a record of pure functions of ONE example:
 
-* ``fn(y_hat, y)``        the scalar loss ``L(ŷ, y)``;
-* ``jacobian(y_hat, y)``  the row vector ``J_L(ŷ) = ∂L/∂ŷ``, shape ``ŷ.shape``.
+* ``fn(y_hat, y)``             the scalar loss ``L(ŷ, y)``;
+* ``jacobian(y_hat, y)``       the row vector ``J_L(ŷ) = ∂L/∂ŷ``, shape ``ŷ.shape``;
+* ``hessian(y_hat, y)``        ``H_L(ŷ) = ∂²L/∂ŷ²``, shape ``(M, M)`` for ``ŷ`` of shape ``(M,)``
+  (S26): L2 ``2I``; L1 ``0``; cross-entropy ``diag(onehot(y) / p_y²)``; softmax
+  cross-entropy ``diag(s) − s sᵀ``; BCE ``diag(y/ŷ² + (1 − y)/(1 − ŷ)²)``;
+* ``hessian_vp(y_hat, y, v)``  ``H_L(ŷ) · v`` without building ``H_L`` (S27).
 
 ``target`` says what ``y`` is: ``"vector"`` (same shape as ``ŷ``) or ``"label"`` (an
 integer class index, shape ``()``). ``on_logits`` marks a loss that takes the output
@@ -12,10 +16,29 @@ marks one whose ``ŷ`` must lie in [0, 1] (``cross_entropy`` after a softmax out
 ``binary_cross_entropy`` after a sigmoid output). Batches go through ``jax.vmap``; the batch
 loss used everywhere in fnn is the mean of the per-example losses.
 
-The functions themselves never check their input (they are traced under ``jax.jit``):
-:func:`check_target` checks ``y`` against the output's shape, and :func:`check_prediction`
-checks a concrete ``ŷ``, in Python, before tracing. No function here calls ``jax.grad``:
-the tests prove every ``J_L`` against ``jax.grad``, central differences and the lecture.
+Bad targets are refused at three levels:
+
+* eagerly, in Python before tracing: :func:`check_target` checks ``y`` against the output's
+  shape (and its values where they are concrete), :func:`check_prediction` a concrete ``ŷ``;
+  both raise ``ValueError``;
+* under ``jax.jit``/``jax.vmap``, where values are unknown to Python, a target out of its
+  domain never gives a finite number: a label ``y < 0`` or ``y ≥ M``
+  (``cross_entropy``, ``softmax_cross_entropy``), or a BCE target outside [0, 1], makes the
+  loss, every entry of ``J_L``, ``H_L`` and ``H_L v``, and ``jax.grad``/``jax.hessian`` of
+  ``fn``, NaN for that example;
+* opt-in, :func:`checked` wraps a loss so that each function calls
+  ``jax.experimental.checkify.check``: under ``checkify.checkify`` (jit included) a bad
+  target — or, for a loss on probabilities, a ``ŷ`` outside [0, 1] — raises an error naming
+  the loss, the value and its index (the plain loss leaves such a ``ŷ`` to
+  :func:`check_prediction`: inside fnn it is a softmax or sigmoid output).
+
+No function here calls ``jax.grad``: the tests prove every ``J_L`` and ``H_L`` against
+``jax.grad``/``jax.hessian``, central differences and the closed form. The other way round
+holds too: ``jax.grad`` of every ``fn`` equals ``jacobian`` everywhere, L1's kink at ŷ = y
+(sign(0) = 0) and BCE's saturated ŷ ∈ {0, 1} included, and ``jax.hessian`` of it equals
+``hessian`` wherever the loss is finite. Where it is infinite (``p_y = 0``; BCE's ŷ = 0
+against y = 1) ``J_L`` and ``H_L`` are infinite at that entry by hand and by JAX, and
+``jax.hessian`` has NaN beside it (∞ · 0).
 """
 
 from __future__ import annotations
@@ -26,9 +49,10 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.scipy.special import xlog1py, xlogy
+from jax.experimental import checkify
 
 from fnn import activations
+from fnn._checks import unknown_name
 
 __all__ = [
     "PROBABILITY_OUTPUTS",
@@ -36,23 +60,31 @@ __all__ = [
     "check_output_activation",
     "check_prediction",
     "check_target",
+    "checked",
     "get",
     "names",
 ]
 
 
 class Loss(NamedTuple):
-    """A named per-example loss with its hand-written Jacobian row ``J_L`` (S16)."""
+    """A named per-example loss with its hand-written ``J_L`` and ``H_L`` (S16, S26)."""
 
     name: str
     fn: Callable[[jax.Array, jax.Array], jax.Array]
     jacobian: Callable[[jax.Array, jax.Array], jax.Array]
+    hessian: Callable[[jax.Array, jax.Array], jax.Array]
+    hessian_vp: Callable[[jax.Array, jax.Array, jax.Array], jax.Array]
     target: str = "vector"
     on_logits: bool = False
     on_probabilities: bool = False
 
 
-# L2(ŷ, y) = Σᵢ (ŷᵢ − yᵢ)²,   J_L = [2(ŷᵢ − yᵢ)].
+def _float(x):
+    """The float dtype of ``x`` (integer inputs give the default float)."""
+    return jnp.result_type(x, float)
+
+
+# L2(ŷ, y) = Σᵢ (ŷᵢ − yᵢ)²,   J_L = [2(ŷᵢ − yᵢ)],   H_L = 2I.
 def _l2(y_hat, y):
     return jnp.sum((y_hat - y) ** 2)
 
@@ -61,14 +93,36 @@ def _l2_jacobian(y_hat, y):
     return 2 * (y_hat - y)
 
 
+def _l2_hessian(y_hat, y):
+    del y
+    return 2 * jnp.eye(y_hat.shape[-1], dtype=_float(y_hat))
+
+
+def _l2_hessian_vp(y_hat, y, v):
+    del y_hat, y
+    return 2 * v
+
+
 # L1(ŷ, y) = Σᵢ |ŷᵢ − yᵢ|,   J_L = [sign(ŷᵢ − yᵢ)] with sign(0) = 0, as the lecture defines
-# it (jnp.sign does).
+# it (jnp.sign does),   H_L = 0 (at the kink too). |d| is written sign(d) · d: its JAX
+# derivative sign(d) + d · 0 is that sign, where jnp.abs's would be 1 at d = 0.
 def _l1(y_hat, y):
-    return jnp.sum(jnp.abs(y_hat - y))
+    d = y_hat - y
+    return jnp.sum(jnp.sign(d) * d)
 
 
 def _l1_jacobian(y_hat, y):
     return jnp.sign(y_hat - y)
+
+
+def _l1_hessian(y_hat, y):
+    del y
+    return jnp.zeros((y_hat.shape[-1],) * 2, _float(y_hat))
+
+
+def _l1_hessian_vp(y_hat, y, v):
+    del y_hat, y
+    return jnp.zeros_like(v)
 
 
 def _one_hot(y, n):
@@ -77,7 +131,8 @@ def _one_hot(y, n):
 
 
 # Cross-entropy on probabilities p = ŷ (the output of a softmax), integer label y:
-# L_ce(p, y) = −log p(ŷ = y | x) = −log p_y,   J_L = [0, …, −1/p_y, …, 0].
+# L_ce(p, y) = −log p(ŷ = y | x) = −log p_y,   J_L = [0, …, −1/p_y, …, 0],
+# H_L = diag(onehot(y) / p_y²) (the one entry 1/p_y² at (y, y)).
 def _cross_entropy(y_hat, y):
     return -jnp.log(y_hat[y])
 
@@ -86,11 +141,21 @@ def _cross_entropy_jacobian(y_hat, y):
     return jnp.where(_one_hot(y, y_hat.shape[-1]), -1 / y_hat[y], 0)
 
 
+def _cross_entropy_hessian_vp(y_hat, y, v):
+    return jnp.where(_one_hot(y, y_hat.shape[-1]), v / y_hat[y] ** 2, 0)
+
+
+def _cross_entropy_hessian(y_hat, y):
+    return jnp.diag(_cross_entropy_hessian_vp(y_hat, y, jnp.ones_like(y_hat)))
+
+
 # Softmax cross-entropy on logits ŷ, fused: L = −log softmax(ŷ)_y = logsumexp(ŷ) − ŷ_y,
-# with logsumexp(ŷ) = m + log Σⱼ e^{ŷⱼ − m}, m = max ŷ (the shift of S7: no overflow).
-# J_L = softmax(ŷ) − onehot(y)  (= J_ce(softmax(ŷ)) · J_softmax(ŷ), tested).
+# with logsumexp(ŷ) = m + log Σⱼ e^{ŷⱼ − m}, m = max ŷ (the shift of S7: no overflow; m
+# carries no derivative, hence stop_gradient: jax.grad gives exactly s − onehot).
+# J_L = softmax(ŷ) − onehot(y)  (= J_ce(softmax(ŷ)) · J_softmax(ŷ), tested);
+# H_L = J_softmax(ŷ) = diag(s) − s sᵀ, whatever the label.
 def _logsumexp(a):
-    m = jnp.max(a, axis=-1)
+    m = jax.lax.stop_gradient(jnp.max(a, axis=-1))
     return m + jnp.log(jnp.sum(jnp.exp(a - m[..., None]), axis=-1))
 
 
@@ -103,13 +168,34 @@ def _softmax_cross_entropy_jacobian(y_hat, y):
     return s - _one_hot(y, y_hat.shape[-1]).astype(s.dtype)
 
 
+def _softmax_cross_entropy_hessian(y_hat, y):
+    del y
+    return activations.get("softmax").jacobian(y_hat)
+
+
+def _softmax_cross_entropy_hessian_vp(y_hat, y, v):
+    del y
+    return activations.jvp(activations.get("softmax"), y_hat, v)
+
+
 # Binary cross-entropy on probabilities ŷ ∈ [0, 1] (after a sigmoid), targets y ∈ [0, 1]:
 # L = −Σᵢ [yᵢ log ŷᵢ + (1 − yᵢ) log(1 − ŷᵢ)],
-# J_L = [−yᵢ/ŷᵢ + (1 − yᵢ)/(1 − ŷᵢ)] = [(ŷᵢ − yᵢ) / (ŷᵢ (1 − ŷᵢ))] for 0 < ŷᵢ < 1.
-# The first form, with 0 · log 0 = 0 and 0 / 0 = 0, stays finite where a float32 sigmoid
-# saturates to ŷ = 1 with y = 1 (J = −1), where the second form gives 0 / 0.
-def _binary_cross_entropy(y_hat, y):
-    return -jnp.sum(xlogy(y, y_hat) + xlog1py(1 - y, -y_hat))
+# J_L = [−yᵢ/ŷᵢ + (1 − yᵢ)/(1 − ŷᵢ)] = [(ŷᵢ − yᵢ) / (ŷᵢ (1 − ŷᵢ))] for 0 < ŷᵢ < 1,
+# H_L = diag(yᵢ/ŷᵢ² + (1 − yᵢ)/(1 − ŷᵢ)²).
+# The first forms, with 0 · log 0 = 0 and 0 / 0 = 0, stay finite where a float32 sigmoid
+# saturates to ŷ = 1 with y = 1 (J = −1, H = 1), where the second form gives 0 / 0. The loss
+# is written with x log y that is 0 for x = 0 in value AND derivative (the inner where keeps
+# log away from 0): jax.grad of it is J_L there too (jax.scipy's xlogy gives NaN).
+def _xlogy(x, y):
+    """``x log y`` with ``0 log y = 0``, and derivative ``0`` there."""
+    zero = x == 0
+    return jnp.where(zero, 0, x * jnp.log(jnp.where(zero, 1, y)))
+
+
+def _xlog1py(x, y):
+    """``x log(1 + y)`` with ``0 log(1 + y) = 0``, and derivative ``0`` there."""
+    zero = x == 0
+    return jnp.where(zero, 0, x * jnp.log1p(jnp.where(zero, 0, y)))
 
 
 def _xdivy(x, d):
@@ -118,29 +204,95 @@ def _xdivy(x, d):
     return jnp.where(zero, 0, x / jnp.where(zero, 1, d))
 
 
+def _binary_cross_entropy(y_hat, y):
+    return -jnp.sum(_xlogy(y, y_hat) + _xlog1py(1 - y, -y_hat))
+
+
 def _binary_cross_entropy_jacobian(y_hat, y):
     return -_xdivy(y, y_hat) + _xdivy(1 - y, 1 - y_hat)
+
+
+def _binary_cross_entropy_hessian_vp(y_hat, y, v):
+    return (_xdivy(y, y_hat**2) + _xdivy(1 - y, (1 - y_hat) ** 2)) * v
+
+
+def _binary_cross_entropy_hessian(y_hat, y):
+    return jnp.diag(_binary_cross_entropy_hessian_vp(y_hat, y, jnp.ones_like(y_hat)))
+
+
+# ---------------------------------------------------------------------------------------
+# The target's domain under tracing: outside it, NaN (never a finite wrong number).
+# ---------------------------------------------------------------------------------------
+
+
+def _has_domain(loss: Loss) -> bool:
+    """Does ``loss`` restrict its target's values? Labels, and targets of BCE."""
+    return loss.target == "label" or loss.on_probabilities
+
+
+def _target_inside(loss: Loss, n: int, y):
+    """Elementwise: is ``y`` in the domain of ``loss`` for ``n`` outputs? A label in
+    ``[0, n)``; a target of a loss on probabilities in ``[0, 1]``; NaN is outside both."""
+    if loss.target == "label":
+        return (y >= 0) & (y < n)
+    return (y >= 0) & (y <= 1)
+
+
+def _nan_unless(inside, x):
+    """``x`` if the whole example's target is ``inside``, else NaN — in every derivative too:
+    a product with NaN poisons each tangent, where ``jnp.where(inside, x, nan)`` would hand
+    ``jax.grad`` finite zeros (and indexing with a bad label clamps or wraps silently)."""
+    return x * jnp.where(jnp.all(inside), 1, jnp.nan)
+
+
+def _loss(name, fn, jacobian, hessian, hessian_vp, target="vector", **flags) -> Loss:
+    """A :class:`Loss` whose functions give NaN for a target outside its domain: ``fn`` gets a
+    poisoned ``ŷ`` (so ``jax.grad`` and ``jax.hessian`` of it are NaN too), the hand-written
+    derivatives a poisoned result."""
+    loss = Loss(name, fn, jacobian, hessian, hessian_vp, target, **flags)
+    if not _has_domain(loss):
+        return loss
+
+    def inside(y_hat, y):
+        return _target_inside(loss, y_hat.shape[-1], y)
+
+    return loss._replace(
+        fn=lambda y_hat, y: fn(_nan_unless(inside(y_hat, y), y_hat), y),
+        jacobian=lambda y_hat, y: _nan_unless(inside(y_hat, y), jacobian(y_hat, y)),
+        hessian=lambda y_hat, y: _nan_unless(inside(y_hat, y), hessian(y_hat, y)),
+        hessian_vp=lambda y_hat, y, v: _nan_unless(inside(y_hat, y), hessian_vp(y_hat, y, v)),
+    )
 
 
 _REGISTRY: dict[str, Loss] = {
     loss.name: loss
     for loss in (
-        Loss("l2", _l2, _l2_jacobian),
-        Loss("l1", _l1, _l1_jacobian),
-        Loss(
-            "cross_entropy", _cross_entropy, _cross_entropy_jacobian, "label", on_probabilities=True
+        _loss("l2", _l2, _l2_jacobian, _l2_hessian, _l2_hessian_vp),
+        _loss("l1", _l1, _l1_jacobian, _l1_hessian, _l1_hessian_vp),
+        _loss(
+            "cross_entropy",
+            _cross_entropy,
+            _cross_entropy_jacobian,
+            _cross_entropy_hessian,
+            _cross_entropy_hessian_vp,
+            "label",
+            on_probabilities=True,
         ),
-        Loss(
+        _loss(
             "softmax_cross_entropy",
             _softmax_cross_entropy,
             _softmax_cross_entropy_jacobian,
+            _softmax_cross_entropy_hessian,
+            _softmax_cross_entropy_hessian_vp,
             "label",
             on_logits=True,
         ),
-        Loss(
+        _loss(
             "binary_cross_entropy",
             _binary_cross_entropy,
             _binary_cross_entropy_jacobian,
+            _binary_cross_entropy_hessian,
+            _binary_cross_entropy_hessian_vp,
             "vector",
             on_probabilities=True,
         ),
@@ -153,17 +305,23 @@ def names() -> tuple[str, ...]:
     return tuple(_REGISTRY)
 
 
-def get(name: str) -> Loss:
-    """Return the :class:`Loss` called ``name`` (S16).
+def get(name: str | Loss) -> Loss:
+    """Return the :class:`Loss` called ``name``; a :class:`Loss` itself comes back unchanged
+    (a :func:`checked` one, say) (S16).
 
     Raises:
-      ValueError: ``name`` is not one of :func:`names`.
+      ValueError: ``name`` is not one of :func:`names` (with the nearest one as a hint).
 
     >>> get("l1").jacobian(jnp.array([1.0, 2.0]), jnp.array([0.0, 2.0]))
     Array([1., 0.], dtype=float32)
+    >>> get("l2").hessian(jnp.zeros(2), jnp.ones(2))
+    Array([[2., 0.],
+           [0., 2.]], dtype=float32)
     """
+    if isinstance(name, Loss):
+        return name
     if not isinstance(name, str) or name not in _REGISTRY:
-        raise ValueError(f"Unknown loss {name!r}; expected one of {names()}.")
+        raise unknown_name("loss", name, names())
     return _REGISTRY[name]
 
 
@@ -184,6 +342,15 @@ def _first_outside(values: np.ndarray, lo: float, hi: float, hi_open: bool = Fal
     index = tuple(int(i) for i in np.argwhere(~inside)[0])
     return f"{values[index]} at index {index}"
 
+
+def _target_rule(loss: Loss, n: int | None) -> str:
+    """What the targets of ``loss`` must hold for ``n`` outputs, as every message says it."""
+    if loss.target == "label":
+        return f"labels in [0, {n}) for {n} outputs"
+    return "targets in [0, 1] (0/1 labels or probabilities)"
+
+
+_PREDICTION_RULE = "probabilities in [0, 1] (the output of a softmax or sigmoid)"
 
 # Output activations whose values lie in [0, 1], as a loss on probabilities needs.
 PROBABILITY_OUTPUTS = ("softmax", "sigmoid")
@@ -230,8 +397,7 @@ def check_target(loss: Loss, y_hat_shape: tuple[int, ...], y) -> None:
             bad = _first_outside(values, 0, 1)
             if bad is not None:
                 raise ValueError(
-                    f"y for loss {loss.name!r} must hold targets in [0, 1] (0/1 labels or "
-                    f"probabilities); got {bad}."
+                    f"y for loss {loss.name!r} must hold {_target_rule(loss, None)}; got {bad}."
                 )
         return
     expected = tuple(y_hat_shape[:-1])
@@ -248,9 +414,7 @@ def check_target(loss: Loss, y_hat_shape: tuple[int, ...], y) -> None:
     n = y_hat_shape[-1]
     bad = None if values is None else _first_outside(values, 0, n, hi_open=True)
     if bad is not None:
-        raise ValueError(
-            f"y for loss {loss.name!r} must hold labels in [0, {n}) for {n} outputs; got {bad}."
-        )
+        raise ValueError(f"y for loss {loss.name!r} must hold {_target_rule(loss, n)}; got {bad}.")
 
 
 def check_prediction(loss: Loss, y_hat) -> None:
@@ -268,7 +432,86 @@ def check_prediction(loss: Loss, y_hat) -> None:
     values = _concrete(y_hat) if loss.on_probabilities else None
     bad = None if values is None else _first_outside(values, 0, 1)
     if bad is not None:
-        raise ValueError(
-            f"y_hat for loss {loss.name!r} must be probabilities in [0, 1] (the output of a "
-            f"softmax or sigmoid); got {bad}."
-        )
+        raise ValueError(f"y_hat for loss {loss.name!r} must be {_PREDICTION_RULE}; got {bad}.")
+
+
+# ---------------------------------------------------------------------------------------
+# The checked mode: the same rules, as checkify checks that survive jax.jit and jax.vmap.
+# ---------------------------------------------------------------------------------------
+
+
+def _check_traced(inside, values, message: str) -> None:
+    """``checkify.check`` that every entry of ``values`` is ``inside``; the error names the
+    first one that is not and its index, as the eager checks do (``got 5 at index (1,)``)."""
+    values = jnp.asarray(values)
+    if values.ndim == 0:
+        checkify.check(inside, message + "; got {value}.", value=values)
+        return
+    first = jnp.argmin(jnp.ravel(inside))  # the first False
+    index = {f"i{k}": i for k, i in enumerate(jnp.unravel_index(first, values.shape))}
+    slots = ", ".join("{" + k + "}" for k in index) + ("," if values.ndim == 1 else "")
+    checkify.check(
+        jnp.all(inside),
+        message + "; got {value} at index (" + slots + ").",
+        value=jnp.ravel(values)[first],
+        **index,
+    )
+
+
+def checked(loss: str | Loss) -> Loss:
+    r"""``loss`` whose functions check their target with ``jax.experimental.checkify`` (S16,
+    S22): the opt-in checked mode.
+
+    Under ``jax.jit`` and ``jax.vmap`` the values of ``y`` are unknown to Python, so
+    :func:`check_target` cannot see a label out of range; the plain loss then gives NaN. The
+    checked loss's ``fn``, ``jacobian``, ``hessian`` and ``hessian_vp`` first call
+    ``checkify.check``: a label outside ``[0, M)``, a BCE target outside [0, 1], or (for a loss
+    on probabilities) a ``ŷ`` outside [0, 1] becomes an error that names the loss, the value
+    and its index within the example — raised by ``err.throw()`` after
+    ``checkify.checkify(jax.jit(f))``, or at once when called eagerly. Under ``jax.vmap`` the
+    error reports one failing example (JAX's checkify picks it). Under a plain ``jax.jit``
+    without ``checkify.checkify`` a checked loss refuses to trace (JAX's ``ValueError``). A
+    loss without a domain (``l2``, ``l1``) comes back unchanged.
+
+    Args:
+      loss: a name from :func:`names` or a :class:`Loss`.
+
+    Returns:
+      A :class:`Loss` with the same name and flags.
+
+    >>> from jax.experimental import checkify
+    >>> ce = checked("cross_entropy")
+    >>> f = checkify.checkify(jax.jit(jax.vmap(ce.fn)))
+    >>> err, _ = f(jnp.full((2, 3), 1 / 3), jnp.array([0, 7]))
+    >>> print(err.get().split(" (")[0])
+    y for loss 'cross_entropy' must hold labels in [0, 3) for 3 outputs; got 7.
+    """
+    loss = get(loss)
+    if not _has_domain(loss):
+        return loss
+
+    def check(y_hat, y):
+        n = jnp.shape(y_hat)[-1]
+        target = f"y for loss {loss.name!r} must hold {_target_rule(loss, n)}"
+        _check_traced(_target_inside(loss, n, y), y, target)
+        if loss.on_probabilities:
+            prediction = f"y_hat for loss {loss.name!r} must be {_PREDICTION_RULE}"
+            _check_traced((y_hat >= 0) & (y_hat <= 1), y_hat, prediction)
+
+    def fn(y_hat, y):
+        check(y_hat, y)
+        return loss.fn(y_hat, y)
+
+    def jacobian(y_hat, y):
+        check(y_hat, y)
+        return loss.jacobian(y_hat, y)
+
+    def hessian(y_hat, y):
+        check(y_hat, y)
+        return loss.hessian(y_hat, y)
+
+    def hessian_vp(y_hat, y, v):
+        check(y_hat, y)
+        return loss.hessian_vp(y_hat, y, v)
+
+    return loss._replace(fn=fn, jacobian=jacobian, hessian=hessian, hessian_vp=hessian_vp)
