@@ -24,12 +24,16 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import sys
 import time
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 
 import fnn
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # also when imported from elsewhere
 import timing  # benchmarks/timing.py, beside this script
 
 NAMES = ("fnn hvp", "jax hvp", "fnn gradient", "jax gradient")

@@ -455,3 +455,16 @@ def test_compare_hessian_modes_quick(tmp_path, capsys):
     spectra = result["spectra"]
     assert spectra["ggn_min"] >= -1e-8 * spectra["ggn_max"]  # the GGN is PSD
     assert spectra["hessian_min"] < 0  # the Hessian is not
+
+
+@pytest.mark.slow
+def test_bench_curvature_runs_and_skips_backpack_cleanly():
+    """The benchmark's structure on a tiny network (its figures are machine-dependent and
+    never asserted): every contender timed, the ratios finite, BackPACK reported, not run."""
+    bench = load_script(Path(__file__).resolve().parents[1] / "benchmarks" / "bench_curvature.py")
+    r = bench.measure(sizes=(8, 16, 4), batch=4, reps=3, sample_s=1e-3, with_diagonals=True)
+    assert set(r["seconds"]) == set(bench.NAMES)
+    for key in ("hvp_ratio", "fnn_hvp_over_gradient", "jax_hvp_over_gradient"):
+        assert math.isfinite(r[key]) and r[key] > 0
+    assert set(r["diagonals"]) == {"hessian_diagonal", "ggn_diagonal"}
+    assert r["backpack"].startswith("skipped") == (bench.backpack_available() is not None)
