@@ -3,8 +3,10 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+# The docs toolchain has its own stamp: `make test` never installs it.
+DOCS_STAMP := $(VENV)/.installed-docs
 
-.PHONY: demo test lint bench figures clean
+.PHONY: demo test lint bench figures clean docs docs-check
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,5 +28,19 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run_all.py
 
+$(DOCS_STAMP): $(STAMP) pyproject.toml
+	$(BIN)/python -m pip install --quiet -e ".[dev,figures,data,docs]"
+	touch $(DOCS_STAMP)
+
+# The site, strict: a warning, a broken cross-reference or a failing tutorial cell fails it.
+# PYTHONPATH=src: the API pages and the tutorials use this checkout's fnn.
+docs: $(DOCS_STAMP)
+	NO_MKDOCS_2_WARNING=1 PYTHONPATH=src $(BIN)/python -m mkdocs build --strict
+
+# Every page of the built site/ (run `make docs` first) in headless Chromium
+# (apt-get install chromium chromium-driver). Not rebuilt here: CI builds once, checks once.
+docs-check: $(DOCS_STAMP)
+	$(BIN)/python docs/_tools/docs_check.py --site site --out results/docs
+
 clean:
-	rm -rf $(VENV) results .pytest_cache .hypothesis
+	rm -rf $(VENV) results site .pytest_cache .hypothesis

@@ -342,6 +342,9 @@ def test_softmax_cross_entropy_is_stable_at_huge_logits(dtype):
         assert float(L) == expected
         assert jnp.all(jnp.isfinite(J)) and jnp.all(jnp.isfinite(by_jax))
         chex.assert_trees_all_close(J, by_jax)
+        H, by_jax = fused.hessian(a, y), jax.hessian(fused.fn)(a, y)
+        assert H.dtype == dtype and jnp.all(jnp.isfinite(H)) and jnp.all(jnp.isfinite(by_jax))
+        chex.assert_trees_all_close(H, by_jax)
 
 
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.float64])
@@ -656,8 +659,28 @@ def test_checked_loss_without_a_domain_is_the_loss_and_get_accepts_a_loss():
 
 
 def test_unknown_name_suggests_the_nearest_one():
-    with pytest.raises(
-        ValueError,
-        match="Unknown loss 'softmax_crossentropy'; did you mean 'softmax_cross_entropy'?",
-    ):
+    nearest = r"Unknown loss 'softmax_crossentropy'.*did you mean 'softmax_cross_entropy'\?"
+    with pytest.raises(ValueError, match=nearest):
         losses.get("softmax_crossentropy")
+
+
+@pytest.mark.parametrize(
+    ("name", "y_hat", "y", "message"),
+    [
+        ("cross_entropy", [_P, _P, _P], [1, 3, 9], r"got 9 at index \(2,\)\."),
+        ("softmax_cross_entropy", [_LOGITS] * 2, [-1, 0], r"got -1 at index \(0,\)\."),
+        (
+            "binary_cross_entropy",
+            [_P, _P],
+            [[0, 1, 1, 0], [0, 1, 1, -2.0]],
+            r"targets in \[0, 1\].*got -2\.0 at index \(1, 3\)\.",
+        ),
+    ],
+)
+def test_checkify_target_on_a_batch_names_the_example(name, y_hat, y, message):
+    f = checkify.checkify(jax.jit(lambda a, y: losses.checkify_target(name, a, y)))
+    err, _ = f(jnp.asarray(y_hat), jnp.asarray(y))
+    with pytest.raises(checkify.JaxRuntimeError, match=rf"^y for loss '{name}'.*{message}"):
+        err.throw()
+    good = jnp.zeros_like(jnp.asarray(y)) if name != "binary_cross_entropy" else jnp.ones((2, 4))
+    assert f(jnp.asarray(y_hat), good)[0].get() is None

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+SRC = str(Path(__file__).resolve().parents[1] / "src")
+
 CHECK = textwrap.dedent(
     """
     import json
@@ -88,7 +90,10 @@ CHECK = textwrap.dedent(
 @pytest.fixture(scope="module")
 def eight_devices():
     env = dict(
-        os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu"
+        os.environ,
+        XLA_FLAGS="--xla_force_host_platform_device_count=8",
+        JAX_PLATFORMS="cpu",
+        PYTHONPATH=SRC,  # this checkout's fnn, also in a git worktree
     )
     proc = subprocess.run(
         [sys.executable, "-c", CHECK], capture_output=True, text=True, timeout=300, env=env
@@ -139,7 +144,7 @@ def test_device_check_script_runs_on_cpu_S22(tmp_path):
         text=True,
         timeout=300,
         cwd=root,
-        env=dict(os.environ, JAX_PLATFORMS="cpu"),
+        env=dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=SRC),
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     result = json.loads((tmp_path / "device_check.json").read_text())
@@ -150,3 +155,12 @@ def test_device_check_script_runs_on_cpu_S22(tmp_path):
     for t in result["timings"]:
         assert t["flop_per_step"] == 6 * 128 * 3 * 256 * 256
         assert t["seconds_fnn"] > 0 and t["tflops_fnn"] > 0
+
+
+def test_training_re_exports_the_mesh_and_initialize_distributed_S22():
+    import fnn
+    from fnn import distributed, training
+
+    assert training.data_mesh is distributed.data_mesh
+    assert training.initialize_distributed is distributed.initialize_distributed
+    assert fnn.distributed is distributed

@@ -1,8 +1,11 @@
 """Training with the hand-written gradients and optax (S21), and the two training scripts."""
 
 import json
+import os
+import signal
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import chex
@@ -174,10 +177,29 @@ def test_a_diverging_learning_rate_is_stopped_S21(problem):
         ({"loss": "l3"}, ValueError, r"Unknown loss 'l3'"),
         ({"optimizer": "adam"}, TypeError, r"optimizer must be an optax.GradientTransformation"),
         ({"key": 0}, TypeError, r"key must be one PRNG key"),
-        ({"net": "2-8-1"}, ValueError, r"net must be an fnn.MLP; got str"),
+        ({"net": "2-8-1"}, TypeError, r"net must be an fnn.MLP; got str"),
         ({"mesh": "data"}, ValueError, r"mesh must be a jax.sharding.Mesh"),
         ({"x": jnp.full((48, 2), jnp.nan)}, ValueError, r"x must hold only finite values"),
         ({"loss": "softmax_cross_entropy"}, ValueError, r"integer labels of shape \(48,\)"),
+        ({"clip_norm": 0}, ValueError, r"clip_norm must be a finite number > 0; got 0.0"),
+        ({"clip_norm": jnp.inf}, ValueError, r"clip_norm must be a finite number > 0; got inf"),
+        ({"clip_norm": "1"}, TypeError, r"clip_norm must be a real number; got '1'"),
+        (
+            {"clip_norm": 1.0, "noise_multiplier": -1.0},
+            ValueError,
+            r"noise_multiplier must be a finite number > 0; got -1.0",
+        ),
+        (
+            {"clip_norm": 1.0, "noise_multiplier": 0.0},
+            ValueError,
+            r"noise_multiplier must be a finite number > 0; got 0.0",
+        ),
+        ({"noise_multiplier": 1.0}, ValueError, r"noise_multiplier = 1.0 needs clip_norm"),
+        (
+            {"clip_norm": 1.0, "method": "explicit"},
+            ValueError,
+            r"clip_norm needs method='reverse' .*; got method='explicit'",
+        ),
     ],
 )
 def test_fit_refuses_bad_input_before_tracing_S21(problem, kwargs, error, match):
@@ -277,3 +299,296 @@ def test_train_classifier_script_S21(tmp_path):
         assert name in stdout
         assert len(r["epoch_loss"]) == 3 and r["epoch_loss"][-1] < r["epoch_loss"][0]
         assert r["test_accuracy"] > 0.85, (name, r["test_accuracy"])
+
+
+# ---------------------------------------------------------------------------------------
+# Checkpoints: a run killed mid-way and started again ends where an uninterrupted one does
+# (S30).
+# ---------------------------------------------------------------------------------------
+
+RESUMABLE = textwrap.dedent(
+    """
+    import os, signal, sys
+    import jax
+    jax.config.update("jax_enable_x64", True)
+    import numpy as np, optax
+    import fnn
+    from fnn import training
+
+    # FNN_TEST_KILL="after:2": SIGKILL right after the 2nd checkpoint is in place;
+    # "before:3": SIGKILL when the 3rd is written but not yet renamed over the 2nd.
+    when, _, n = os.environ.get("FNN_TEST_KILL", "never:0").partition(":")
+    writes, real_replace = [], os.replace
+    def replace(src, dst):
+        writes.append(dst)
+        if when == "before" and len(writes) == int(n):
+            os.kill(os.getpid(), signal.SIGKILL)
+        real_replace(src, dst)
+        if when == "after" and len(writes) == int(n):
+            os.kill(os.getpid(), signal.SIGKILL)
+    os.replace = replace
+
+    checkpoint, out, every = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    net, params, x, y = PROBLEM()
+    params, history = training.fit(jax.random.key(5), net, params, x, y, optax.adam(0.05),
+                                   epochs=EPOCHS, batch_size=8, checkpoint=checkpoint,
+                                   every=every)
+    print("checkpoints written:", len(writes))
+    fnn.save(out, net, params)
+    np.save(out + ".loss.npy", history.loss)
+    """
+)
+EPOCHS = 6
+
+
+def _resumable_problem():
+    """Float64 parameters and data drawn by NumPy: the same in every process."""
+    net = fnn.MLP((2, 8, 1), ("prelu", "identity"))
+    rng = np.random.default_rng(7)
+    params = [
+        {k: rng.normal(0.0, 0.5, s) for k, s in layer.items()} for layer in net.layer_shapes()
+    ]
+    x = rng.uniform(-1.0, 1.0, (48, 2))
+    return net, params, x, np.sin(2 * x[:, :1]) * x[:, 1:]
+
+
+def _child_source():
+    import inspect
+
+    source = inspect.getsource(_resumable_problem).replace("_resumable_problem", "PROBLEM")
+    return source + RESUMABLE.replace("EPOCHS", str(EPOCHS))
+
+
+def _run_resumable(checkpoint, out, every, kill=None):
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
+    env.pop("FNN_TEST_KILL", None)
+    if kill:
+        env["FNN_TEST_KILL"] = kill
+    return subprocess.run(
+        [sys.executable, "-c", _child_source(), str(checkpoint), str(out), str(every)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+
+
+@pytest.fixture(scope="module")
+def uninterrupted():
+    net, params, x, y = _resumable_problem()
+    return training.fit(
+        jax.random.key(5), net, params, x, y, optax.adam(0.05), epochs=EPOCHS, batch_size=8
+    )
+
+
+def _epoch_of(path):
+    with np.load(path, allow_pickle=False) as npz:
+        return json.loads(str(npz["__fnn__"]))["checkpoint"]["epoch"]
+
+
+@pytest.mark.parametrize(
+    ("every", "kill", "epoch_left"),
+    [(1, "after:2", 2), (2, "before:2", 2)],
+    ids=["killed-after-a-checkpoint", "killed-while-writing-one"],
+)
+def test_a_killed_run_resumes_bit_for_bit_S30(tmp_path, uninterrupted, every, kill, epoch_left):
+    checkpoint, out = tmp_path / "run.ckpt", tmp_path / "final.npz"
+    killed = _run_resumable(checkpoint, out, every, kill)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    assert not out.exists()  # it really died mid-way
+    assert _epoch_of(checkpoint) == epoch_left < EPOCHS
+    temporary = [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+    assert len(temporary) == (1 if kill.startswith("before") else 0)
+
+    resumed = _run_resumable(checkpoint, out, every)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert _epoch_of(checkpoint) == EPOCHS
+    # It went on from the checkpoint, not from the start (which would end the same).
+    assert f"checkpoints written: {(EPOCHS - epoch_left) // every}" in resumed.stdout
+    _, params = fnn.load(out)
+    chex.assert_trees_all_equal(params, uninterrupted[0])  # bit for bit
+    np.testing.assert_array_equal(np.load(f"{out}.loss.npy"), uninterrupted[1].loss)
+
+
+def test_a_longer_run_resumes_a_shorter_one_exactly_S30(tmp_path, uninterrupted, monkeypatch):
+    net, params, x, y = _resumable_problem()
+    checkpoint = tmp_path / "run.npz"
+
+    def fit(epochs, optimizer=ADAM_05, **kwargs):
+        kwargs = {"batch_size": 8, "checkpoint": checkpoint, **kwargs}
+        return training.fit(jax.random.key(5), net, params, x, y, optimizer, epochs=epochs,
+                            **kwargs)  # fmt: skip
+
+    short, _ = fit(4, every=3)  # checkpoints after epochs 3 and 4 (the last)
+    assert _epoch_of(checkpoint) == 4
+    chex.assert_trees_all_equal(fnn.load(checkpoint), (net, short))
+    epochs_run = []
+    cached = training._cached_epoch_fn
+
+    def counting(*config):
+        run_epoch = cached(*config)
+        return lambda *args: epochs_run.append(1) or run_epoch(*args)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(training, "_cached_epoch_fn", counting)
+        full, history = fit(EPOCHS, every=3)
+    assert len(epochs_run) == EPOCHS - 4  # it went on from epoch 4
+    chex.assert_trees_all_equal(full, uninterrupted[0])
+    np.testing.assert_array_equal(history.loss, uninterrupted[1].loss)
+    np.testing.assert_array_equal(history.epoch_loss, uninterrupted[1].epoch_loss)
+
+    # Done already: the same call returns the checkpoint's result without training.
+    def no_training(*config):
+        return lambda *args: pytest.fail("fit trained although the checkpoint is complete")
+
+    monkeypatch.setattr(training, "_cached_epoch_fn", no_training)
+    again, history_again = fit(EPOCHS)
+    chex.assert_trees_all_equal(again, full)
+    np.testing.assert_array_equal(history_again.loss, history.loss)
+    # What does not match the checkpoint is refused, naming the file and the difference.
+    with pytest.raises(ValueError, match=rf"{checkpoint}: .* batch_size = 8; .* batch_size = 12"):
+        fit(EPOCHS, batch_size=12)
+    with pytest.raises(ValueError, match=rf"{checkpoint}: .* another key"):
+        training.fit(jax.random.key(6), net, params, x, y, ADAM_05, checkpoint=checkpoint,
+                     epochs=EPOCHS, batch_size=8)  # fmt: skip
+    with pytest.raises(
+        ValueError, match=r"holds 11 optimizer state arrays; this run's optimizer has [0-9]+\."
+    ):
+        fit(EPOCHS, optimizer=optax.sgd(0.1))
+    with pytest.raises(ValueError, match=rf"{checkpoint}: the checkpoint is at epoch 6, past"):
+        fit(3)
+    with pytest.raises(ValueError, match=r"the checkpoint holds MLP\(sizes=\(2, 8, 1\)"):
+        other = fnn.MLP((2, 8, 1), ("tanh", "identity"))
+        training.fit(jax.random.key(5), other, fnn.init(jax.random.key(0), other), x, y,
+                     ADAM_05, checkpoint=checkpoint, epochs=EPOCHS, batch_size=8)  # fmt: skip
+
+
+ADAM_05 = optax.adam(0.05)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"every": 0}, ValueError, r"every must be a positive integer; got 0"),
+        ({"checkpoint": 3}, TypeError, r"checkpoint must be a file path or None; got int"),
+    ],
+)
+def test_checkpoint_arguments_are_checked_S30(problem, kwargs, error, match):
+    with pytest.raises(error, match=match):
+        training.fit(jax.random.key(0), NET, *problem, optax.sgd(0.1), **kwargs)
+
+
+def test_a_saved_network_is_not_a_checkpoint_S30(tmp_path, problem):
+    path = tmp_path / "net.npz"
+    fnn.save(path, NET, problem[0])
+    with pytest.raises(ValueError, match=rf"{path}: an fnn network file, but not a training"):
+        training.fit(jax.random.key(0), NET, *problem, optax.sgd(0.1), checkpoint=path)
+
+
+# ---------------------------------------------------------------------------------------
+# DP-SGD's clipping and noise in training (S24).
+# ---------------------------------------------------------------------------------------
+
+SGD = optax.sgd(0.2)  # one object: the clipped fits below share their compiled epochs
+CLIP = 1.0  # the problem's per-example gradient norms at init run from 0.14 to 7.9
+
+
+@pytest.mark.parametrize("noise_multiplier", [None, 0.5])
+def test_clipped_fit_is_sgd_on_clipped_grad_S24(problem, noise_multiplier):
+    """θ ← θ − η g̃ with g̃ = clipped_grad(θ; batch), the batches and the noise keys drawn from
+    fit's key as its docstring says: fold_in(key, epoch) shuffles, split(fold_in(·, 1))."""
+    params, x, y = problem
+    norms = fnn.extensions.per_example_grad_norms(NET, params, x, y)
+    assert jnp.any(norms > CLIP) and jnp.any(norms < CLIP)  # clipping matters, not everywhere
+    key, epochs, B = jax.random.key(3), 3, 8
+    trained, history = training.fit(key, NET, params, x, y, SGD, epochs=epochs, batch_size=B,
+                                    clip_norm=CLIP, noise_multiplier=noise_multiplier)  # fmt: skip
+    clipped_grad = jax.jit(
+        fnn.extensions.clipped_grad, static_argnums=(0, 4, 5), static_argnames="noise_multiplier"
+    )  # 18 steps: compile once
+    hand, losses_ = params, []
+    for epoch in range(epochs):
+        epoch_key = jax.random.fold_in(key, epoch)
+        order = jax.random.permutation(epoch_key, 48).reshape(48 // B, B)
+        noise_keys = jax.random.split(jax.random.fold_in(epoch_key, 1), 48 // B)
+        for idx, noise_key in zip(order, noise_keys):
+            noise = {} if noise_multiplier is None else {"key": noise_key}
+            L, g = clipped_grad(
+                NET, hand, x[idx], y[idx], CLIP, "l2", noise_multiplier=noise_multiplier, **noise
+            )
+            hand = jax.tree.map(lambda p, g: p - 0.2 * g, hand, g)
+            losses_.append(L)
+    chex.assert_trees_all_close(trained, hand, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(history.loss, losses_, rtol=1e-12)
+
+
+def test_a_clip_norm_above_every_gradient_is_plain_fit_S24(problem):
+    params, x, y = problem
+    kwargs = {"epochs": 3, "batch_size": 8}
+    plain, plain_history = training.fit(jax.random.key(3), NET, params, x, y, SGD, **kwargs)
+    clipped, history = training.fit(
+        jax.random.key(3), NET, params, x, y, SGD, clip_norm=1e6, **kwargs
+    )
+    chex.assert_trees_all_close(clipped, plain, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(history.loss, plain_history.loss, rtol=1e-12)
+
+
+def test_the_key_drives_the_noise_S24(problem):
+    params, x, y = problem
+
+    def fit(seed, noise_multiplier=1.0):
+        kwargs = {"clip_norm": CLIP, "noise_multiplier": noise_multiplier}
+        return training.fit(jax.random.key(seed), NET, params, x, y, SGD, epochs=2,
+                            batch_size=8, **kwargs)  # fmt: skip
+
+    trained, history = fit(3)
+    again, history_again = fit(3)
+    chex.assert_trees_all_equal(again, trained)  # same key: bit for bit
+    np.testing.assert_array_equal(history_again.loss, history.loss)
+    assert not np.allclose(fit(4)[1].loss, history.loss)  # another key, another run
+    # The noise moved the parameters: the same key without it ends elsewhere (and the first
+    # step's loss, taken before any update, is the same).
+    quiet, quiet_history = fit(3, noise_multiplier=None)
+    assert quiet_history.loss[0] == history.loss[0]
+    assert not np.allclose(quiet[0]["W"], trained[0]["W"], rtol=1e-3)
+
+
+def test_the_clipped_step_S24(problem):
+    params, x, y = problem
+    step = training.make_train_step(NET, SGD, clip_norm=CLIP)
+    new, _, L = step(params, SGD.init(params), x, y)
+    L_hand, g = fnn.extensions.clipped_grad(NET, params, x, y, CLIP, "l2")
+    chex.assert_trees_all_close(new, jax.tree.map(lambda p, g: p - 0.2 * g, params, g),
+                                rtol=1e-12, atol=1e-14)  # fmt: skip
+    np.testing.assert_allclose(L, L_hand, rtol=1e-12)
+    with pytest.raises(ValueError, match=r"clip_norm must be a finite number > 0; got -1.0"):
+        training.make_train_step(NET, SGD, clip_norm=-1.0)
+    with pytest.raises(ValueError, match=r"clip_norm needs method='reverse'.*'forward'"):
+        training.make_train_step(NET, SGD, clip_norm=CLIP, method="forward")
+    state = SGD.init(params)
+    with pytest.raises(ValueError, match=r"key is for the noise"):
+        training.train_step(NET, params, state, x, y, SGD, key=jax.random.key(0))
+    with pytest.raises(ValueError, match=r"noise_multiplier = 1.0 needs clip_norm"):
+        training.train_step(NET, params, state, x, y, SGD, noise_multiplier=1.0)
+    with pytest.raises(ValueError, match=r"noise_multiplier needs key="):
+        training.train_step(NET, params, state, x, y, SGD, clip_norm=CLIP, noise_multiplier=1.0)
+
+
+def test_a_noisy_run_resumes_exactly_and_its_checkpoint_knows_the_noise_S24(tmp_path, problem):
+    params, x, y = problem
+    checkpoint = tmp_path / "dp.npz"
+
+    def fit(epochs, clip_norm=CLIP, noise_multiplier=1.0, **kwargs):
+        return training.fit(jax.random.key(3), NET, params, x, y, SGD, epochs=epochs,
+                            batch_size=8, clip_norm=clip_norm,
+                            noise_multiplier=noise_multiplier, **kwargs)  # fmt: skip
+
+    uninterrupted, history = fit(4)
+    fit(2, checkpoint=checkpoint)
+    resumed, resumed_history = fit(4, checkpoint=checkpoint)
+    chex.assert_trees_all_equal(resumed, uninterrupted)
+    np.testing.assert_array_equal(resumed_history.loss, history.loss)
+    with pytest.raises(ValueError, match=rf"{checkpoint}: .* noise_multiplier = 1.0; .* = 2.0"):
+        fit(4, noise_multiplier=2.0, checkpoint=checkpoint)
+    with pytest.raises(ValueError, match=rf"{checkpoint}: .* clip_norm = 1.0; .* = None"):
+        fit(4, clip_norm=None, noise_multiplier=None, checkpoint=checkpoint)

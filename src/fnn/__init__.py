@@ -10,7 +10,8 @@ The public API (DESIGN.md)::
 
 Reading order, one way down the stack: ``activations``/``losses`` (f, f′, J_L) →
 ``layer`` (one layer's forward, JVP and VJP) → the engines (``network``, ``backprop``,
-``forward_mode``) → the public entry points (``derivatives``, ``training``, ...).
+``forward_mode``) → the public entry points (``derivatives``, ``distributed``, ``training``,
+...).
 """
 
 from fnn import (
@@ -19,6 +20,8 @@ from fnn import (
     cost_model,
     curvature,
     derivatives,
+    distributed,
+    extensions,
     forward_mode,
     gradcheck,
     graph,
@@ -38,6 +41,14 @@ from fnn.curvature import (
     kfac_factors,
 )
 from fnn.derivatives import jacobian, value_and_grad
+from fnn.extensions import (
+    clipped_grad,
+    gradient_statistics,
+    per_example_grad_norms,
+    per_example_grads,
+    trace,
+)
+from fnn.io import load, save
 from fnn.network import MLP, apply, forward, init, summary
 
 __version__ = "0.1.0"
@@ -47,14 +58,18 @@ __all__ = [
     "activations",
     "apply",
     "backprop",
+    "clipped_grad",
     "cost_model",
     "curvature",
     "derivatives",
+    "distributed",
+    "extensions",
     "forward",
     "forward_mode",
     "ggn_diagonal",
     "ggn_vp",
     "gradcheck",
+    "gradient_statistics",
     "graph",
     "hessian",
     "hessian_diagonal",
@@ -64,10 +79,15 @@ __all__ = [
     "jacobians",
     "kfac_factors",
     "layer",
+    "load",
     "losses",
     "numerical",
+    "per_example_grad_norms",
+    "per_example_grads",
+    "save",
     "summary",
     "symmetry",
+    "trace",
     "training",
     "value_and_grad",
 ]

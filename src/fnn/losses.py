@@ -61,6 +61,7 @@ __all__ = [
     "check_prediction",
     "check_target",
     "checked",
+    "checkify_target",
     "get",
     "names",
 ]
@@ -458,6 +459,32 @@ def _check_traced(inside, values, message: str) -> None:
     )
 
 
+def checkify_target(loss: str | Loss, y_hat, y) -> None:
+    """The traced twin of :func:`check_target` and :func:`check_prediction`: the same value
+    rules as ``checkify.check`` calls, for one example or a batch (S16, S22).
+
+    A label outside ``[0, M)``, a BCE target outside [0, 1], and for a loss on probabilities a
+    ``ŷ`` outside [0, 1] become a checkify error with the eager checks' message, naming the
+    loss, the first bad value and its index in ``y`` (or ``ŷ``) — on a batch, the index of the
+    example. Call it inside a function that ``checkify.checkify`` wraps (jit included); called
+    eagerly it raises at once. Shapes and dtypes stay :func:`check_target`'s job.
+
+    Args:
+      loss: a name from :func:`names` or a :class:`Loss`.
+      y_hat: the outputs, ``(M,)`` or ``(B, M)``.
+      y: the targets for them (labels ``()`` or ``(B,)``, or vectors like ``y_hat``).
+    """
+    loss = get(loss)
+    if not _has_domain(loss):
+        return
+    n = jnp.shape(y_hat)[-1]
+    target = f"y for loss {loss.name!r} must hold {_target_rule(loss, n)}"
+    _check_traced(_target_inside(loss, n, y), y, target)
+    if loss.on_probabilities:
+        prediction = f"y_hat for loss {loss.name!r} must be {_PREDICTION_RULE}"
+        _check_traced((y_hat >= 0) & (y_hat <= 1), y_hat, prediction)
+
+
 def checked(loss: str | Loss) -> Loss:
     r"""``loss`` whose functions check their target with ``jax.experimental.checkify`` (S16,
     S22): the opt-in checked mode.
@@ -467,9 +494,11 @@ def checked(loss: str | Loss) -> Loss:
     checked loss's ``fn``, ``jacobian``, ``hessian`` and ``hessian_vp`` first call
     ``checkify.check``: a label outside ``[0, M)``, a BCE target outside [0, 1], or (for a loss
     on probabilities) a ``ŷ`` outside [0, 1] becomes an error that names the loss, the value
-    and its index within the example — raised by ``err.throw()`` after
-    ``checkify.checkify(jax.jit(f))``, or at once when called eagerly. Under ``jax.vmap`` the
-    error reports one failing example (JAX's checkify picks it). Under a plain ``jax.jit``
+    and its index within the example (:func:`checkify_target`) — raised by ``err.throw()``
+    after ``checkify.checkify(jax.jit(f))``, or at once when called eagerly. Under
+    ``jax.vmap`` the error reports one failing example (JAX's checkify picks it; a label has
+    no index within its example): for the index in the batch, call :func:`checkify_target`
+    on the whole batch. Under a plain ``jax.jit``
     without ``checkify.checkify`` a checked loss refuses to trace (JAX's ``ValueError``). A
     loss without a domain (``l2``, ``l1``) comes back unchanged.
 
@@ -491,12 +520,7 @@ def checked(loss: str | Loss) -> Loss:
         return loss
 
     def check(y_hat, y):
-        n = jnp.shape(y_hat)[-1]
-        target = f"y for loss {loss.name!r} must hold {_target_rule(loss, n)}"
-        _check_traced(_target_inside(loss, n, y), y, target)
-        if loss.on_probabilities:
-            prediction = f"y_hat for loss {loss.name!r} must be {_PREDICTION_RULE}"
-            _check_traced((y_hat >= 0) & (y_hat <= 1), y_hat, prediction)
+        checkify_target(loss, y_hat, y)
 
     def fn(y_hat, y):
         check(y_hat, y)

@@ -1,0 +1,250 @@
+"""Open every page of the built site in headless Chromium and check what a reader sees.
+
+``make docs-check`` (after ``make docs``) runs ``python docs/_tools/docs_check.py``. It serves
+``site/`` on 127.0.0.1 (a free port, this process only, stopped at the end), drives the
+system's Chromium through Selenium (``apt-get install chromium chromium-driver``) and, on
+every ``.html`` page, checks:
+
+* no console errors (a script error, a resource that failed to load);
+* no broken images, and every internal link leads to a page that exists and, when it names
+  a ``#fragment``, to an element with that id there;
+* the math is typeset: MathJax finished, no TeX error box, every arithmatex span holds a
+  typeset formula, and no raw ``$…$``, ``\\(``, ``\\[``, ``\\frac`` or ``.. math::`` (nor a
+  Sphinx role such as ``:func:``) is left in the visible text outside code.
+
+It saves screenshots of the landing page and of one tutorial (and of one API page) under
+``results/docs/``, prints one row per page and writes ``results/docs/docs_check.json``; the
+exit code is 1 if any page failed. Everything is bounded: page loads and scripts time out,
+and the whole run stops after ``--timeout`` seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import html
+import http.server
+import json
+import re
+import shutil
+import sys
+import threading
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service
+
+SCREENSHOTS = {
+    "index.html": "landing.png",
+    "tutorials/03_backprop_by_hand.html": "tutorial_03.png",
+    "api/numerical.html": "api_numerical.png",
+}
+
+# Raw markup that must not survive into the visible text (code blocks excluded).
+LEFTOVERS = {
+    "inline $…$": re.compile(r"(?<![\w$])\$[^$\s][^$]*\$"),
+    "\\(": re.compile(r"\\\("),
+    "\\[": re.compile(r"\\\["),
+    "\\frac": re.compile(r"\\frac"),
+    ".. math::": re.compile(r"\.\. math::"),
+    "Sphinx role": re.compile(r":(func|class|mod|data|attr|meth|math):`"),
+}
+
+# Visible text outside code, formulas and scripts; the state of MathJax; broken images.
+PAGE_JS = r"""
+const skip = new Set(["PRE", "CODE", "SCRIPT", "STYLE", "MJX-CONTAINER", "TEXTAREA", "NOSCRIPT"]);
+const texts = [];
+const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
+while (walker.nextNode()) {
+  const node = walker.currentNode;
+  let el = node.parentElement, hidden = false;
+  for (let e = el; e; e = e.parentElement) {
+    if (skip.has(e.tagName)) { hidden = true; break; }
+  }
+  if (hidden || !el || el.getClientRects().length === 0) continue;
+  const style = getComputedStyle(el);
+  if (style.visibility === "hidden" || style.display === "none") continue;
+  texts.push(node.textContent);
+}
+const arith = [...document.querySelectorAll(".arithmatex")];
+return {
+  text: texts.join(" "),
+  mathjax: typeof window.MathJax === "object" && !!window.MathJax.typesetPromise,
+  formulas: document.querySelectorAll("mjx-container").length,
+  untypeset: arith.filter(a => !a.querySelector("mjx-container"))
+    .map(a => a.textContent.slice(0, 60)),
+  tex_errors: [...document.querySelectorAll("mjx-merror")]
+    .map(e => e.getAttribute("data-mjx-error") || e.textContent),
+  broken_images: [...document.images]
+    .filter(i => !i.complete || i.naturalWidth === 0).map(i => i.src),
+  links: [...document.querySelectorAll("a[href]")].map(a => a.href),
+  height: document.documentElement.scrollHeight,
+};
+"""
+
+WAIT_MATHJAX_JS = """
+const done = arguments[arguments.length - 1];
+if (window.MathJax && MathJax.startup && MathJax.startup.promise) {
+  MathJax.startup.promise.then(() => done(true), e => done(String(e)));
+} else { done(false); }
+"""
+
+
+class QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
+def serve(root: Path) -> tuple[http.server.ThreadingHTTPServer, str]:
+    handler = functools.partial(QuietHandler, directory=str(root))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)  # port 0: a free one
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, f"http://127.0.0.1:{server.server_address[1]}/"
+
+
+def browser(width: int, height: int) -> webdriver.Chrome:
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    driver_path = shutil.which("chromedriver")
+    if not chromium or not driver_path:
+        sys.exit(
+            "docs-check needs Chromium and its driver: apt-get install chromium chromium-driver"
+        )
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for arg in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        f"--window-size={width},{height}",
+        "--hide-scrollbars",
+    ):
+        options.add_argument(arg)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(service=Service(driver_path), options=options)
+    driver.set_page_load_timeout(30)
+    driver.set_script_timeout(30)
+    return driver
+
+
+@functools.cache
+def fetch(url: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as r:  # only 127.0.0.1: internal links
+            body = r.read().decode("utf-8", "replace") if url.endswith(".html") else ""
+            return r.status, body
+    except urllib.error.HTTPError as e:
+        return e.code, ""
+
+
+def broken_links(links: list[str], base: str) -> list[str]:
+    bad = []
+    for link in sorted(set(links)):
+        if not link.startswith(base):
+            continue  # external: not followed (no network here)
+        url, _, frag = link.partition("#")
+        status, body = fetch(url)
+        if status != 200:
+            bad.append(f"{link} (HTTP {status})")
+        elif frag and url.endswith(".html"):
+            ident = html.escape(urllib.parse.unquote(frag), quote=True)
+            if f'id="{ident}"' not in body:
+                bad.append(f"{link} (no element with id {frag!r})")
+    return bad
+
+
+def check_page(driver, base: str, page: str, shots: Path) -> dict:
+    driver.get_log("browser")  # drop what earlier pages left
+    driver.get(base + page)
+    mathjax_done = driver.execute_async_script(WAIT_MATHJAX_JS)
+    time.sleep(0.2)  # late console messages (fonts) arrive after the promise
+    info = driver.execute_script(PAGE_JS)
+    console = [e["message"] for e in driver.get_log("browser") if e["level"] == "SEVERE"]
+    leftovers = sorted(
+        f"{name}: {m.group(0)[:50]!r}"
+        for name, pattern in LEFTOVERS.items()
+        for m in pattern.finditer(info["text"])
+    )
+    problems = {
+        "console errors": console,
+        "broken images": info["broken_images"],
+        "broken links": broken_links(info["links"], base),
+        "MathJax": [] if mathjax_done is True else [f"not finished: {mathjax_done}"],
+        "TeX errors": info["tex_errors"],
+        "untypeset math": info["untypeset"],
+        "raw markup": leftovers,
+    }
+    if page in SCREENSHOTS:  # the top of the page, up to 2400 px of it
+        shots.mkdir(parents=True, exist_ok=True)
+        size = driver.get_window_size()
+        driver.set_window_size(size["width"], min(max(info["height"], size["height"]), 2400))
+        driver.save_screenshot(str(shots / SCREENSHOTS[page]))
+        driver.set_window_size(size["width"], size["height"])
+    return {
+        "page": page,
+        "formulas": info["formulas"],
+        "links": len(set(info["links"])),
+        "problems": {k: v for k, v in problems.items() if v},
+    }
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--site", type=Path, default=Path("site"))
+    parser.add_argument("--out", type=Path, default=Path("results/docs"))
+    parser.add_argument("--timeout", type=float, default=300.0, help="whole run, seconds")
+    args = parser.parse_args(argv)
+    pages = sorted(p.relative_to(args.site).as_posix() for p in args.site.rglob("*.html"))
+    pages = [p for p in pages if not p.startswith("assets/")]
+    if "index.html" not in pages:
+        sys.exit(f"no index.html under {args.site}: run `make docs` first")
+    missing = [p for p in SCREENSHOTS if p not in pages]
+    if missing:
+        sys.exit(f"pages to screenshot are not in the site: {missing}")
+
+    server, base = serve(args.site)
+    driver = browser(1280, 1000)
+    start = time.monotonic()
+    rows = []
+    try:
+        for page in pages:
+            if time.monotonic() - start > args.timeout:
+                rows.append(
+                    {
+                        "page": page,
+                        "formulas": 0,
+                        "links": 0,
+                        "problems": {"timeout": [f"run stopped after {args.timeout} s"]},
+                    }
+                )
+                continue
+            rows.append(check_page(driver, base, page, args.out))
+    finally:
+        driver.quit()
+        server.shutdown()
+        server.server_close()
+
+    width = max(len(r["page"]) for r in rows)
+    print(f"{'page':<{width}}  formulas  links  result")
+    for r in rows:
+        verdict = "ok" if not r["problems"] else "FAIL"
+        print(f"{r['page']:<{width}}  {r['formulas']:>8}  {r['links']:>5}  {verdict}")
+        for kind, items in r["problems"].items():
+            for item in items[:8]:
+                print(f"    {kind}: {item}")
+    failed = sum(bool(r["problems"]) for r in rows)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "docs_check.json").write_text(json.dumps(rows, indent=2, ensure_ascii=False))
+    print(f"screenshots: {', '.join(str(args.out / s) for s in SCREENSHOTS.values())}")
+    # Not pytest's "N passed, M failed": CI reads that line as the test count.
+    verdict = f"FAILED on {failed} of {len(rows)} pages" if failed else "every page passed"
+    print(f"docs-check: {verdict} ({len(rows)} pages)")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

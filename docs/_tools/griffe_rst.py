@@ -1,0 +1,206 @@
+"""Griffe extension: fnn's reST-flavoured Google docstrings, turned into mkdocstrings Markdown.
+
+fnn's docstrings follow optax (STYLE.md): Google sections, ``.. math::`` blocks, ``::``
+literal blocks, ``>>>`` examples and Sphinx roles (``:func:`name```). mkdocstrings renders
+docstrings as Markdown, where those would show up raw. This extension rewrites each
+docstring once the package is loaded (``on_object``: the whole tree exists, so relative
+names resolve):
+
+* ``.. math::  formula`` (and its indented continuation lines) -> a ``$$ … $$`` block
+  (pymdownx.arithmatex, typeset by MathJax), ``:math:`x``` -> ``$x$``;
+* ``:func:`name```, ``:class:``, ``:mod:``, ``:data:``, ``:attr:``, ``:meth:`` -> an
+  autorefs cross-reference ``[`name`][full.path]``, the name resolved in the object's scope
+  (an unresolvable name is logged as a warning, which fails the strict build);
+* ``text::`` + an indented block -> ``text:`` + a fenced ``text`` block;
+* a run of ``>>>``/``...`` lines and their output -> a fenced ``pycon`` block;
+* bullet-list continuation lines indented by 2 (reST) -> by 4 (Python-Markdown).
+
+The sources stay as they are: ``help()`` and the doctests read the same text.
+"""
+
+from __future__ import annotations
+
+import re
+
+import griffe
+
+logger = griffe.get_logger(__name__)
+
+_ROLE = re.compile(r":(func|class|mod|data|attr|meth|obj|const|exc):`(~?)([^`]+)`")
+_MATH_ROLE = re.compile(r":math:`([^`]+)`")
+_MATH = re.compile(r"^(?P<indent>\s*)\.\. math::\s*(?P<first>.*)$")
+_BULLET = re.compile(r"^\s*[*-] ")
+_SECTION = re.compile(r"^(Args|Arguments|Returns|Yields|Raises|Examples?|Notes?|Attributes):\s*$")
+
+
+def _indent(line: str) -> int:
+    return len(line) - len(line.lstrip(" "))
+
+
+def _math_blocks(lines: list[str]) -> list[str]:
+    out: list[str] = []
+    i = 0
+    while i < len(lines):
+        m = _MATH.match(lines[i])
+        if not m:
+            out.append(lines[i])
+            i += 1
+            continue
+        base = len(m["indent"])
+        body = [m["first"].strip()] if m["first"].strip() else []
+        i += 1
+        while i < len(lines) and lines[i].strip() and _indent(lines[i]) > base:
+            body.append(lines[i].strip())
+            i += 1
+        pad = " " * base
+        if out and out[-1].strip():
+            out.append("")
+        out += [pad + "$$", *(pad + b for b in body), pad + "$$"]
+        if i < len(lines) and lines[i].strip():
+            out.append("")
+    return out
+
+
+def _literal_blocks(lines: list[str]) -> list[str]:
+    """``text::`` followed by a more indented block: a fenced block (reST literal block)."""
+    out: list[str] = []
+    i = 0
+    while i < len(lines):
+        line = lines[i]
+        if line.rstrip().endswith("::") and not line.strip().startswith(".."):
+            base = _indent(line)
+            j = i + 1
+            while j < len(lines) and not lines[j].strip():
+                j += 1
+            block_indent = _indent(lines[j]) if j < len(lines) else base
+            if j < len(lines) and block_indent > base:
+                out.append(line.rstrip()[:-1])  # "text::" -> "text:"
+                out.append("")
+                pad = " " * base
+                out.append(pad + "```text")
+                k = j
+                while k < len(lines) and (
+                    not lines[k].strip() or _indent(lines[k]) >= block_indent
+                ):
+                    out.append(pad + lines[k][block_indent:] if lines[k].strip() else "")
+                    k += 1
+                while out[-1] == "":
+                    out.pop()
+                out += [pad + "```", ""]
+                i = k
+                continue
+        out.append(line)
+        i += 1
+    return out
+
+
+def _doctest_blocks(lines: list[str]) -> list[str]:
+    """Runs of ``>>>`` lines (with their ``...`` continuations and output): a pycon fence.
+
+    Inside an ``Examples:`` section griffe does this itself, so those are left alone.
+    """
+    out: list[str] = []
+    i = 0
+    in_examples = False
+    in_fence = False
+    while i < len(lines):
+        line = lines[i]
+        stripped = line.strip()
+        if stripped.startswith("```"):
+            in_fence = not in_fence
+        if _SECTION.match(line):
+            in_examples = line.startswith("Example")
+        if stripped.startswith(">>>") and not in_examples and not in_fence:
+            pad = " " * _indent(line)
+            if out and out[-1].strip():
+                out.append("")
+            out.append(pad + "```pycon")
+            while i < len(lines) and lines[i].strip():
+                out.append(lines[i])
+                i += 1
+            out += [pad + "```"]
+            continue
+        out.append(line)
+        i += 1
+    return out
+
+
+def _list_indents(lines: list[str]) -> list[str]:
+    """reST indents list-item continuations by 2; Python-Markdown wants 4."""
+    out: list[str] = []
+    in_list = False
+    in_fence = False
+    for line in lines:
+        if line.strip().startswith("```"):
+            in_fence = not in_fence
+        if not line.strip():
+            out.append(line)
+            continue
+        indent = _indent(line)
+        if indent == 0:
+            in_list = bool(_BULLET.match(line))
+            out.append(line)
+        elif in_list and not in_fence and indent < 4:
+            out.append(" " * (2 * indent) + line[indent:])
+        elif in_list and in_fence:
+            out.append(" " * 2 + line)
+        else:
+            out.append(line)
+    return out
+
+
+def _unique_member(obj: griffe.Object, name: str) -> str | None:
+    """A bare name that the object's module does not import (``run_layers`` written in
+    ``fnn.network``): the one module of the package that defines it, if exactly one does."""
+    package = obj.package
+    found = [
+        mod.members[name].path
+        for mod in [package, *_modules(package)]
+        if name in mod.members and not mod.members[name].is_alias
+    ]
+    return found[0] if len(found) == 1 else None
+
+
+def _modules(mod: griffe.Module):
+    for member in mod.modules.values():
+        yield member
+        yield from _modules(member)
+
+
+def _crossref(obj: griffe.Object, kind: str, tilde: str, name: str) -> str:
+    target = name.strip()
+    if target.startswith("."):
+        target = target[1:]
+    shown = target.rsplit(".", 1)[-1] if tilde else target
+    try:
+        path = obj.resolve(target) if not target.startswith("fnn.") else target
+    except griffe.NameResolutionError:
+        head, _, tail = target.partition(".")
+        try:
+            path = obj.resolve(head) + ("." + tail if tail else "")
+        except griffe.NameResolutionError:
+            path = _unique_member(obj, target)
+            if path is None:
+                logger.warning("%s: cannot resolve :%s:`%s`", obj.path, kind, name)
+                return f"`{shown}`"
+    return f"[`{shown}`][{path}]"
+
+
+def convert(text: str, obj: griffe.Object) -> str:
+    """One docstring, reST-flavoured -> Markdown (see the module docstring)."""
+    lines = text.split("\n")
+    lines = _math_blocks(lines)
+    lines = _literal_blocks(lines)
+    lines = _doctest_blocks(lines)
+    lines = _list_indents(lines)
+    text = "\n".join(lines)
+    text = _MATH_ROLE.sub(lambda m: f"${m[1]}$", text)
+    return _ROLE.sub(lambda m: _crossref(obj, m[1], m[2], m[3]), text)
+
+
+class RestToMarkdown(griffe.Extension):
+    """Rewrites every docstring of the loaded package (see the module docstring)."""
+
+    def on_object(self, *, obj: griffe.Object, **kwargs) -> None:
+        if obj.docstring is not None and not obj.is_alias:
+            obj.docstring.value = convert(obj.docstring.value, obj)

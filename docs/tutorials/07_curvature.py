@@ -1,0 +1,181 @@
+# ---
+# jupyter:
+#   jupytext:
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 7. Curvature: Hessian-vector products, diagonals, Gauss–Newton, dense Hessians
+#
+# The lecture stops at the gradient; Bishop 5.4 goes one order further. The same building
+# blocks carry second derivatives: $f''$ of every activation and the Hessian $H_L$ of every
+# loss (S26), Hessian-vector products by Pearlmutter's R-operator and Gauss–Newton products
+# (S27), the exact Hessian diagonal, the Gauss–Newton diagonal and K-FAC's factors (S28),
+# and the dense Hessian by the four compositions of forward and reverse mode (S29). Every
+# quantity is checked against JAX's own transforms, in float64.
+
+# %%
+import time
+
+import jax
+
+jax.config.update("jax_enable_x64", True)
+
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+from jax.flatten_util import ravel_pytree  # noqa: E402
+
+import fnn  # noqa: E402
+
+
+def max_diff(a, b):
+    return max(float(jnp.abs(u - v).max()) for u, v in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+
+
+# %% [markdown]
+# ## S26 — second derivatives of the building blocks, by hand
+#
+# `Activation.second_derivative` is $f''$ elementwise; `Loss.hessian` is $H_L(\hat y)$:
+# $2I$ for L2, $\mathrm{diag}(s) - s s^\top$ for the softmax cross-entropy on logits.
+
+# %%
+a = jnp.linspace(-2.0, 2.0, 9)
+for name in ["sigmoid", "tanh", "softplus", "gelu", "sin"]:
+    act = fnn.activations.get(name)
+    by_jax = jax.vmap(jax.grad(jax.grad(act.fn)))(a)
+    print(
+        f"{name:<9} max |f″ − jax.grad(jax.grad(f))| = "
+        f"{float(jnp.abs(act.second_derivative(a) - by_jax).max()):.1e}"
+    )
+
+y_hat = jnp.array([0.3, -1.2, 2.0])
+for name, y in [("l2", jnp.array([0.0, 1.0, 0.5])), ("softmax_cross_entropy", jnp.array(2))]:
+    loss = fnn.losses.get(name)
+    H = loss.hessian(y_hat, y)
+    print(
+        f"{name}: H_L =\n{np.round(np.asarray(H), 4)}\n  max |H_L − jax.hessian| = "
+        f"{float(jnp.abs(H - jax.hessian(loss.fn)(y_hat, y)).max()):.1e}"
+    )
+
+# %% [markdown]
+# ## S27 — Hessian-vector products
+#
+# $Hv$ costs a few gradients, never the $P \times P$ matrix: the forward pass also pushes
+# $R\{a\}, R\{z\}$, the backward pass pulls $R\{δ\}$ (Bishop 5.4.6).
+# [`fnn.hvp`][fnn.hvp] against `jax.jvp` of `jax.grad` (forward-over-reverse):
+
+# %%
+net = fnn.MLP((4, 12, 12, 3), ("tanh", "softplus", "identity"))
+params = fnn.init(jax.random.key(0), net)
+x = jax.random.normal(jax.random.key(1), (16, 4))
+y = jax.random.normal(jax.random.key(2), (16, 3))
+v = jax.tree.map(lambda p: jax.random.normal(jax.random.key(3), p.shape), params)
+
+
+def L(p):
+    return fnn.gradcheck.network_loss(net, p, x, y, "l2")
+
+
+Hv = fnn.hvp(net, params, x, y, v, loss="l2")
+by_jax = jax.jvp(jax.grad(L), (params,), (v,))[1]
+print("max |hvp − jvp(grad)|:", max_diff(Hv, by_jax))
+print(fnn.gradcheck.check_hvp(net, params, x, y, v, Hv))
+
+# %% [markdown]
+# The Gauss–Newton product splits the network at its output: with $J = ∂\hat y/∂θ$ and
+# $H_L = ∂^2 L/∂\hat y^2$, $G v = J^\top H_L J v$ — one forward tangent, one multiplication
+# by $H_L$, one backward pass. [`fnn.ggn_vp`][fnn.ggn_vp] against its definition:
+
+# %%
+Gv = fnn.ggn_vp(net, params, x, y, v, loss="l2")
+
+
+def ggn_by_definition(p, v):
+    f = lambda p: fnn.apply(net, p, x)  # noqa: E731
+    _, Jv = jax.jvp(f, (p,), (v,))
+    HJv = 2.0 * Jv / x.shape[0]  # L2: H_L = 2I per example; the batch mean's 1/B
+    return jax.vjp(f, p)[1](HJv)[0]
+
+
+print("max |ggn_vp − Jᵀ H_L J v|:", max_diff(Gv, ggn_by_definition(params, v)))
+
+# %% [markdown]
+# ## S28 — diagonals and K-FAC factors
+#
+# The exact Hessian diagonal and the exact Gauss–Newton diagonal come from one backward
+# pass of second-order quantities (Bishop 5.4.1–5.4.2, BackPACK's `DiagHessian` and
+# `DiagGGNExact`). Against the diagonal of the dense matrices:
+
+# %%
+theta, unravel = ravel_pytree(params)
+H_dense = jax.hessian(lambda t: L(unravel(t)))(theta)
+f_flat = lambda t: fnn.apply(net, unravel(t), x)  # noqa: E731
+J_dense = jax.jacrev(f_flat)(theta)  # (B, M, P)
+G_dense = 2.0 / x.shape[0] * jnp.einsum("bmp,bmq->pq", J_dense, J_dense)
+
+d_H = fnn.hessian_diagonal(net, params, x, y, loss="l2")
+d_G = fnn.ggn_diagonal(net, params, x, y, loss="l2")
+print(
+    "max |hessian_diagonal − diag(jax.hessian)|:",
+    float(jnp.abs(ravel_pytree(d_H)[0] - jnp.diag(H_dense)).max()),
+)
+print(
+    "max |ggn_diagonal − diag(Jᵀ H_L J)|:      ",
+    float(jnp.abs(ravel_pytree(d_G)[0] - jnp.diag(G_dense)).max()),
+)
+
+# %% [markdown]
+# K-FAC approximates each layer's Gauss–Newton block by a Kronecker product of two small
+# matrices, $E[z z^\top]$ over the layer's inputs and $E[δ δ^\top]$ over its backpropagated
+# errors. [`fnn.kfac_factors`][fnn.kfac_factors]; the first factor against the forward
+# cache:
+
+# %%
+K = fnn.kfac_factors(net, params, x, y, loss="l2")
+_, caches = fnn.forward(net, params, x)
+for i, (factors, cache) in enumerate(zip(K, caches), start=1):
+    A_by_hand = cache.x.T @ cache.x / x.shape[0]
+    print(
+        f"layer {i}: A {factors['A'].shape}, G {factors['G'].shape}; "
+        f"max |A − E[z zᵀ]| = {float(jnp.abs(factors['A'] - A_by_hand).max()):.1e}"
+    )
+
+# %% [markdown]
+# ## S29 — the dense Hessian, four ways
+#
+# Like the Jacobian in [tutorial 4](04_forward_vs_reverse.html), one order up: the Hessian
+# is the Jacobian of the gradient, and either derivative can be taken in either mode.
+# [`fnn.hessian`][fnn.hessian] with `mode` = `fwd_over_rev` (the usual choice: $P$ HVPs),
+# `rev_over_fwd`, `rev_over_rev`, `fwd_over_fwd`; rows and columns in
+# `ravel_pytree(params)` order. All four agree with `jax.hessian`; their times differ:
+
+# %%
+print(f"P = {theta.size}")
+print(f"{'mode':<14} {'max |H − jax.hessian|':>22} {'ms':>8}")
+for mode in ["fwd_over_rev", "rev_over_fwd", "rev_over_rev", "fwd_over_fwd"]:
+    run = jax.jit(lambda p, mode=mode: fnn.hessian(net, p, x, y, loss="l2", mode=mode))
+    H = jax.block_until_ready(run(params))
+    start = time.perf_counter()
+    for _ in range(3):
+        jax.block_until_ready(run(params))
+    ms = (time.perf_counter() - start) / 3 * 1e3
+    print(f"{mode:<14} {float(jnp.abs(H - H_dense).max()):>22.1e} {ms:>8.1f}")
+
+# %% [markdown]
+# And the check of Bishop 5.4.4: central differences of the gradient, column by column,
+# $H e_k \approx (∇L(θ + h e_k) - ∇L(θ - h e_k)) / 2h$.
+
+# %%
+h = 1e-5
+grad_flat = jax.grad(lambda t: L(unravel(t)))
+cols = jax.vmap(lambda e: (grad_flat(theta + h * e) - grad_flat(theta - h * e)) / (2 * h))(
+    jnp.eye(theta.size)
+)
+H = fnn.hessian(net, params, x, y, loss="l2")
+print("max |H − central differences of ∇L|:", float(jnp.abs(H - cols.T).max()))
