@@ -1,17 +1,21 @@
 """fnn — feed-forward neural networks and backpropagation, every formula a pure JAX function.
 
-The public API (DESIGN.md)::
+The public API (the README's Quick start; the documentation site, ``make docs``, has the
+reference and the tutorials)::
 
     net = fnn.MLP(sizes=(10, 10, 10, 10), activations=("sigmoid", "sigmoid", "identity"))
     params = fnn.init(jax.random.key(0), net)
     y_hat = fnn.apply(net, params, x)
     loss, grads = fnn.value_and_grad(net, params, x, y, loss="l2", method="reverse")
     J = fnn.jacobian(net, params, x, mode="auto")
+    t = fnn.trace(net, params, x, y)                                   # S23
+    losses_b, grads_b = fnn.per_example_grads(net, params, x, y)        # S24
+    Hv = fnn.hvp(net, params, x, y, v)                                  # S27
 
-Reading order, one way down the stack: ``activations``/``losses`` (f, f′, J_L) →
-``layer`` (one layer's forward, JVP and VJP) → the engines (``network``, ``backprop``,
-``forward_mode``) → the public entry points (``derivatives``, ``distributed``, ``training``,
-...).
+Reading order, one way down the stack: ``activations``/``losses`` (f, f′, f″, J_L, H_L) →
+``layer`` (one layer's forward, JVP, VJP and second-order rules) → the engines
+(``network``, ``backprop``, ``forward_mode``) → the public entry points (``derivatives``,
+``extensions``, ``curvature``, ``training``, ``distributed``, ...).
 """
 
 from fnn import (

@@ -40,7 +40,7 @@ input once (:func:`fnn.derivatives.value_and_grad`'s checks; ``v`` like ``params
 engines check nothing. All are pure and ``jax.jit`` accepts them.
 
 The module is longer than fnn's ~300-line guide (about 430 lines, 160 of them docstrings)
-because it holds the three folds DESIGN.md puts under one name — the R-operator, Hessian
+because it holds the three folds the design puts under one name — the R-operator, Hessian
 backpropagation and the dense compositions; each is a few dozen lines, and the rules they
 fold live in :mod:`fnn.layer`.
 """
