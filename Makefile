@@ -18,7 +18,7 @@ demo: $(STAMP)
 	$(BIN)/python scripts/compare_modes.py
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2
 	$(BIN)/python -m pytest -q -p no:cacheprovider --doctest-modules src/fnn
 
 lint: $(STAMP)
