@@ -173,3 +173,39 @@ def test_check_finite_names_the_first_bad_entry_and_skips_tracers():
     with pytest.raises(ValueError, match=r"x must be finite; got nan at index \(1, 0\)"):
         _checks.check_finite(np.array([[1.0, 2.0], [np.nan, np.inf]]), "x")
     jax.jit(lambda x: _checks.check_finite(x, "x") or x)(jnp.array([np.nan]))
+
+
+@pytest.mark.parametrize("method", ["reverse", "explicit", "forward"])
+@pytest.mark.parametrize(
+    "loss, bad",
+    [("softmax_cross_entropy", 3), ("softmax_cross_entropy", -1), ("cross_entropy", 7)],
+)
+def test_a_label_out_of_range_under_jit_is_nan_never_a_finite_wrong_number(method, loss, bad):
+    """Under jax.jit the labels are tracers: no eager check can see them. The engines then
+    give NaN for the loss and every gradient entry the bad example touches (issue 13)."""
+    out = "identity" if loss == "softmax_cross_entropy" else "softmax"
+    net = fnn.MLP((3, 4, 3), ("tanh", out))
+    params = fnn.init(jax.random.key(0), net)
+    y = jnp.array([0, bad, 1])
+    f = jax.jit(lambda p, x, y: fnn.value_and_grad(net, p, x, y, loss=loss, method=method))
+    value, grads = f(params, jnp.ones((3, 3)), y)
+    assert np.isnan(value)
+    assert all(np.isnan(g).any() for g in jax.tree.leaves(grads["params"]))
+    assert np.isnan(grads["x"][1]).all()
+    with pytest.raises(ValueError, match=rf"labels in \[0, 3\).*got {bad}"):
+        fnn.value_and_grad(net, params, jnp.ones((3, 3)), y, loss=loss, method=method)
+
+
+def test_the_checked_loss_names_the_bad_label_under_jit():
+    """The opt-in checked mode: fnn.losses.checked(loss) under checkify names the value."""
+    from jax.experimental import checkify
+
+    net = fnn.MLP((3, 4, 3), ("tanh", "identity"))
+    params = fnn.init(jax.random.key(0), net)
+    loss = fnn.losses.checked("softmax_cross_entropy")
+    f = checkify.checkify(jax.jit(lambda p, x, y: fnn.value_and_grad(net, p, x, y, loss=loss)))
+    err, _ = f(params, jnp.ones((3, 3)), jnp.array([0, 1, 2]))
+    err.throw()  # a good batch passes
+    err, _ = f(params, jnp.ones((3, 3)), jnp.array([0, 5, 2]))
+    with pytest.raises(checkify.JaxRuntimeError, match="got 5"):
+        err.throw()

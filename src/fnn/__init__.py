@@ -20,6 +20,7 @@ from fnn import (
     cost_model,
     derivatives,
     distributed,
+    extensions,
     forward_mode,
     gradcheck,
     graph,
@@ -31,6 +32,13 @@ from fnn import (
     training,
 )
 from fnn.derivatives import jacobian, value_and_grad
+from fnn.extensions import (
+    clipped_grad,
+    gradient_statistics,
+    per_example_grad_norms,
+    per_example_grads,
+    trace,
+)
 from fnn.io import load, save
 from fnn.network import MLP, apply, forward, init, summary
 
@@ -41,12 +49,15 @@ __all__ = [
     "activations",
     "apply",
     "backprop",
+    "clipped_grad",
     "cost_model",
     "derivatives",
     "distributed",
+    "extensions",
     "forward",
     "forward_mode",
     "gradcheck",
+    "gradient_statistics",
     "graph",
     "init",
     "jacobian",
@@ -55,9 +66,12 @@ __all__ = [
     "load",
     "losses",
     "numerical",
+    "per_example_grad_norms",
+    "per_example_grads",
     "save",
     "summary",
     "symmetry",
+    "trace",
     "training",
     "value_and_grad",
 ]

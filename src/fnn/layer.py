@@ -52,6 +52,9 @@ __all__ = [
     "jvp",
     "param_grads",
     "param_grads_batch",
+    "param_grads_per_example",
+    "param_grads_sq_norm",
+    "param_grads_sq_sum",
     "split_augmented",
     "vjp",
     "vjp_batch",
@@ -239,3 +242,33 @@ def jvp(p: dict, f: str, z: jax.Array, z_dot, p_dot=None):
         for k, df_dk in act.param_derivatives.items():
             z_dot = z_dot + df_dk(a, **q)[:, None] * p_dot[k]  # ∂f/∂α · α̇
     return z_next, z_dot
+
+
+# ---------------------------------------------------------------------------------------
+# Per example (S24, S25): the rows of G and Δ kept apart, each row its own example's loss.
+# :mod:`fnn.extensions` folds these; ``G`` and ``Δ`` are ``(B, M)`` and NOT divided by B.
+# ---------------------------------------------------------------------------------------
+
+
+def param_grads_per_example(p: dict, f: str, cache: Cache, G: jax.Array, Delta: jax.Array):
+    """:func:`param_grads` for every row b at once (S24): ``∂L_b/∂W = δ_b ⊗ z_b`` ``(B, M, D)``,
+    ``∂L_b/∂b = δ_b`` ``(B, M)``, ``∂L_b/∂α = g_b · ∂f/∂α(a_b)`` ``(B,)``."""
+    outer = Delta[:, :, None] * cache.z_prev[:, None, :]
+    return {"W": outer, "b": Delta, **_alpha_grads(p, f, cache, G)}
+
+
+def param_grads_sq_norm(p: dict, f: str, cache: Cache, G: jax.Array, Delta: jax.Array):
+    """``‖∂L_b/∂θ‖²`` over this layer's parameters, for every row b, without forming the
+    gradients (S24): ``‖δ_b ⊗ z_b‖²_F = ‖δ_b‖² ‖z_b‖²``, plus ``‖δ_b‖²`` for the bias and
+    ``(∂L_b/∂α)²`` for the activation's parameters. Returns ``(B,)``."""
+    d2 = jnp.sum(Delta**2, axis=-1)
+    alpha = sum(g**2 for g in _alpha_grads(p, f, cache, G).values())
+    return d2 * jnp.sum(cache.z_prev**2, axis=-1) + d2 + alpha
+
+
+def param_grads_sq_sum(p: dict, f: str, cache: Cache, G: jax.Array, Delta: jax.Array) -> dict:
+    """``Σ_b (∂L_b/∂θ)²`` elementwise, like ``p``, without forming the gradients (S25):
+    ``W``: ``(Δ ⊙ Δ)ᵀ (Z ⊙ Z)`` (entry ``(m, d)`` is ``Σ_b δ_bm² z_bd²``), ``b``: ``Σ_b δ_b²``,
+    ``α``: ``Σ_b (∂L_b/∂α)²``."""
+    alpha = {k: jnp.sum(g**2) for k, g in _alpha_grads(p, f, cache, G).items()}
+    return {"W": (Delta**2).T @ cache.z_prev**2, "b": jnp.sum(Delta**2, axis=0), **alpha}
