@@ -10,7 +10,8 @@ names resolve):
   (pymdownx.arithmatex, typeset by MathJax), ``:math:`x``` -> ``$x$``;
 * ``:func:`name```, ``:class:``, ``:mod:``, ``:data:``, ``:attr:``, ``:meth:`` -> an
   autorefs cross-reference ``[`name`][full.path]``, the name resolved in the object's scope
-  (an unresolvable name is logged as a warning, which fails the strict build);
+  (an unresolvable name is logged as a warning, which fails the strict build); a private
+  helper (``:func:`_per_example_pass```, on no page) -> plain code;
 * ``text::`` + an indented block -> ``text:`` + a fenced ``text`` block;
 * a run of ``>>>``/``...`` lines and their output -> a fenced ``pycon`` block;
 * bullet-list continuation lines indented by 2 (reST) -> by 4 (Python-Markdown).
@@ -183,7 +184,23 @@ def _crossref(obj: griffe.Object, kind: str, tilde: str, name: str) -> str:
             if path is None:
                 logger.warning("%s: cannot resolve :%s:`%s`", obj.path, kind, name)
                 return f"`{shown}`"
+    if _private_helper(obj, path):
+        return f"`{shown}`"
     return f"[`{shown}`][{path}]"
+
+
+def _private_helper(obj: griffe.Object, path: str) -> bool:
+    """A private function, class or attribute (``fnn.extensions._per_example_pass``): named
+    in a docstring for the reader of the source, but not on any page (``filters: public``),
+    so shown as code, not linked. Private *modules* (``fnn._checks``) have pages."""
+    name = path.rsplit(".", 1)[-1]
+    if not name.startswith("_") or name.startswith("__"):
+        return False
+    try:
+        target = obj.package[path.split(".", 1)[1]] if "." in path else obj.package
+    except (KeyError, ValueError):  # not fnn's: leave it to autorefs to complain
+        return False
+    return not target.is_module
 
 
 def convert(text: str, obj: griffe.Object) -> str:

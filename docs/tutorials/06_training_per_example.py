@@ -155,24 +155,50 @@ print(
 )
 
 # %% [markdown]
-# A DP-SGD training loop is then a few lines: the clipped mean, Gaussian noise of standard
-# deviation $σC/B$, and any optax optimizer. (No privacy accounting here: this shows the
-# mechanics, not a privacy guarantee.)
+# DP-SGD then adds Gaussian noise of standard deviation $σC/B$ to the clipped mean:
+# `noise_multiplier=σ` and a `key` (split a fresh one every step). The noise is drawn as
+# `optax.contrib.differentially_private_aggregate` draws it, but without forming the $B$
+# gradients that transform needs. Its empirical standard deviation:
 
 # %%
-sigma, batch = 1.0, 64
+sigma = 1.0
+_, noisy = fnn.clipped_grad(
+    net,
+    params,
+    xb,
+    yb,
+    max_norm=C,
+    loss="softmax_cross_entropy",
+    noise_multiplier=sigma,
+    key=jax.random.key(7),
+)
+noise = jnp.concatenate(
+    [(a - b).ravel() for a, b in zip(jax.tree.leaves(noisy), jax.tree.leaves(clipped))]
+)
+print(f"std of the noise {float(noise.std()):.5f}, σC/B = {sigma * C / len(xb):.5f}")
+
+# %% [markdown]
+# A DP-SGD training loop is a few lines: the noisy clipped mean and any optax optimizer.
+# (No privacy accounting here: this shows the mechanics, not a privacy guarantee.)
+
+# %%
+batch = 64
 optimizer = optax.sgd(0.2, momentum=0.9)
 
 
 @jax.jit
 def dp_step(params, state, key, x, y):
-    loss, g = fnn.clipped_grad(net, params, x, y, max_norm=C, loss="softmax_cross_entropy")
-    leaves, treedef = jax.tree.flatten(g)
-    keys = jax.random.split(key, len(leaves))
-    noisy = [
-        l + sigma * C / batch * jax.random.normal(k, l.shape, l.dtype) for l, k in zip(leaves, keys)
-    ]
-    updates, state = optimizer.update(jax.tree.unflatten(treedef, noisy), state, params)
+    loss, g = fnn.clipped_grad(
+        net,
+        params,
+        x,
+        y,
+        max_norm=C,
+        loss="softmax_cross_entropy",
+        noise_multiplier=sigma,
+        key=key,
+    )
+    updates, state = optimizer.update(g, state, params)
     return optax.apply_updates(params, updates), state, loss
 
 
