@@ -181,6 +181,25 @@ def test_a_diverging_learning_rate_is_stopped_S21(problem):
         ({"mesh": "data"}, ValueError, r"mesh must be a jax.sharding.Mesh"),
         ({"x": jnp.full((48, 2), jnp.nan)}, ValueError, r"x must hold only finite values"),
         ({"loss": "softmax_cross_entropy"}, ValueError, r"integer labels of shape \(48,\)"),
+        ({"clip_norm": 0}, ValueError, r"clip_norm must be a finite number > 0; got 0.0"),
+        ({"clip_norm": jnp.inf}, ValueError, r"clip_norm must be a finite number > 0; got inf"),
+        ({"clip_norm": "1"}, TypeError, r"clip_norm must be a real number; got '1'"),
+        (
+            {"clip_norm": 1.0, "noise_multiplier": -1.0},
+            ValueError,
+            r"noise_multiplier must be a finite number > 0; got -1.0",
+        ),
+        (
+            {"clip_norm": 1.0, "noise_multiplier": 0.0},
+            ValueError,
+            r"noise_multiplier must be a finite number > 0; got 0.0",
+        ),
+        ({"noise_multiplier": 1.0}, ValueError, r"noise_multiplier = 1.0 needs clip_norm"),
+        (
+            {"clip_norm": 1.0, "method": "explicit"},
+            ValueError,
+            r"clip_norm needs method='reverse' .*; got method='explicit'",
+        ),
     ],
 )
 def test_fit_refuses_bad_input_before_tracing_S21(problem, kwargs, error, match):
@@ -464,3 +483,112 @@ def test_a_saved_network_is_not_a_checkpoint_S30(tmp_path, problem):
     fnn.save(path, NET, problem[0])
     with pytest.raises(ValueError, match=rf"{path}: an fnn network file, but not a training"):
         training.fit(jax.random.key(0), NET, *problem, optax.sgd(0.1), checkpoint=path)
+
+
+# ---------------------------------------------------------------------------------------
+# DP-SGD's clipping and noise in training (S24).
+# ---------------------------------------------------------------------------------------
+
+SGD = optax.sgd(0.2)  # one object: the clipped fits below share their compiled epochs
+CLIP = 1.0  # the problem's per-example gradient norms at init run from 0.14 to 7.9
+
+
+@pytest.mark.parametrize("noise_multiplier", [None, 0.5])
+def test_clipped_fit_is_sgd_on_clipped_grad_S24(problem, noise_multiplier):
+    """θ ← θ − η g̃ with g̃ = clipped_grad(θ; batch), the batches and the noise keys drawn from
+    fit's key as its docstring says: fold_in(key, epoch) shuffles, split(fold_in(·, 1))."""
+    params, x, y = problem
+    norms = fnn.extensions.per_example_grad_norms(NET, params, x, y)
+    assert jnp.any(norms > CLIP) and jnp.any(norms < CLIP)  # clipping matters, not everywhere
+    key, epochs, B = jax.random.key(3), 3, 8
+    trained, history = training.fit(key, NET, params, x, y, SGD, epochs=epochs, batch_size=B,
+                                    clip_norm=CLIP, noise_multiplier=noise_multiplier)  # fmt: skip
+    clipped_grad = jax.jit(
+        fnn.extensions.clipped_grad, static_argnums=(0, 4, 5), static_argnames="noise_multiplier"
+    )  # 18 steps: compile once
+    hand, losses_ = params, []
+    for epoch in range(epochs):
+        epoch_key = jax.random.fold_in(key, epoch)
+        order = jax.random.permutation(epoch_key, 48).reshape(48 // B, B)
+        noise_keys = jax.random.split(jax.random.fold_in(epoch_key, 1), 48 // B)
+        for idx, noise_key in zip(order, noise_keys):
+            noise = {} if noise_multiplier is None else {"key": noise_key}
+            L, g = clipped_grad(
+                NET, hand, x[idx], y[idx], CLIP, "l2", noise_multiplier=noise_multiplier, **noise
+            )
+            hand = jax.tree.map(lambda p, g: p - 0.2 * g, hand, g)
+            losses_.append(L)
+    chex.assert_trees_all_close(trained, hand, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(history.loss, losses_, rtol=1e-12)
+
+
+def test_a_clip_norm_above_every_gradient_is_plain_fit_S24(problem):
+    params, x, y = problem
+    kwargs = {"epochs": 3, "batch_size": 8}
+    plain, plain_history = training.fit(jax.random.key(3), NET, params, x, y, SGD, **kwargs)
+    clipped, history = training.fit(
+        jax.random.key(3), NET, params, x, y, SGD, clip_norm=1e6, **kwargs
+    )
+    chex.assert_trees_all_close(clipped, plain, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(history.loss, plain_history.loss, rtol=1e-12)
+
+
+def test_the_key_drives_the_noise_S24(problem):
+    params, x, y = problem
+
+    def fit(seed, noise_multiplier=1.0):
+        kwargs = {"clip_norm": CLIP, "noise_multiplier": noise_multiplier}
+        return training.fit(jax.random.key(seed), NET, params, x, y, SGD, epochs=2,
+                            batch_size=8, **kwargs)  # fmt: skip
+
+    trained, history = fit(3)
+    again, history_again = fit(3)
+    chex.assert_trees_all_equal(again, trained)  # same key: bit for bit
+    np.testing.assert_array_equal(history_again.loss, history.loss)
+    assert not np.allclose(fit(4)[1].loss, history.loss)  # another key, another run
+    # The noise moved the parameters: the same key without it ends elsewhere (and the first
+    # step's loss, taken before any update, is the same).
+    quiet, quiet_history = fit(3, noise_multiplier=None)
+    assert quiet_history.loss[0] == history.loss[0]
+    assert not np.allclose(quiet[0]["W"], trained[0]["W"], rtol=1e-3)
+
+
+def test_the_clipped_step_S24(problem):
+    params, x, y = problem
+    step = training.make_train_step(NET, SGD, clip_norm=CLIP)
+    new, _, L = step(params, SGD.init(params), x, y)
+    L_hand, g = fnn.extensions.clipped_grad(NET, params, x, y, CLIP, "l2")
+    chex.assert_trees_all_close(new, jax.tree.map(lambda p, g: p - 0.2 * g, params, g),
+                                rtol=1e-12, atol=1e-14)  # fmt: skip
+    np.testing.assert_allclose(L, L_hand, rtol=1e-12)
+    with pytest.raises(ValueError, match=r"clip_norm must be a finite number > 0; got -1.0"):
+        training.make_train_step(NET, SGD, clip_norm=-1.0)
+    with pytest.raises(ValueError, match=r"clip_norm needs method='reverse'.*'forward'"):
+        training.make_train_step(NET, SGD, clip_norm=CLIP, method="forward")
+    state = SGD.init(params)
+    with pytest.raises(ValueError, match=r"key is for the noise"):
+        training.train_step(NET, params, state, x, y, SGD, key=jax.random.key(0))
+    with pytest.raises(ValueError, match=r"noise_multiplier = 1.0 needs clip_norm"):
+        training.train_step(NET, params, state, x, y, SGD, noise_multiplier=1.0)
+    with pytest.raises(ValueError, match=r"noise_multiplier needs key="):
+        training.train_step(NET, params, state, x, y, SGD, clip_norm=CLIP, noise_multiplier=1.0)
+
+
+def test_a_noisy_run_resumes_exactly_and_its_checkpoint_knows_the_noise_S24(tmp_path, problem):
+    params, x, y = problem
+    checkpoint = tmp_path / "dp.npz"
+
+    def fit(epochs, clip_norm=CLIP, noise_multiplier=1.0, **kwargs):
+        return training.fit(jax.random.key(3), NET, params, x, y, SGD, epochs=epochs,
+                            batch_size=8, clip_norm=clip_norm,
+                            noise_multiplier=noise_multiplier, **kwargs)  # fmt: skip
+
+    uninterrupted, history = fit(4)
+    fit(2, checkpoint=checkpoint)
+    resumed, resumed_history = fit(4, checkpoint=checkpoint)
+    chex.assert_trees_all_equal(resumed, uninterrupted)
+    np.testing.assert_array_equal(resumed_history.loss, history.loss)
+    with pytest.raises(ValueError, match=rf"{checkpoint}: .* noise_multiplier = 1.0; .* = 2.0"):
+        fit(4, noise_multiplier=2.0, checkpoint=checkpoint)
+    with pytest.raises(ValueError, match=rf"{checkpoint}: .* clip_norm = 1.0; .* = None"):
+        fit(4, clip_norm=None, noise_multiplier=None, checkpoint=checkpoint)

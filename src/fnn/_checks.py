@@ -24,6 +24,7 @@ __all__ = [
     "check_finite",
     "check_input",
     "check_key",
+    "check_number",
     "check_params",
     "check_positive_int",
     "unknown_name",
@@ -56,6 +57,18 @@ def check_positive_int(value, name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
         raise ValueError(f"{name} must be a positive integer; got {value!r}.")
     return int(value)
+
+
+def check_number(value, name: str, *, positive: bool) -> None:
+    """``TypeError`` unless ``value`` is one real number, ``ValueError`` unless it is finite and
+    ``> 0`` (``positive``) or ``≥ 0`` (norm bounds, noise multipliers); traced values pass."""
+    if isinstance(value, jax.core.Tracer):
+        return
+    if isinstance(value, bool) or np.ndim(value) != 0 or not np.isreal(value):
+        raise TypeError(f"{name} must be a real number; got {value!r}.")
+    v = float(value)
+    if not (np.isfinite(v) and (v > 0 if positive else v >= 0)):
+        raise ValueError(f"{name} must be a finite number {'>' if positive else '≥'} 0; got {v}.")
 
 
 def check_key(key, name: str = "key") -> None:

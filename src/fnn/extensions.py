@@ -161,17 +161,6 @@ def per_example_grad_norms(net, params, x, y, loss="l2") -> jax.Array:
     return jnp.sqrt(_sq_norms(net, params, caches, rows))
 
 
-def _check_number(value, name, *, positive):
-    """A real number ``> 0`` (``positive``) or ``≥ 0``, finite; traced values pass."""
-    if isinstance(value, jax.core.Tracer):
-        return
-    if isinstance(value, bool) or np.ndim(value) != 0 or not np.isreal(value):
-        raise TypeError(f"{name} must be a real number; got {value!r}.")
-    v = float(value)
-    if not (np.isfinite(v) and (v > 0 if positive else v >= 0)):
-        raise ValueError(f"{name} must be a finite number {'>' if positive else '≥'} 0; got {v}.")
-
-
 def clipped_grad(net, params, x, y, max_norm=1.0, loss="l2", *, noise_multiplier=None, key=None):
     r"""The per-example clipped mean gradient of DP-SGD, from one forward pass (S24).
 
@@ -209,11 +198,11 @@ def clipped_grad(net, params, x, y, max_norm=1.0, loss="l2", *, noise_multiplier
     (4, 3)
     """
     loss_fn, x, y = _check(net, params, x, y, loss)
-    _check_number(max_norm, "max_norm", positive=True)
+    _checks.check_number(max_norm, "max_norm", positive=True)
     if noise_multiplier is None and key is not None:
         raise ValueError("key is for the noise: pass noise_multiplier too, or no key.")
     if noise_multiplier is not None:
-        _check_number(noise_multiplier, "noise_multiplier", positive=False)
+        _checks.check_number(noise_multiplier, "noise_multiplier", positive=False)
         if key is None:
             raise ValueError("noise_multiplier needs key=, the PRNG key the noise is drawn from.")
         _checks.check_key(key)

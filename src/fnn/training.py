@@ -16,6 +16,12 @@ the heavy ball, ``optax.adam(η)`` the adaptive learning rates.
 * :func:`fit` runs epochs of shuffled mini-batches, driven by an explicit PRNG key, and
   returns the trained parameters and the history of losses.
 
+Clipping and noise (S24): with ``clip_norm = C`` the gradient of every step is DP-SGD's
+clipped mean :func:`fnn.extensions.clipped_grad`, every example's gradient scaled to norm at
+most ``C``; with ``noise_multiplier = σ`` as well, :func:`fit` adds Gaussian noise of standard
+deviation ``σ C / B`` drawn from its key, one fresh key per step. There is no privacy
+accountant here: turning ``(σ, B, N, steps)`` into an ``(ε, δ)`` guarantee is its job.
+
 Data parallelism (S22): given a ``jax.sharding.Mesh`` with one axis ``"data"`` (see
 :func:`fnn.distributed.data_mesh`), every mini-batch is split across the mesh's devices and
 the parameters and optimizer state are replicated. The program is the same — ``jax.jit``
@@ -68,9 +74,9 @@ import optax
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh
 
-from fnn import derivatives, distributed, losses
+from fnn import derivatives, distributed, extensions, losses
 from fnn import io as fnn_io
-from fnn._checks import check_input, check_key, check_params, check_positive_int
+from fnn._checks import check_input, check_key, check_number, check_params, check_positive_int
 from fnn.derivatives import value_and_grad
 from fnn.distributed import data_mesh, initialize_distributed
 from fnn.network import MLP, Params, check_net
@@ -111,11 +117,19 @@ def train_step(
     *,
     loss: str = "l2",
     method: str = "reverse",
+    clip_norm: float | None = None,
+    noise_multiplier: float | None = None,
+    key: jax.Array | None = None,
 ):
-    r"""One step of gradient descent with the hand-written gradient (S21).
+    r"""One step of gradient descent with the hand-written gradient (S21), clipped (S24).
 
     .. math::  L, ∇_θ L = \mathrm{value\_and\_grad}(θ; x, y), \qquad
                Δθ, s ← \mathrm{optimizer.update}(∇_θ L, s, θ), \qquad θ ← θ + Δθ.
+
+    With ``clip_norm = C`` the gradient is :func:`fnn.extensions.clipped_grad`'s
+    ``(1/B) Σ_b ∇_θ L_b · min(1, C/‖∇_θ L_b‖)`` instead (``method`` must be ``"reverse"``),
+    plus its Gaussian noise drawn from ``key`` when ``noise_multiplier`` is given; ``L`` is the
+    unclipped batch loss either way.
 
     A pure function: it jit-compiles with ``net`` and ``optimizer`` static (see
     :func:`make_train_step`).
@@ -123,9 +137,23 @@ def train_step(
     Returns:
       ``(params, opt_state, L)``: the updated parameters and optimizer state, and the
       batch loss ``L`` at the parameters *before* the update.
+
+    Raises:
+      TypeError, ValueError: ``clip_norm`` or ``noise_multiplier`` not a finite number > 0;
+        ``clip_norm`` with a ``method`` other than ``"reverse"``; ``noise_multiplier`` without
+        ``clip_norm``; ``key`` without ``noise_multiplier`` or the other way round.
     """
-    L, grads = value_and_grad(net, params, x, y, loss=loss, method=method)
-    updates, opt_state = optimizer.update(grads["params"], opt_state, params)
+    _check_clipping(clip_norm, noise_multiplier, method)
+    if clip_norm is None:
+        if key is not None:
+            raise ValueError("key is for the noise: pass clip_norm and noise_multiplier too.")
+        L, grads = value_and_grad(net, params, x, y, loss=loss, method=method)
+        grads = grads["params"]
+    else:
+        L, grads = extensions.clipped_grad(
+            net, params, x, y, clip_norm, loss, noise_multiplier=noise_multiplier, key=key
+        )
+    updates, opt_state = optimizer.update(grads, opt_state, params)
     return optax.apply_updates(params, updates), opt_state, L
 
 
@@ -136,6 +164,7 @@ def make_train_step(
     loss: str = "l2",
     method: str = "reverse",
     mesh: Mesh | None = None,
+    clip_norm: float | None = None,
 ) -> Callable:
     """:func:`train_step` compiled by ``jax.jit`` for one network, optimizer, loss and method
     (S21; data-parallel over a mesh, S22; over several processes, S30).
@@ -148,6 +177,9 @@ def make_train_step(
       mesh: optional ``Mesh`` with one axis ``"data"``: the batch is sharded along it, the
         parameters and optimizer state are replicated (S22). With several processes it
         defaults to ``data_mesh()`` over the devices of all of them (S30).
+      clip_norm: ``C > 0`` to clip every example's gradient to norm ``C`` (S24, see
+        :func:`train_step`; ``method="reverse"`` only), or ``None``. Clipping only: the step
+        adds no noise (for DP-SGD's noise use :func:`fit`, or :func:`train_step` with a key).
 
     Returns:
       ``step(params, opt_state, x, y) -> (params, opt_state, loss)`` for a batch ``x`` of
@@ -169,9 +201,12 @@ def make_train_step(
     """
     mesh = distributed.default_mesh(mesh)
     loss_fn = _check_config(net, optimizer, loss, method, mesh)
+    clip_norm, _ = _check_clipping(clip_norm, None, method)
 
     def step(params, opt_state, x, y):
-        return train_step(net, params, opt_state, x, y, optimizer, loss=loss, method=method)
+        return train_step(
+            net, params, opt_state, x, y, optimizer, loss=loss, method=method, clip_norm=clip_norm
+        )
 
     if mesh is None:
         compiled = jax.jit(step)
@@ -221,6 +256,8 @@ def fit(
     progress: bool | None = None,
     checkpoint: str | os.PathLike | None = None,
     every: int = 1,
+    clip_norm: float | None = None,
+    noise_multiplier: float | None = None,
 ) -> tuple[Params, History]:
     """Train ``params`` on ``(x, y)`` with shuffled mini-batches (S21), resumably (S30).
 
@@ -232,8 +269,18 @@ def fit(
     ``x`` (and a vector ``y``) are cast to the parameters' dtype. The same key, data and
     arguments give the same result.
 
+    DP-SGD's clipping and noise (S24): with ``clip_norm = C`` every step's gradient is
+    :func:`fnn.extensions.clipped_grad`'s clipped mean; with ``noise_multiplier = σ`` too it
+    gets Gaussian noise of standard deviation ``σ C / B`` from step ``k``'s key
+    ``split(fold_in(fold_in(key, epoch), 1), steps)[k]``, so the noise, like the shuffling,
+    is a function of ``key`` alone: the same in every process of a multi-process run (they
+    share the key and draw it inside the one compiled program) and the same after a resume.
+    No privacy accountant: the ``(ε, δ)`` of a run is for one to compute from ``σ``, the
+    sampling rate ``batch_size / N`` and the number of steps (and batches here are a shuffle,
+    not Poisson sampling).
+
     Args:
-      key: PRNG key that drives the shuffling.
+      key: PRNG key that drives the shuffling (and the noise).
       net, params: the network and its initial parameters.
       x: inputs, shape ``(N, D)``; with several processes, this process's examples.
       y: targets, ``(N, M)`` for a vector loss or integer labels ``(N,)``.
@@ -253,11 +300,16 @@ def fit(
         shows it for runs of at least 1000 steps on a terminal, ``False`` never.
       checkpoint: a file path: write the training state there (atomically; process 0 only)
         every ``every`` epochs and after the last, and resume from it when it exists. The
-        run resumed must have the same network, key, data size, batch size, loss, method
-        and optimizer state structure (else ``ValueError``; a changed learning rate is
-        not in the file and goes unnoticed); the ``params`` passed are then replaced by the
-        checkpoint's. ``fnn.load(checkpoint)`` reads the network and parameters from it.
+        run resumed must have the same network, key, data size, batch size, loss, method,
+        ``clip_norm``, ``noise_multiplier`` and optimizer state structure (else
+        ``ValueError``; a changed learning rate is not in the file and goes unnoticed); the
+        ``params`` passed are then replaced by the checkpoint's. ``fnn.load(checkpoint)``
+        reads the network and parameters from it.
       every: write the checkpoint every this many epochs, a positive int.
+      clip_norm: ``C``, a finite number > 0: clip every example's gradient to norm ``C``
+        (``method="reverse"`` only); ``None`` (default): no clipping.
+      noise_multiplier: ``σ``, a finite number > 0: add DP-SGD's noise ``N(0, (σ C / B)² I)``
+        to every clipped mean gradient (needs ``clip_norm``); ``None`` (default): no noise.
 
     Returns:
       ``(params, history)``: the trained parameters and a :class:`History` (of the whole
@@ -280,6 +332,7 @@ def fit(
     loss_fn = _check_config(net, optimizer, loss, method, mesh)
     check_key(key)
     check_params(net, params)
+    clip_norm, noise_multiplier = _check_clipping(clip_norm, noise_multiplier, method)
     check_positive_int(epochs, "epochs")
     check_positive_int(every, "every")
     if batch_size is not None:
@@ -295,7 +348,7 @@ def fit(
     distributed.check_batch_size(batch_size, mesh, "batch_size")
 
     steps = N // batch_size
-    config = (net, optimizer, loss, method, mesh, steps, batch_size)
+    config = (net, optimizer, loss, method, mesh, steps, batch_size, clip_norm, noise_multiplier)
     try:  # a second fit with the same configuration reuses the compiled epoch
         run_epoch = _cached_epoch_fn(*config)
     except TypeError:  # an optimizer that cannot be hashed
@@ -303,7 +356,8 @@ def fit(
     opt_state = optimizer.init(params)
     start, step_losses = 0, []
     if checkpoint is not None:
-        run = {"N": N, "batch_size": batch_size, "loss": loss, "method": method}
+        run = {"N": N, "batch_size": batch_size, "loss": loss, "method": method,
+               "clip_norm": clip_norm, "noise_multiplier": noise_multiplier}  # fmt: skip
         resumed = _resume(checkpoint, net, params, opt_state, key, run, steps)
         if resumed is not None:
             params, opt_state, start, L = resumed
@@ -352,26 +406,31 @@ def fit(
     return params, History(losses_.reshape(-1), losses_.mean(axis=1))
 
 
-def _epoch_fn(net, optimizer, loss, method, mesh, steps, batch_size):
-    """One epoch as one compiled function: shuffle, then ``lax.scan`` over the steps."""
+def _epoch_fn(
+    net, optimizer, loss, method, mesh, steps, batch_size, clip_norm=None, noise_multiplier=None
+):
+    """One epoch as one compiled function: shuffle, then ``lax.scan`` over the steps (with
+    one noise key per step when ``noise_multiplier`` is set, S24)."""
     batch_sharding = None if mesh is None else distributed.shardings(mesh)[1]
 
     def run_epoch(params, opt_state, key, x, y):
         order = jax.random.permutation(key, x.shape[0])[: steps * batch_size]
+        xs = {"idx": order.reshape(steps, batch_size)}
+        if noise_multiplier is not None:  # a stream apart from the permutation's
+            xs["key"] = jax.random.split(jax.random.fold_in(key, 1), steps)
 
-        def one_step(carry, idx):
+        def one_step(carry, xs):
             params, opt_state = carry
-            xb, yb = x[idx], y[idx]
+            xb, yb = x[xs["idx"]], y[xs["idx"]]
             if batch_sharding is not None:
                 xb, yb = jax.lax.with_sharding_constraint((xb, yb), batch_sharding)
             params, opt_state, L = train_step(
-                net, params, opt_state, xb, yb, optimizer, loss=loss, method=method
-            )
+                net, params, opt_state, xb, yb, optimizer, loss=loss, method=method,
+                clip_norm=clip_norm, noise_multiplier=noise_multiplier, key=xs.get("key"),
+            )  # fmt: skip
             return (params, opt_state), L
 
-        (params, opt_state), L = jax.lax.scan(
-            one_step, (params, opt_state), order.reshape(steps, batch_size)
-        )
+        (params, opt_state), L = jax.lax.scan(one_step, (params, opt_state), xs)
         return params, opt_state, L
 
     if mesh is None:
@@ -432,6 +491,34 @@ def _check_config(net, optimizer, loss, method, mesh) -> losses.Loss:
     if mesh is not None:
         distributed.check_mesh(mesh)
     return losses.get(loss)
+
+
+def _check_clipping(clip_norm, noise_multiplier, method):
+    """``(clip_norm, noise_multiplier)`` as floats or ``None`` (hashable: they key the compiled
+    epoch; traced values stay as they are); each a finite number > 0, the noise only with
+    clipping, clipping only with ``method="reverse"`` (its per-example norms come from the
+    reverse pass, S24)."""
+    if noise_multiplier is not None:
+        check_number(noise_multiplier, "noise_multiplier", positive=True)
+        if clip_norm is None:
+            raise ValueError(
+                f"noise_multiplier = {noise_multiplier!r} needs clip_norm: the noise's standard "
+                "deviation is noise_multiplier × clip_norm / batch size."
+            )
+        noise_multiplier = _as_float(noise_multiplier)
+    if clip_norm is not None:
+        check_number(clip_norm, "clip_norm", positive=True)
+        if method != "reverse":
+            raise ValueError(
+                f"clip_norm needs method='reverse' (the per-example norms come from the reverse "
+                f"pass); got method={method!r}."
+            )
+        clip_norm = _as_float(clip_norm)
+    return clip_norm, noise_multiplier
+
+
+def _as_float(value):
+    return value if isinstance(value, jax.core.Tracer) else float(value)
 
 
 def _check_data(net, params, loss_fn, x, y):
