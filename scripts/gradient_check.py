@@ -4,8 +4,9 @@ differences against ε; their cost (S11, S19).
 For every activation (the hidden layer, L2 loss) and every loss (its output activation),
 and every backprop method of ``fnn.value_and_grad``, the hand-written gradient w.r.t. all
 parameters and the input is compared with central differences, entry by entry, in float64
-and in float32: the table shows the worst relative error ``|a − b| / max(|a| + |b|, tiny)``
-(entries whose ``θ ± h`` crosses a kink are left out and counted). Then the V-curve — the
+and in float32, both against float64 central differences (:mod:`fnn.gradcheck`): the table
+shows the relative error ``|a − b| / (|a| + |b|)`` of the worst entry (entries whose
+``θ ± h`` crosses a kink are left out and counted). Then the V-curve — the
 error of central differences for ε = 1e-1 … 1e-12 — and the cost: 2P loss evaluations
 against one backward pass.
 
@@ -131,7 +132,12 @@ def print_checks(rows):
             f"{r['float32']:9.1e}  {r['kinks_float64']:>5}  {'ok' if ok else 'FAIL'}"
         )
     thresholds = ", ".join(f"{d} {gradcheck.THRESHOLDS[d]:.0e}" for d in DTYPES)
-    print(f"(pass: worst ≤ {thresholds}; kinks: entries whose θ ± h crosses a kink)")
+    print(
+        "(the oracle: float64 central differences for both dtypes; the column: the relative\n"
+        " error of the worst entry; pass: every entry |a − b| ≤ t (|a| + |b|) + r + u with t ="
+        f" {thresholds},\n r = {gradcheck.ROUNDING:g} ε_mach max|b| and u the oracle's "
+        "resolution; kinks: entries whose θ ± h crosses a kink)"
+    )
 
 
 def sweep(epsilons, seed):

@@ -102,7 +102,7 @@ def layered(width, depths, max_paths, s, seed):
             "derivative": backward.derivatives["s"],
         }
         if num_paths <= max_paths:
-            paths, t_paths = timed(graph.sum_over_paths, g, edge)
+            paths, t_paths = timed(graph.sum_over_paths, g, edge, int(max_paths))
             # Σ over paths of |product|: the scale of the rounding of any order of summation.
             absolute = {e: abs(d) for e, d in edge.items()}
             scale = graph.forward_accumulation(g, absolute).derivatives["L"]

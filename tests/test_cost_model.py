@@ -150,3 +150,39 @@ def test_forward_gradient_cost_grows_with_the_parameter_count():
 def test_bad_input_raises_naming_the_argument(call, error, match):
     with pytest.raises(error, match=match):
         call()
+
+
+# ---------------------------------------------------------------------------------------
+# Exact counts, by hand, on networks small enough to count on paper.
+# ---------------------------------------------------------------------------------------
+
+
+def test_exact_multiply_adds_of_a_2_3_1_network_counted_by_hand():
+    """D = 2 → 3 (tanh) → 1 (identity). W¹ t: 3·2 = 6, J_f¹ t = f′ ⊙ t: 3, W² t: 3, the
+    identity's J_f: 0. The forward pass: 6 + 3 = 9."""
+    net = fnn.MLP((2, 3, 1), ("tanh", "identity"))
+    assert cost_model.pass_macs(net) == 6 + 3 + 3 + 0
+    # Full Jacobians: the forward pass, then D_in = 2 tangent passes or M_out = 1 cotangent.
+    assert cost_model.jacobian_macs(net, "forward") == 9 + 2 * 12
+    assert cost_model.jacobian_macs(net, "reverse") == 9 + 1 * 12
+    # The dense chain J_out · W² · J¹ · W¹ from the left: (1×1)(1×3) 3, (1×3)(3×3) 9,
+    # (1×3)(3×2) 6.
+    assert cost_model.jacobian_macs(net, "explicit") == 9 + 3 + 9 + 6
+    # The reverse gradient: forward 9, the δ pass 12, the outer products δ ⊗ z: 3·2 + 1·3.
+    assert cost_model.gradient_macs(net, "reverse") == 9 + 12 + (6 + 3)
+    assert cost_model.gradient_macs(net, "reverse", batch=4) == 4 * 30
+    # The forward gradient: one tangent pass per parameter (13) and input component (2).
+    assert cost_model.gradient_macs(net, "forward") == 9 + (13 + 2) * 12
+
+
+def test_softmax_costs_two_multiply_adds_per_unit_and_each_elementwise_f_one():
+    # softmax: J t = s ⊙ (t − ⟨s, t⟩): ⟨s, t⟩ n, then s ⊙ (…) n — 2 per unit.
+    softmax = fnn.MLP((2, 3), ("softmax",))
+    assert cost_model.pass_macs(softmax) == 3 * 2 + 2 * 3
+    for act in ("sigmoid", "relu", "prelu", "gelu"):
+        assert cost_model.pass_macs(fnn.MLP((2, 3), (act,))) == 3 * 2 + 1 * 3, act
+    assert cost_model.pass_macs(fnn.MLP((2, 3), ("identity",))) == 3 * 2
+    # Two layers: Σᵢ (nᵢ nᵢ₋₁ + cᵢ nᵢ) = (4·2 + 2·4) + (3·4 + 1·3).
+    two = fnn.MLP((2, 4, 3), ("softmax", "tanh"))
+    assert cost_model.pass_macs(two) == (8 + 8) + (12 + 3)
+    assert cost_model.jacobian_macs(two, "reverse") == (8 + 12) + 3 * 31

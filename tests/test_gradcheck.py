@@ -1,6 +1,11 @@
 """Gradient checks (S11, S19): they pass on correct gradients, fail on wrong ones and say
 where, and report kinks instead of failing on them."""
 
+import json
+import subprocess
+import sys
+from pathlib import Path
+
 import chex
 import jax
 import jax.numpy as jnp
@@ -8,8 +13,10 @@ import numpy as np
 import pytest
 
 import fnn
-from conftest import random_problem
+from conftest import load_script, random_problem
 from fnn import gradcheck
+
+POWER = Path(__file__).resolve().parents[1] / "scripts" / "gradcheck_power.py"
 
 
 def problem(sizes, acts, loss="l2", seed=0, dtype=np.float64, batch=3):
@@ -82,16 +89,40 @@ def test_check_gradient_on_any_function():
     assert gradcheck.check_gradient(f, t, bad).worst_path == "[1]['v']"
 
 
-def test_tiny_entries_are_judged_on_the_resolution_of_central_differences():
-    # ∂f/∂w₁ = 1e-9: central differences in float32 cannot see it (round-off ≈ 1e-5), so
-    # the default floor judges it by its absolute error; tiny=0 judges it relatively.
+def test_an_entry_below_the_oracles_resolution_is_unresolved_never_passed():
+    # ∂f/∂w₁ = 1e-9. The float64 oracle resolves it (u ≈ 3.7e-10, |a| + |b| = 2e-9 > 4u):
+    # it passes, within the float32 gradient's own rounding r = 6 ε₃₂ max|b|.
     def f(w):
         return jnp.sum(w[0] ** 2) + 1e-9 * w[1]
 
     w = jnp.array([1.0, 1.0], jnp.float32)
     grad = jnp.array([2.0, 1e-9], jnp.float32)
-    assert gradcheck.check_gradient(f, w, grad).passed
-    assert not gradcheck.check_gradient(f, w, grad, tiny=0.0).passed
+    report = gradcheck.check_gradient(f, w, grad)
+    assert report.passed and report.verdict == "PASS", str(report)
+    assert report.oracle_dtype == "float64" and report.dtype == "float32"
+    assert report.atol == pytest.approx(6 * 2.0**-23 * 2.0, rel=1e-6)
+    # Float32 central differences cannot see it (resolution ≈ 2.4e-4): unresolved, not a pass.
+    native = gradcheck.check_gradient(f, w, grad, oracle=None)
+    assert native.oracle_dtype == "float32"
+    assert not native.passed and native.verdict == "UNRESOLVED" and native.num_unresolved == 1
+    assert native.num_failed == 0 and "unresolved" in str(native)
+    # A float32 gradient of 0 there is within its own rounding r ≈ 1.4e-6: a pass.
+    assert gradcheck.check_gradient(f, w, grad.at[1].set(0.0)).passed
+
+    # A float64 gradient is granted far less (r ≈ 3e-15) than the float64 oracle can tell
+    # from 0 (|a| + |b| ≤ 4u ≈ 1.5e-9): 0 against ∂g/∂w₁ = 1e-10 is unresolved, not a pass…
+    def g(w):
+        return jnp.sum(w[0] ** 2) + 1e-10 * w[1]
+
+    w64, grad64 = w.astype(jnp.float64), jnp.array([2.0, 0.0], jnp.float64)
+    zero = gradcheck.check_gradient(g, w64, grad64)
+    assert zero.verdict == "UNRESOLVED" and zero.leaves[0].unresolved == 1, str(zero)
+    # … while 0 against 1e-9, or 1e-8 against 1e-10, is more than u off: a failure.
+    assert gradcheck.check_gradient(f, w64, grad64).verdict == "FAIL"
+    assert gradcheck.check_gradient(g, w64, grad64.at[1].set(1e-8)).verdict == "FAIL"
+    # An entry both sides call exactly 0 (f did not move at all) is resolved.
+    flat = gradcheck.check_gradient(lambda w: jnp.sum(w[0] ** 2), w64, grad64)
+    assert flat.passed and flat.num_unresolved == 0, str(flat)
 
 
 def test_compare_one_numerical_gradient_with_several(tanh_problem):
@@ -101,6 +132,142 @@ def test_compare_one_numerical_gradient_with_several(tanh_problem):
     for method in ("reverse", "explicit"):
         _, g = value_and_grad(net, params, x, y, method=method)
         assert gradcheck.compare(g, fd.numerical, value=fd.value).passed
+
+
+# ---------------------------------------------------------------------------------------
+# Power in float32: a float64 oracle, tolerances that a wrong entry cannot hide in.
+# ---------------------------------------------------------------------------------------
+
+# The issue's case, as a script: a float32 3-4-2 tanh network; with x64 off (as users run
+# it) and on (as the test suite runs), the oracle is float64, the correct gradient passes,
+# and one small entry ×2, ×0, ×(−1) or the largest entry ×1.01 fails.
+POWER_SCRIPT = """
+import jax, jax.numpy as jnp, numpy as np, fnn
+from fnn import gradcheck
+assert jax.config.jax_enable_x64 == X64
+net = fnn.MLP((3, 4, 2), ("tanh", "identity"))
+rng = np.random.default_rng(0)
+params = [{k: jnp.asarray(rng.normal(0, 0.6, s), jnp.float32) for k, s in layer.items()}
+          for layer in net.layer_shapes()]
+x = jnp.asarray(rng.normal(size=(3, 3)), jnp.float32)
+y = jnp.asarray(rng.normal(size=(3, 2)), jnp.float32)
+_, grads = fnn.value_and_grad(net, params, x, y)
+fd = gradcheck.network_central_difference(net, params, x, y)
+assert fd.oracle_dtype == "float64" and all(
+    np.asarray(n).dtype == np.float64 for n in jax.tree.leaves(fd.numerical))
+report = gradcheck.compare(grads, fd.numerical, kinks=fd.kinks, value=fd.value)
+assert report.passed and report.dtype == "float32", str(report)
+flat, unravel = jax.flatten_util.ravel_pytree(grads)
+size = np.abs(np.asarray(flat))
+small = int(np.argmin(np.where(size >= 1e-4 * size.max(), size, np.inf)))
+cases = [(small, 2.0), (small, 0.0), (small, -1.0), (int(np.argmax(size)), 1.01)]
+for i, factor in cases:
+    wrong = unravel(flat.at[i].multiply(factor))
+    r = gradcheck.compare(wrong, fd.numerical, kinks=fd.kinks, value=fd.value)
+    assert r.verdict == "FAIL", (i, factor, str(r))
+print("caught", len(cases), "smallest entry", size[small])
+"""
+
+
+@pytest.mark.parametrize("x64", [False, True])
+def test_float32_check_has_a_float64_oracle_with_and_without_x64(x64):
+    src = Path(__file__).resolve().parents[1] / "src"
+    script = f"import jax\njax.config.update('jax_enable_x64', {x64})\nX64 = {x64}\n"
+    result = subprocess.run(
+        [sys.executable, "-c", script + POWER_SCRIPT],
+        capture_output=True, text=True, timeout=120, env={"PYTHONPATH": str(src),
+        "PATH": "/usr/bin:/bin", "JAX_PLATFORMS": "cpu"},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.startswith("caught 4"), result.stdout
+
+
+def test_the_issues_float32_example_fails_now():
+    """A 3-4-2 tanh network in float32: an entry of a few 1e-4 doubled used to pass against
+    float32 central differences (their own error there is 6 %); the float64 oracle fails it."""
+    net, params, x, y = problem((3, 4, 2), ("tanh", "identity"), seed=32, dtype=np.float32)
+    _, grads = value_and_grad(net, params, x, y)
+    flat, unravel = jax.flatten_util.ravel_pytree(grads)
+    i = int(np.argmin(np.abs(np.asarray(flat))))
+    assert 2e-4 < abs(float(flat[i])) < 3e-4  # the smallest entry, as in the issue
+    wrong = unravel(flat.at[i].multiply(2.0))
+    # Float32 central differences cannot resolve it: unresolved (it used to pass) …
+    old_style = gradcheck.check_network(net, params, x, y, wrong, oracle=None)
+    assert old_style.oracle_dtype == "float32" and old_style.verdict == "UNRESOLVED"
+    # … the float64 oracle resolves it, and fails it.
+    report = gradcheck.check_network(net, params, x, y, wrong)
+    assert report.oracle_dtype == "float64" and report.verdict == "FAIL", str(report)
+    # The printed relative error is that of the printed numbers.
+    hand, numerical = report.worst_hand, report.worst_numerical
+    assert hand == pytest.approx(2 * float(flat[i]), rel=1e-6)
+    assert report.max_error == pytest.approx(abs(hand - numerical) / (abs(hand) + abs(numerical)))
+    assert f"hand {hand:.10g}, numerical {numerical:.10g}: relative error" in str(report)
+    assert f"{report.max_error:.2e}" in str(report) and report.max_error > 0.3
+
+
+@pytest.mark.slow
+def test_power_script_quick(tmp_path, capsys):
+    """scripts/gradcheck_power.py on 2 networks (the full run: 210, see its docstring): every
+    single-entry mutation caught, every correct gradient passed."""
+    script = load_script(POWER)
+    assert script.main(["--quick", "--out", str(tmp_path)]) == 0
+    result = json.loads((tmp_path / "gradcheck_power.json").read_text())
+    assert result["correct"] == {"PASS": 2, "FAIL": 0, "UNRESOLVED": 0}
+    cases = sum(sum(t.values()) for t in result["tallies"].values())
+    assert cases > 2 * 4 * 10 and result["caught"] >= 0.99 and result["false_alarms"] == 0
+    assert set(result["directional"]) == {"1", "2", "4", "8", "16"}
+    assert (tmp_path / "gradcheck_power.png").stat().st_size > 5_000
+    assert "caught" in capsys.readouterr().out
+
+
+def test_the_boundary_of_a_tolerance_passes():
+    # τ = t (|a| + |b|) + r + u = 0.25 · 2 + 0 + 0 = 0.5 = |a − b|: a pass (≤, not <).
+    a, b = {"w": np.array([1.25])}, {"w": np.array([0.75])}
+    exact = gradcheck.compare(a, b, threshold=0.25, atol=0.0, resolution=0.0)
+    assert exact.passed and exact.worst_ratio == 1.0, str(exact)
+    past = gradcheck.compare({"w": np.array([1.2500001])}, b, threshold=0.25, atol=0.0,
+                             resolution=0.0)  # fmt: skip
+    assert past.verdict == "FAIL"
+    # And the absolute part: |a − b| = r + u exactly at a = b + 0.5, t = 0.
+    at = gradcheck.compare({"w": np.array([1.0])}, {"w": np.array([0.5])}, threshold=0.0,
+                           atol=0.25, resolution=0.25)  # fmt: skip
+    assert at.passed and at.worst_ratio == 1.0
+    with pytest.raises(ValueError, match=r"atol must be a non-negative finite number; got -1"):
+        gradcheck.compare(a, b, atol=-1.0)
+    with pytest.raises(ValueError, match=r"threshold must be a non-negative finite number"):
+        gradcheck.compare(a, b, threshold=float("nan"))
+
+
+def test_a_loss_after_the_wrong_output_is_refused_not_reported_nan(tanh_problem):
+    net, params, x, _, grads = tanh_problem  # identity output
+    labels = jnp.array([0, 1, 1])
+    with pytest.raises(ValueError, match=r"loss 'cross_entropy' takes probabilities.*'identity'"):
+        gradcheck.check_network(net, params, x, labels, grads, "cross_entropy")
+    with pytest.raises(ValueError, match=r"takes probabilities"):
+        gradcheck.kink_crossings(net, params, x, labels, "cross_entropy")
+    softmax_net = fnn.MLP(net.sizes, ("tanh", "softmax"))
+    with pytest.raises(ValueError, match=r"applied to logits.*got 'softmax'"):
+        gradcheck.network_central_difference(softmax_net, params, x, labels,
+                                             "softmax_cross_entropy")  # fmt: skip
+
+
+def test_bad_oracle_raises(tanh_problem):
+    net, params, x, y, grads = tanh_problem
+    with pytest.raises(ValueError, match=r"oracle must be a floating dtype name.*'int32'"):
+        gradcheck.check_network(net, params, x, y, grads, oracle="int32")
+    with pytest.raises(ValueError, match=r"at least as precise as the point's dtype float64"):
+        gradcheck.check_gradient(jnp.sum, jnp.ones(3), jnp.ones(3), oracle="float32")
+    with pytest.raises(TypeError, match=r"grad\['x'\] must be a floating array; got dtype int"):
+        gradcheck.check_network(net, params, x, y, {**grads, "x": jnp.zeros((3, 3), int)})
+
+
+def test_a_function_that_computes_in_float32_gets_a_float32_oracle():
+    def f(w):  # casts whatever it gets: a float64 oracle is impossible, and said so
+        return jnp.sum(jnp.sin(w.astype(jnp.float32)))
+
+    w = jnp.array([0.3, 0.7], jnp.float32)
+    report = gradcheck.check_gradient(f, w, jnp.cos(w))
+    assert report.oracle_dtype == "float32" and report.passed, str(report)
 
 
 # ---------------------------------------------------------------------------------------
@@ -130,6 +297,30 @@ def test_directional_check(tanh_problem):
         gradcheck.check_directional(f, tree, grads, 0, k=2)
 
 
+def test_directional_check_detects_what_it_reports_it_can():
+    """A float32 gradient scaled by (1 + ρ): ρ below ``min_detectable`` (≈ 2t = 2e-3)
+    passes, ρ above fails; the default k = 16 directions."""
+    net, params, x, y = problem((3, 5, 2), ("tanh", "identity"), dtype=np.float32, seed=2)
+    _, grads = value_and_grad(net, params, x, y)
+
+    def f(p):
+        return gradcheck.network_loss(net, p, x.astype(p[0]["W"].dtype), y.astype(p[0]["W"].dtype))
+
+    key = jax.random.key(0)
+    report = gradcheck.check_directional(f, params, grads["params"], key)
+    assert report.passed and len(report.errors) == gradcheck.DIRECTIONS == 16, str(report)
+    assert report.oracle_dtype == "float64"
+    assert 2e-3 < report.min_detectable < 2.5e-3, report.min_detectable
+    scaled = [
+        gradcheck.check_directional(
+            f, params, jax.tree.map(lambda g, rho=rho: g * (1 + rho), grads["params"]), key
+        )
+        for rho in (0.5 * report.min_detectable, 2 * report.min_detectable)
+    ]
+    assert scaled[0].passed and not scaled[1].passed, (str(scaled[0]), str(scaled[1]))
+    assert "smallest relative error" in str(report)
+
+
 # ---------------------------------------------------------------------------------------
 # Kinks: reported, not failed.
 # ---------------------------------------------------------------------------------------
@@ -155,9 +346,19 @@ def test_relu_kink_is_reported_not_failed():
     tree = {"params": params, "x": x}
     # Without kink detection, the central difference (slope ½ on average) looks like a bug…
     assert not gradcheck.check_gradient(f, tree, grads).passed
-    # … with it, the entries that move a¹₁ across 0 are reported instead.
+    # … with it, the entries that move a¹₁ across 0 are reported instead. The weight out of
+    # the dead unit (z¹₁ = 0): hand exactly 0, the float64 oracle's round-off ~1e-12, below
+    # what it resolves (4u ≈ 2e-9) and above what a float64 gradient is granted: unresolved.
     report = gradcheck.check_network(net, params, x, y, grads)
-    assert report.passed, str(report)
+    assert report.num_failed == 0 and report.verdict == "UNRESOLVED", str(report)
+    assert [leaf.unresolved for leaf in report.leaves] == [0, 0, 1, 0, 0]
+    assert report.worst_path == "['params'][1]['W']" and report.worst_index == (0, 0)
+    assert report.worst_hand == 0.0 and 0 < abs(report.worst_numerical) < report.resolution
+    # In float32 the gradient's own rounding (r = 6 ε₃₂ max|b|) covers it: a pass.
+    p32, x32, y32 = jax.tree.map(lambda a: a.astype(jnp.float32), (params, x, y))
+    _, g32 = value_and_grad(net, p32, x32, y32)
+    report32 = gradcheck.check_network(net, p32, x32, y32, g32)
+    assert report32.passed and report32.num_kinks == 5, str(report32)
     kinks = gradcheck.kink_crossings(net, params, x, y)
     expected = {
         "params": [
@@ -168,6 +369,8 @@ def test_relu_kink_is_reported_not_failed():
     }
     chex.assert_trees_all_equal(kinks, expected)
     assert report.num_kinks == 5 and "kink crossed" in str(report)
+    # The kink entries are out of every leaf's median and out of the overall median.
+    assert report.leaves[0].median_error < 1e-9 and report.median_error < 1e-9
 
 
 @pytest.mark.parametrize(("act", "a"), [("hard_tanh", 1.0), ("hard_tanh", -1.0),
@@ -216,6 +419,24 @@ def test_mismatched_pytrees_raise(tanh_problem):
         gradcheck.check_gradient(jnp.sum, jnp.ones(3), [jnp.ones(3)])
     with pytest.raises(ValueError, match="kinks"):
         gradcheck.check_gradient(jnp.sum, jnp.ones(3), jnp.ones(3), kinks=np.ones(2, bool))
+
+
+def test_an_empty_batch_and_a_key_that_is_not_one_raise(tanh_problem):
+    net, params, _, y, grads = tanh_problem
+    empty = jnp.zeros((0, 3))
+    with pytest.raises(ValueError, match=r"x must hold at least one example; got .*\(0, 3\)"):
+        gradcheck.check_network(net, params, empty, y[:0], {**grads, "x": empty})
+    with pytest.raises(ValueError, match=r"at least one example"):
+        gradcheck.kink_crossings(net, params, empty, y[:0])
+    f, t = jnp.sum, jnp.ones(3)
+    keys = (
+        np.zeros(3, np.uint32),
+        np.zeros((2, 2), np.uint32),
+        jax.random.split(jax.random.key(0)),
+    )
+    for key in keys:
+        with pytest.raises(TypeError, match=r"key must be one PRNG key"):
+            gradcheck.check_directional(f, t, t, key)
 
 
 @pytest.mark.parametrize("eps", [0.0, -1.0, float("nan"), float("inf")])

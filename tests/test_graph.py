@@ -3,6 +3,7 @@ backward accumulation — the same derivatives as jax.grad, at very different co
 
 import json
 import math
+import time
 from pathlib import Path
 
 import jax
@@ -251,6 +252,25 @@ def node(name, parents):
 def test_bad_graphs_raise(nodes, message):
     with pytest.raises(ValueError, match=message):
         graph.make_graph("s", nodes)
+
+
+def test_the_path_sum_refuses_more_paths_than_max_paths_naming_the_cheap_way():
+    g = graph.layered_graph(20, 3)  # 3²⁰ ≈ 3.5e9 paths: counted, not enumerated
+    edge = labels(g, 0.5)
+    start = time.perf_counter()
+    with pytest.raises(ValueError, match=r"3486784401 paths, more than max_paths = 100000.*"
+                       r"forward_accumulation or backward_accumulation.*177 edges"):  # fmt: skip
+        graph.sum_over_paths(g, edge)
+    assert time.perf_counter() - start < 1.0
+    assert graph.MAX_PATHS == 100_000
+    # The limit is inclusive: exactly max_paths paths are enumerated.
+    small = graph.layered_graph(3, 2)  # 8 paths
+    assert graph.sum_over_paths(small, labels(small, 0.5), max_paths=8).num_paths == 8
+    with pytest.raises(ValueError, match="8 paths, more than max_paths = 7"):
+        graph.sum_over_paths(small, labels(small, 0.5), max_paths=7)
+    for bad in (0, -1, 2.5, True, None):
+        with pytest.raises(ValueError, match=f"max_paths must be a positive integer; got {bad}"):
+            graph.sum_over_paths(small, labels(small, 0.5), max_paths=bad)
 
 
 @pytest.mark.parametrize(("depth", "width"), [(0, 2), (2, 0), (1.5, 2), (True, 2)])

@@ -75,6 +75,37 @@ def test_relative_steps_resolve_a_large_parameter():
     assert numerical.relative_error(relative, 1e-8)[0] < 1e-9
 
 
+@pytest.mark.parametrize("dtype", [jnp.float64, jnp.float32])
+def test_the_step_divided_by_is_the_represented_one(dtype):
+    """``(θ + h) − (θ − h)`` rounds to a different number than ``2h`` (θ + h is not exact);
+    dividing by the step actually taken makes the slope of f(t) = t exactly 1."""
+    theta = jnp.asarray([1 / 3, 0.1, 2.7, -5.3, 1e3 / 7], dtype)
+    h = numerical.steps(theta, numerical.default_eps(dtype))
+    taken = np.asarray((theta + h) - (theta - h))
+    assert np.any(taken != np.asarray(2 * h))  # the case the rule is for
+    got = [numerical.central_difference(lambda t: t[0], theta[i : i + 1]) for i in range(5)]
+    np.testing.assert_array_equal(np.concatenate(got), np.ones(5, dtype))
+
+
+def test_the_resolution_scales_with_the_value_of_f():
+    for dtype in ("float32", "float64"):
+        eps = float(jnp.finfo(dtype).eps)
+        assert numerical.resolution(dtype, 0.25) == pytest.approx(10 * eps ** (2 / 3))
+        assert numerical.resolution(dtype, -300.0) == pytest.approx(300 * 10 * eps ** (2 / 3))
+        assert numerical.resolution(dtype, 40.0) == 40 * numerical.resolution(dtype, 1.0)
+
+
+def test_error_vs_eps_honours_relative():
+    # At θ = 1e8 the absolute step ε = 1e-6 is ~70 float64 spacings: round-off ruins it;
+    # the relative step ε·|θ| = 100 does not.
+    w = jnp.array([1e8])
+    f = lambda w: jnp.sum(jnp.log(w))  # noqa: E731
+    reference = jnp.array([1e-8])
+    absolute = numerical.error_vs_eps(f, w, reference, (1e-6,))
+    relative = numerical.error_vs_eps(f, w, reference, (1e-6,), relative=True)
+    assert absolute.max_error[0] > 1e-3 and relative.max_error[0] < 1e-9
+
+
 def test_chunks_give_the_same_gradient(tree):
     tree = jax.tree.map(jnp.asarray, tree)
     whole = numerical.central_difference(cubic_and_sine, tree)

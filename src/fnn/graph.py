@@ -35,6 +35,7 @@ from fnn import activations
 from fnn._checks import check_positive_int
 
 __all__ = [
+    "MAX_PATHS",
     "Accumulation",
     "Graph",
     "Node",
@@ -56,6 +57,9 @@ __all__ = [
     "total_derivative",
 ]
 
+
+# sum_over_paths refuses graphs with more paths than this by default (S13).
+MAX_PATHS = 100_000
 
 # ---------------------------------------------------------------------------------------
 # S12: the chain rule in 1-D and the total derivative along a path.
@@ -237,15 +241,43 @@ def count_paths(graph: Graph) -> int:
     return count[graph.output]
 
 
-def sum_over_paths(graph: Graph, partials: Mapping) -> PathSum:
+def sum_over_paths(graph: Graph, partials: Mapping, max_paths: int = MAX_PATHS) -> PathSum:
     r"""``∂L/∂s`` as the lecture expands it (S13): the sum over every path s → … → L of the
     product of the local partials along it,
 
     .. math::  \frac{∂L}{∂s} = \sum_{\text{paths } s = n_0 → n_1 → … → n_k = L}
                \;\prod_{j=1}^{k} \frac{∂n_j}{∂n_{j-1}}
 
-    ``k − 1`` multiplications per path and one addition per path after the first.
+    ``k − 1`` multiplications per path and one addition per path after the first. The
+    paths are counted first, by dynamic programming (:func:`count_paths`, one addition per
+    edge); their number grows exponentially with the depth (``width^depth`` in a layered
+    graph), so more than ``max_paths`` of them are refused rather than enumerated.
+
+    Args:
+      graph: the computation graph.
+      partials: every edge's label ``∂child/∂parent``, as :func:`local_partials` gives them.
+      max_paths: the most paths to enumerate (default ``MAX_PATHS`` = 100 000, about a
+        second of Python with float labels).
+
+    Raises:
+      ValueError: ``max_paths`` is not a positive integer, or the graph has more paths than
+        ``max_paths`` — :func:`forward_accumulation` and :func:`backward_accumulation` give
+        the same derivative with one multiplication per edge.
+
+    >>> sum_over_paths(lecture_graph(), {}, max_paths=5)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: sum_over_paths would enumerate 6 paths, more than max_paths = 5 ...
     """
+    max_paths = check_positive_int(max_paths, "max_paths")
+    num_paths = count_paths(graph)
+    if num_paths > max_paths:
+        raise ValueError(
+            f"sum_over_paths would enumerate {num_paths} paths, more than max_paths = "
+            f"{max_paths} (the count grows exponentially with the depth). Use "
+            f"forward_accumulation or backward_accumulation: the same ∂L/∂s with one "
+            f"multiplication per edge ({graph.num_edges} edges here); or raise max_paths."
+        )
     ops, total, num_paths = Ops(), 0.0, 0
     for path in paths(graph):
         factors = (partials[child, parent] for parent, child in itertools.pairwise(path))

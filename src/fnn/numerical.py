@@ -111,15 +111,22 @@ def check_tree(tree, name: str = "tree") -> str:
     if not leaves:
         raise ValueError(f"{name} must hold at least one array; got {tree!r}.")
     for path, leaf in leaves:
-        if not jnp.issubdtype(jnp.result_type(leaf), jnp.floating):
+        if not jnp.issubdtype(_dtype(leaf), jnp.floating):
             raise TypeError(
                 f"{name}{jax.tree_util.keystr(path)} must be a floating array; "
-                f"got dtype {jnp.result_type(leaf)}."
+                f"got dtype {_dtype(leaf)}."
             )
-    dtypes = sorted({jnp.dtype(jnp.result_type(leaf)).name for _, leaf in leaves})
+    dtypes = sorted({_dtype(leaf).name for _, leaf in leaves})
     if len(dtypes) > 1:
         raise TypeError(f"{name} must hold arrays of one floating dtype; got {dtypes}.")
     return dtypes[0]
+
+
+def _dtype(leaf) -> np.dtype:
+    """An array's own dtype (a NumPy float64 array stays float64 where x64 is off); JAX's
+    for a Python number."""
+    dtype = getattr(leaf, "dtype", None)
+    return np.dtype(dtype) if dtype is not None else jnp.dtype(jnp.result_type(leaf))
 
 
 def check_eps(eps, dtype) -> float:

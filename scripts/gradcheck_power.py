@@ -1,0 +1,273 @@
+"""The power of the gradient check: how often it catches a wrong entry, how often it fails a
+correct gradient (S11, S19).
+
+Mutation experiment: random float32 networks, every hidden activation and every loss (with
+the output it takes), the three backprop methods in turn; for each, the correct gradient of
+``fnn.value_and_grad`` is checked, then every single entry of magnitude ≥ 1e-4 × the largest
+|entry| (kink entries left out) is multiplied by 2, 0, −1 or 1.01, one at a time, and
+checked again against the same central differences. A wrong gradient that passes is a
+false pass; a correct one that does not pass, a false alarm.
+
+Directional experiment (``--directional``): ``check_directional`` on random 7-parameter
+float32 networks (1 → 2 → 1, tanh) with one entry 10 % wrong, for k = 1, 2, 4, 8, 16
+directions: the share missed, and the smallest relative error of the whole gradient each
+check can detect.
+
+It uses only ``network_central_difference``, ``compare`` and ``check_directional``, which
+older versions of fnn have too: run it with ``PYTHONPATH`` at another checkout to measure
+that version on the same experiment.
+
+  python scripts/gradcheck_power.py                    # 28 networks, a few ×10 s on 2 cores
+  python scripts/gradcheck_power.py --networks 210     # the full experiment
+  python scripts/gradcheck_power.py --directional      # the k sweep as well
+  python scripts/gradcheck_power.py --quick            # 2 networks, for the tests
+
+Writes ``results/gradcheck_power.json`` and ``results/gradcheck_power.png`` (or ``--out``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import platform
+import sys
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import matplotlib
+import numpy as np
+from jax.flatten_util import ravel_pytree
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+
+import fnn
+from fnn import gradcheck
+
+FACTORS = (2.0, 0.0, -1.0, 1.01)
+SIZES = ((3, 4, 2), (2, 3, 3, 2))
+BATCH = 3
+SMALLEST = 1e-4  # entries of magnitude ≥ SMALLEST × the largest |entry| are mutated
+DIRECTIONS = (1, 2, 4, 8, 16)
+
+
+def output_activation(loss: str) -> str:
+    """The output a loss takes: probabilities → softmax (labels) or sigmoid, else identity."""
+    spec = fnn.losses.get(loss)
+    if spec.on_probabilities:
+        return "softmax" if spec.target == "label" else "sigmoid"
+    return "identity"
+
+
+def problem(i: int):
+    """Network i: activation i mod 14, loss ⌊i / 14⌋ mod 5, method i mod 3, float32."""
+    acts, losses = fnn.activations.names(), fnn.losses.names()
+    act, loss = acts[i % len(acts)], losses[(i // len(acts)) % len(losses)]
+    methods = tuple(fnn.backprop.METHODS)
+    method = methods[i % len(methods)]
+    sizes = SIZES[(i // (len(acts) * len(losses))) % len(SIZES)]
+    net = fnn.MLP(sizes, (act,) * (len(sizes) - 2) + (output_activation(loss),))
+    rng = np.random.default_rng(i)
+    params = [
+        {k: jnp.asarray(rng.normal(0.0, 0.6, s), jnp.float32) for k, s in layer.items()}
+        for layer in net.layer_shapes()
+    ]
+    x = jnp.asarray(rng.normal(size=(BATCH, sizes[0])), jnp.float32)
+    spec = fnn.losses.get(loss)
+    if spec.target == "label":
+        y = jnp.asarray(rng.integers(0, sizes[-1], BATCH))
+    elif spec.on_probabilities:
+        y = jnp.asarray(rng.uniform(size=(BATCH, sizes[-1])), jnp.float32)
+    else:
+        y = jnp.asarray(rng.normal(size=(BATCH, sizes[-1])), jnp.float32)
+    return net, params, x, y, act, loss, method
+
+
+value_and_grad = jax.jit(fnn.value_and_grad, static_argnames=("loss", "method"))
+
+
+def verdict(report) -> str:
+    """PASS / FAIL / UNRESOLVED (a version without ``verdict`` knows only pass and fail)."""
+    return getattr(report, "verdict", "PASS" if report.passed else "FAIL")
+
+
+def mutation_experiment(networks: int):
+    rows, tallies = [], {f: {"PASS": 0, "FAIL": 0, "UNRESOLVED": 0} for f in FACTORS}
+    correct = {"PASS": 0, "FAIL": 0, "UNRESOLVED": 0}
+    for i in range(networks):
+        net, params, x, y, act, loss, method = problem(i)
+        _, grads = value_and_grad(net, params, x, y, loss=loss, method=method)
+        fd = gradcheck.network_central_difference(net, params, x, y, loss)
+        check = functools.partial(gradcheck.compare, numerical=fd.numerical, kinks=fd.kinks,
+                                  value=fd.value)  # fmt: skip
+        base = verdict(check(grads))
+        correct[base] += 1
+        flat, unravel = ravel_pytree(grads)
+        size = np.abs(np.asarray(flat, np.float64))
+        kinks = np.asarray(ravel_pytree(fd.kinks)[0], bool)
+        chosen = np.flatnonzero(~kinks & (size >= SMALLEST * size[~kinks].max(initial=0.0)))
+        missed = []
+        for j in chosen:
+            for factor in FACTORS:
+                outcome = verdict(check(unravel(flat.at[j].multiply(factor))))
+                tallies[factor][outcome] += 1
+                if outcome == "PASS":
+                    missed.append({"entry": int(j), "factor": factor, "size": float(size[j]),
+                                   "relative_size": float(size[j] / size.max())})  # fmt: skip
+        rows.append({
+            "network": i, "sizes": list(net.sizes), "activation": act, "loss": loss,
+            "method": method, "correct": base, "entries": int(size.size),
+            "kinks": int(kinks.sum()), "mutated_entries": int(chosen.size), "missed": missed,
+        })  # fmt: skip
+    return rows, tallies, correct
+
+
+def print_mutations(rows, tallies, correct):
+    total = sum(correct.values())
+    print(f"Mutation experiment: {total} float32 networks, {fnn.__file__}")
+    print(f"{'mutation':<10} {'cases':>7} {'caught':>8} {'FAIL':>7} {'UNRES.':>7} {'missed':>7}")
+    cases = caught = 0
+    for factor, t in tallies.items():
+        n = sum(t.values())
+        cases, caught = cases + n, caught + n - t["PASS"]
+        share = (n - t["PASS"]) / max(n, 1)
+        print(f"× {factor:<8g} {n:7d} {share:8.2%} {t['FAIL']:7d} {t['UNRESOLVED']:7d} "
+              f"{t['PASS']:7d}")  # fmt: skip
+    print(f"{'all':<10} {cases:7d} {caught / max(cases, 1):8.2%}   (false passes: "
+          f"{(cases - caught) / max(cases, 1):.2%})")  # fmt: skip
+    alarms = total - correct["PASS"]
+    print(f"correct gradients: {correct['PASS']} of {total} pass; false alarms {alarms} "
+          f"({alarms / max(total, 1):.1%}: {correct['FAIL']} FAIL, "
+          f"{correct['UNRESOLVED']} UNRESOLVED)")  # fmt: skip
+    for r in rows:
+        if r["correct"] != "PASS":
+            print(f"  false alarm: network {r['network']} {r['activation']}/{r['loss']}/"
+                  f"{r['method']}: {r['correct']}")  # fmt: skip
+    return caught / max(cases, 1), alarms / max(total, 1)
+
+
+# The directional experiment's data: fixed, so that its f compiles once per k.
+_X = np.random.default_rng(1).normal(size=(4, 1)).astype(np.float32)
+_Y = np.random.default_rng(2).normal(size=(4, 1)).astype(np.float32)
+_NET = fnn.MLP((1, 2, 1), ("tanh", "identity"))  # 7 parameters
+
+
+def _loss(params):
+    """L(θ) on the fixed data, in the parameters' dtype (float64 under the float64 oracle)."""
+    dtype = jax.tree.leaves(params)[0].dtype
+    return gradcheck.network_loss(_NET, params, jnp.asarray(_X, dtype), jnp.asarray(_Y, dtype))
+
+
+def directional_experiment(trials: int):
+    """One 10 % error in one of the 7 entries of a 1 → 2 → 1 tanh network, float32; the
+    share missed over all trials, and over those whose wrong entry is ≥ 0.1 × the largest
+    (a 10 % error in a tiny entry is below any tolerance, whatever k)."""
+    missed = {k: [] for k in DIRECTIONS}
+    detectable = {k: [] for k in DIRECTIONS}
+    sizes = []
+    for t in range(trials):
+        rng = np.random.default_rng(10_000 + t)
+        params = [
+            {k: jnp.asarray(rng.normal(0.0, 1.0, s), jnp.float32) for k, s in layer.items()}
+            for layer in _NET.layer_shapes()
+        ]
+        _, grads = value_and_grad(_NET, params, jnp.asarray(_X), jnp.asarray(_Y))
+        flat, unravel = ravel_pytree(grads["params"])
+        j = int(rng.integers(flat.size))
+        sizes.append(float(abs(flat[j]) / jnp.max(jnp.abs(flat))))
+        wrong = unravel(flat.at[j].multiply(1.1))
+        for k in DIRECTIONS:
+            report = gradcheck.check_directional(_loss, params, wrong, jax.random.key(t), k)
+            missed[k].append(bool(report.passed))
+            detectable[k].append(getattr(report, "min_detectable", float("nan")))
+    large = np.asarray(sizes) >= 0.1
+    return {
+        k: {
+            "missed": float(np.mean(missed[k])),
+            "missed_large": float(np.mean(np.asarray(missed[k])[large])) if large.any() else None,
+            "large_trials": int(large.sum()),
+            "median_min_detectable": float(np.median(detectable[k])),
+        }
+        for k in DIRECTIONS
+    }
+
+
+def print_directional(result, trials):
+    large = next(iter(result.values()))["large_trials"]
+    print(f"\nDirectional check: one of 7 entries 10 % wrong, {trials} float32 networks")
+    print(f"{'k':>3} {'missed':>8} {f'missed, entry ≥ 0.1 max ({large})':>30} "
+          f"{'smallest detectable relative error (median)':>44}")  # fmt: skip
+    for k, r in result.items():
+        large_share = "" if r["missed_large"] is None else f"{r['missed_large']:.1%}"
+        print(f"{k:3d} {r['missed']:8.1%} {large_share:>30} {r['median_min_detectable']:44.1e}")
+
+
+def plot(tallies, correct, directional, path):
+    fig, axes = plt.subplots(1, 2 if directional else 1, figsize=(10 if directional else 5, 4))
+    axes = np.atleast_1d(axes)
+    names = [f"×{f:g}" for f in FACTORS]
+    caught = [1 - t["PASS"] / max(sum(t.values()), 1) for t in tallies.values()]
+    axes[0].bar(names, caught, color="tab:blue")
+    axes[0].axhline(0.99, color="gray", ls="--", lw=0.8, label="goal 99 %")
+    total = sum(correct.values())
+    axes[0].set(ylim=(0, 1.05), ylabel="share caught",
+                title=f"one wrong entry; correct pass {correct['PASS']}/{total}")  # fmt: skip
+    axes[0].legend()
+    if directional:
+        ks = list(directional)
+        axes[1].semilogx(ks, [directional[k]["missed"] for k in ks], "o-", base=2,
+                         label="any entry")  # fmt: skip
+        large = [directional[k]["missed_large"] for k in ks]
+        if None not in large:
+            axes[1].semilogx(ks, large, "s--", base=2, label="entry ≥ 0.1 × the largest")
+        axes[1].legend()
+        axes[1].set(xlabel="k directions", ylabel="share missed",
+                    title="directional check, 10 % error in 1 of 7")  # fmt: skip
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--networks", type=int, default=28, help="random networks (default 28)")
+    parser.add_argument("--directional", action="store_true", help="the k sweep as well")
+    parser.add_argument("--trials", type=int, default=200, help="directional trials")
+    parser.add_argument("--quick", action="store_true", help="2 networks, 2 directional trials")
+    parser.add_argument("--out", type=Path, default=Path("results"), help="output folder")
+    args = parser.parse_args(argv)
+    if args.networks < 0 or args.trials < 1:
+        parser.error(f"--networks must be ≥ 0 (0: the directional part only) and --trials "
+                     f"positive; got {args.networks}, {args.trials}")  # fmt: skip
+    if args.quick:
+        args.networks, args.trials = 2, 2
+    args.out.mkdir(parents=True, exist_ok=True)
+    rows, tallies, correct = mutation_experiment(args.networks)
+    caught, alarms = print_mutations(rows, tallies, correct) if rows else (None, None)
+    directional = None
+    if args.directional or args.quick:
+        directional = directional_experiment(args.trials)
+        print_directional(directional, args.trials)
+    plot(tallies, correct, directional, args.out / "gradcheck_power.png")
+    config = {"networks": args.networks, "factors": FACTORS, "smallest": SMALLEST,
+              "batch": BATCH, "trials": args.trials}  # fmt: skip
+    result = {
+        "config": config,
+        "fnn": fnn.__file__,
+        "machine": {"platform": platform.platform(), "device": str(jax.devices()[0])},
+        "caught": caught,
+        "false_alarms": alarms,
+        "tallies": {str(f): t for f, t in tallies.items()},
+        "correct": correct,
+        "networks": rows,
+        "directional": {str(k): v for k, v in (directional or {}).items()},
+    }
+    (args.out / "gradcheck_power.json").write_text(json.dumps(result, indent=1))
+    print(f"\nWrote {args.out / 'gradcheck_power.json'} and {args.out / 'gradcheck_power.png'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
