@@ -11,7 +11,7 @@
 # ---
 
 # %% [markdown]
-# # 3b. Looking inside backprop: `fnn.trace`
+# # 3b. Looking inside backprop
 #
 # [Tutorial 3](03_backprop_by_hand.html) worked a small network through by hand. fnn keeps
 # every one of those numbers for you (S23): [`fnn.trace`][fnn.trace] runs one forward and
