@@ -65,7 +65,7 @@ def problem(i: int):
     """Network i: activation i mod 14, loss ⌊i / 14⌋ mod 5, method i mod 3, float32."""
     acts, losses = fnn.activations.names(), fnn.losses.names()
     act, loss = acts[i % len(acts)], losses[(i // len(acts)) % len(losses)]
-    methods = tuple(fnn.backprop.METHODS)
+    methods = tuple(fnn.derivatives.METHODS)
     method = methods[i % len(methods)]
     sizes = SIZES[(i // (len(acts) * len(losses))) % len(SIZES)]
     net = fnn.MLP(sizes, (act,) * (len(sizes) - 2) + (output_activation(loss),))

@@ -662,3 +662,13 @@ def test_derivative_from_output_equals_derivative(name):
     # Far in the tails z rounds to ±1 (or 1): f′ from z is 0, the reference is tiny.
     a = jnp.array([-40.0, 40.0], jnp.float32)
     np.testing.assert_allclose(act.derivative_from_output(act.fn(a)), act.derivative(a), atol=1e-7)
+
+
+@pytest.mark.parametrize("name", activations.names())
+def test_piecewise_linear_means_f_second_is_zero_everywhere(name):
+    """The flag the R-operator uses to skip the curvature term: set exactly where f″ ≡ 0."""
+    act = activations.get(name)
+    a = jnp.linspace(-3.0, 3.0, 61)
+    p = {k: jnp.asarray(v) for k, v in act.params.items()}
+    zero = bool(jnp.all(act.second_derivative(a[None, :], **p) == 0))
+    assert act.piecewise_linear == zero

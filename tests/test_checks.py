@@ -32,6 +32,19 @@ ENTRY_POINTS = {
         net, params, x, y, method="forward"
     ),
     "jvp": lambda net=NET, params=PARAMS, x=X, y=Y: forward_mode.jvp(net, params, x),
+    "trace": lambda net=NET, params=PARAMS, x=X, y=Y: fnn.trace(net, params, x, y),
+    "per_example_grads": lambda net=NET, params=PARAMS, x=X, y=Y: fnn.per_example_grads(
+        net, params, x, y
+    ),
+    "per_example_grad_norms": lambda net=NET, params=PARAMS, x=X, y=Y: fnn.per_example_grad_norms(
+        net, params, x, y
+    ),
+    "clipped_grad": lambda net=NET, params=PARAMS, x=X, y=Y: fnn.clipped_grad(
+        net, params, x, y, max_norm=1.0
+    ),
+    "gradient_statistics": lambda net=NET, params=PARAMS, x=X, y=Y: fnn.gradient_statistics(
+        net, params, x, y
+    ),
 }
 # Those that take a single example (x of shape (D,)).
 SINGLE = {

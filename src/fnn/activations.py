@@ -77,6 +77,9 @@ class Activation(NamedTuple):
     # the reverse engine reuses the cached z, as jax.grad does. `derivative` stays the
     # accurate reference (these forms lose relative accuracy in the tails, where z → ±1).
     derivative_from_output: Callable[..., jax.Array] | None = None
+    # f″ = 0 everywhere (ReLU, LeakyReLU, PReLU, hard_tanh, identity: piecewise linear, their
+    # kinks by convention): the R-operator skips the curvature term, which is zero.
+    piecewise_linear: bool = False
 
 
 def _check_one_example(a, name: str = "a") -> None:
@@ -116,6 +119,7 @@ def _elementwise(
         MappingProxyType(dict(param_derivatives)),
         MappingProxyType(dict(param_second_derivatives)),
         from_output,
+        second_derivative is _zeros,
     )
 
 

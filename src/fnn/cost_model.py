@@ -32,12 +32,16 @@ from fnn.network import MLP, summary
 __all__ = [
     "CHAIN_ORDERS",
     "GRADIENT_MODES",
+    "HESSIAN_MODES",
+    "HVP_METHODS",
     "JACOBIAN_MODES",
     "chain_dims",
     "chain_macs",
     "choose_mode",
     "crossover",
     "gradient_macs",
+    "hessian_macs",
+    "hvp_macs",
     "jacobian_macs",
     "pass_macs",
 ]
@@ -250,3 +254,101 @@ def crossover(
         else:
             lo = mid
     return math.exp((lo + hi) / 2)
+
+
+# ---------------------------------------------------------------------------------------
+# Second order (S27, S29): Hessian-vector products and dense Hessians.
+# ---------------------------------------------------------------------------------------
+
+HESSIAN_MODES = ("fwd_over_rev", "rev_over_fwd", "rev_over_rev", "fwd_over_fwd")
+HVP_METHODS = ("r_operator", *HESSIAN_MODES)
+
+
+def _over_reverse(sizes, acts) -> tuple[float, float]:
+    """Per example: the primal MACs of fnn's reverse engine that a product along v needs, and
+    the MACs of one direction v through it (= the R-operator's R-forward and R-backward).
+    Layer i > 1 (whose input moves with θ): ``a = W z`` and ``g_prev = δ W`` in the primal;
+    ``R{a} = W R{z} + V z`` (2), ``R{∂L/∂W} = R{δ}ᵀ z + δᵀ R{z}`` (2), ``R{g_prev} = R{δ} W +
+    δ V`` (2); layer 1 has one term of each of the first two and no ``g_prev``. Per unit:
+    ``J_f`` in the primal, ``J_f R{a}``, ``R{g} J_f`` and ``Σ gₖ ∇²fₖ R{a}`` along v."""
+    primal = tangent = 0.0
+    for i, (d, m, f) in enumerate(zip(sizes[:-1], sizes[1:], acts)):
+        later, c = int(i > 0), _per_unit(f)
+        primal += (1 + later) * m * d + c * m
+        tangent += (2 + 4 * later) * m * d + 3 * c * m
+    return primal, tangent
+
+
+def _over_forward(sizes, acts, num_params: int) -> tuple[float, float]:
+    """Per example: fnn's forward-mode gradient (the forward pass, then per parameter
+    tangent ``ȧ = W ż + Ẇ z + ḃ``, ``ż = J_f ȧ`` and ``J_L ẏ``), and one direction v through
+    it: the product rule doubles every term whose factors both move with θ (``Ẇ`` is a
+    constant basis tensor; ``z⁽⁰⁾ = x`` is fixed), ``J_f ȧ`` gains ``f″``."""
+    primal = float(_primal(sizes))
+    tangent = 0.0
+    for i, (d, m, f) in enumerate(zip(sizes[:-1], sizes[1:], acts)):
+        later, c = int(i > 0), _per_unit(f)
+        primal += num_params * ((1 + later) * m * d + c * m)
+        tangent += (1 + later) * m * d + c * m  # the primal's own tangent: R{a}, J_f R{a}
+        tangent += num_params * (3 * later * m * d + 3 * c * m)
+    primal += num_params * sizes[-1]
+    tangent += 2 * num_params * sizes[-1]
+    return primal, tangent
+
+
+def _second_order(net: MLP, composition: str) -> tuple[float, float]:
+    if composition in ("r_operator", "fwd_over_rev", "rev_over_rev"):
+        return _over_reverse(net.sizes, net.activations)
+    return _over_forward(net.sizes, net.activations, summary(net).num_params)
+
+
+def hvp_macs(net: MLP, method: str = "r_operator", batch: int = 1) -> int:
+    r"""MACs of one Hessian-vector product ``∇²θ L · v`` of a batch (S27, S29).
+
+    The product along v of a gradient engine costs its primal pass plus one tangent pass
+    through it, where every multiply-add whose two factors both move with θ becomes two
+    (product rule). A reverse outer derivative (``rev_over_*``) runs the same linear map
+    transposed: the same MACs (it differs in memory, which the count does not see).
+
+    * ``"r_operator"``, ``"fwd_over_rev"``, ``"rev_over_rev"`` — over backprop: per example
+      ``3 M₁D₁ + Σ_{i>1} 8 MᵢDᵢ`` plus the units (:func:`_over_reverse`), between 1 and 8/3
+      times the gradient's ``3 Σ MᵢDᵢ`` (:func:`gradient_macs`, the input's gradient
+      included), depending on how much of the work the first layer holds;
+    * ``"fwd_over_fwd"``, ``"rev_over_fwd"`` — over forward mode, one tangent per parameter:
+      P times more.
+
+    Raises:
+      ValueError: ``net`` is not an :class:`~fnn.MLP`, an unknown ``method``, or a ``batch``
+        that is not a positive integer.
+
+    >>> net = MLP((784, 512, 512, 10), ("tanh", "tanh", "identity"))
+    >>> hvp_macs(net, "r_operator") / gradient_macs(net, "reverse")
+    1.667...
+    """
+    _check_net(net)
+    _check_choice(method, HVP_METHODS, "method")
+    batch = check_positive_int(batch, "batch")
+    primal, tangent = _second_order(net, method)
+    return batch * int(primal + tangent)
+
+
+def hessian_macs(net: MLP, mode: str = "fwd_over_rev", batch: int = 1) -> int:
+    r"""MACs of the dense ``(P, P)`` Hessian of a batch by one of the four compositions (S29):
+    the inner gradient's primal pass once, then one tangent (forward outer) or cotangent
+    (reverse outer) pass per parameter, :func:`hvp_macs` without its primal, P times.
+
+    Over backprop that is about ``P`` HVPs; over forward mode ``P²`` passes of one tangent
+    per parameter, a factor ~P more.
+
+    Raises:
+      ValueError: as :func:`hvp_macs`.
+
+    >>> net = MLP((4, 8, 3), ("tanh", "identity"))
+    >>> hessian_macs(net, "fwd_over_fwd") // hessian_macs(net, "fwd_over_rev")  # P = 67
+    30
+    """
+    _check_net(net)
+    _check_choice(mode, HESSIAN_MODES, "mode")
+    batch = check_positive_int(batch, "batch")
+    primal, tangent = _second_order(net, mode)
+    return batch * int(primal + summary(net).num_params * tangent)

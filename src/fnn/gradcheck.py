@@ -62,10 +62,12 @@ __all__ = [
     "THRESHOLDS",
     "DirectionalCheck",
     "GradCheck",
+    "HVPCheck",
     "LeafError",
     "NetworkDifference",
     "check_directional",
     "check_gradient",
+    "check_hvp",
     "check_network",
     "compare",
     "kink_crossings",
@@ -761,3 +763,140 @@ def check_network(
         atol=atol,
         num_evaluations=fd.num_evaluations,
     )
+
+
+# ---------------------------------------------------------------------------------------
+# Hessian-vector products (S27, S29; Bishop 5.4.4): against central differences of ∇L.
+# ---------------------------------------------------------------------------------------
+
+
+class HVPCheck(NamedTuple):
+    """The report of :func:`check_hvp` (S29): as :class:`GradCheck`, with the step ``h``
+    along ``v`` and how many pre-activations (or L1 residuals) ``θ ± h v`` moves across a
+    kink (then the quotient is no derivative and the check fails)."""
+
+    passed: bool
+    max_error: float
+    median_error: float
+    threshold: float
+    worst_path: str
+    worst_index: tuple[int, ...]
+    worst_hand: float
+    worst_numerical: float
+    leaves: tuple[LeafError, ...]
+    kinks_crossed: int
+    step: float
+    dtype: str
+
+    def __str__(self) -> str:
+        lines = [
+            f"HVP check {'PASS' if self.passed else 'FAIL'} ({self.dtype}): worst relative "
+            f"error {self.max_error:.2e} (threshold {self.threshold:.0e}), median "
+            f"{self.median_error:.2e}, 2 gradient evaluations at θ ± h v, h = {self.step:.2e}",
+            f"  worst entry {self.worst_path}{list(self.worst_index)}: hand "
+            f"{self.worst_hand:.10g}, numerical {self.worst_numerical:.10g}",
+        ]
+        if self.kinks_crossed:
+            lines.append(
+                f"  θ ± h v crosses a kink at {self.kinks_crossed} pre-activations or residuals: "
+                "∇L jumps there, the quotient is no derivative (FAIL; a smaller eps or another v)"
+            )
+        for leaf in self.leaves:
+            lines.append(
+                f"  {leaf.path:<22} max {leaf.max_error:.2e}  median {leaf.median_error:.2e}"
+            )
+        return "\n".join(lines)
+
+
+@functools.partial(jax.jit, static_argnames=("net", "loss"))
+def _gradient_quotient(net, loss, params, x, y, v, eps):
+    """``(∇L(θ + h v) − ∇L(θ − h v)) / 2h`` by fnn's backprop, ``h = ε max(1, |θ|∞) / |v|∞``;
+    the kink codes at θ and θ ± h v; ``|∇L(θ)|∞``, ``h``."""
+    from fnn import backprop  # here, to keep this addition to the module self-contained
+
+    loss_fn = losses.get(loss)
+    theta, unravel = ravel_pytree(params)
+    direction = ravel_pytree(v)[0].astype(theta.dtype)
+    h = eps * jnp.maximum(1, jnp.max(jnp.abs(theta))) / jnp.max(jnp.abs(direction))
+
+    def gradient_and_sides(t):
+        p = unravel(t)
+        grads = backprop.reverse(net, p, x, y, loss_fn)[1]["params"]
+        y_hat, cache = forward(net, p, x)
+        return ravel_pytree(grads)[0], _kink_sides(net, loss, y_hat, cache, y)
+
+    g_plus, s_plus = gradient_and_sides(theta + h * direction)
+    g_minus, s_minus = gradient_and_sides(theta - h * direction)
+    g, sides = gradient_and_sides(theta)
+    crossed = jnp.sum((s_plus != sides) | (s_minus != sides))
+    quotient = (g_plus - g_minus) / (2 * h)
+    return unravel(quotient), crossed, jnp.max(jnp.abs(g)), h
+
+
+def check_hvp(
+    net: MLP,
+    params,
+    x,
+    y,
+    v,
+    Hv,
+    loss: str = "l2",
+    *,
+    eps: float | None = None,
+    threshold: float | None = None,
+) -> HVPCheck:
+    r"""Check a Hessian-vector product ``Hv`` against central differences of the gradient
+    (S27, S29; Bishop 5.4.4), entry by entry as :func:`check_gradient`:
+
+    .. math::  ∇²L\, v ≈ \frac{∇L(θ + h v) − ∇L(θ − h v)}{2h}, \qquad
+               h = ε \max(1, \max_i |θ_i|) / \max_i |v_i|
+
+    ``∇L`` is fnn's backpropagation of the batch loss (proven against ``jax.grad``); two
+    gradient evaluations, O(h²) truncation error. Where ``θ ± h v`` moves a pre-activation
+    across a kink (:data:`KINKS`) or an L1 residual across 0, ``∇L`` jumps and the quotient
+    is no derivative: the report counts them and fails.
+
+    Args:
+      net, params, x, y, loss: the network and its batch loss, as in ``fnn.value_and_grad``.
+      v: the direction, like ``params``.
+      Hv: the product to check (``fnn.hvp``'s), like ``params``.
+      eps: the base step (default ``ε_mach^{1/3}`` of the dtype).
+      threshold: the worst relative error that passes (default :data:`THRESHOLDS`).
+
+    Returns:
+      An :class:`HVPCheck`; ``print`` it for the report.
+
+    Raises:
+      TypeError: ``net`` is not an ``fnn.MLP``, or an array is not real floating point.
+      ValueError: ``params``/``v``/``Hv`` not matching ``net``, bad ``x``/``y``/``eps``, an
+        unknown loss, a loss that does not suit the output activation, or ``v = 0``.
+
+    >>> import fnn
+    >>> net = MLP((1, 1), ("identity",))  # L = (w x + b − y)²: ∇²L v = [2x², 2x; 2x, 2] v
+    >>> params = [{"W": jnp.ones((1, 1)), "b": jnp.zeros(1)}]
+    >>> v = [{"W": jnp.ones((1, 1)), "b": jnp.zeros(1)}]
+    >>> x, y = jnp.array([3.0]), jnp.zeros(1)
+    >>> check_hvp(net, params, x, y, v, fnn.hvp(net, params, x, y, v)).passed
+    True
+    """
+    from fnn import _checks, derivatives  # as in _gradient_quotient
+
+    loss_fn, x, y = derivatives._check_loss_problem(net, params, x, y, loss)
+    _checks.check_params(net, v, "v")
+    check_same_structure(Hv, params, "Hv")
+    dtype = check_tree(params, "params")
+    eps = check_eps(eps, dtype)
+    if not np.any([np.any(np.asarray(t) != 0) for t in jax.tree.leaves(v)]):
+        raise ValueError("v must be a nonzero direction; got all zeros.")
+    numerical, crossed, g_max, h = _gradient_quotient(net, loss_fn.name, params, x, y, v, eps)
+    v_max = max(float(np.max(np.abs(t))) for t in jax.tree.leaves(v))
+    theta_max = max(float(np.max(np.abs(t))) for t in jax.tree.leaves(params))
+    # round-off of the quotient: ε_mach |∇L| / h ≈ ε_mach^{2/3} |∇L| |v|∞ / max(1, |θ|∞)
+    report = compare(
+        Hv, numerical, value=float(g_max) * v_max / max(1.0, theta_max), threshold=threshold
+    )
+    return HVPCheck(
+        report.passed and int(crossed) == 0, report.max_error, report.median_error,
+        report.threshold, report.worst_path, report.worst_index, report.worst_hand,
+        report.worst_numerical, report.leaves, int(crossed), float(h), report.dtype,
+    )  # fmt: skip

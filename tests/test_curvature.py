@@ -1,0 +1,470 @@
+"""fnn.curvature (S27–S29) against JAX's transforms, central differences and closed forms.
+
+Witnesses: ``jax.jvp(jax.grad(L))`` and ``jax.hessian`` of the batch loss built from
+``fnn.apply`` and ``fnn.losses``; the Gauss–Newton matrix from ``jax.jvp``/``jax.vjp`` of the
+network and ``jax.hessian`` of the loss; central differences of the gradient
+(``fnn.gradcheck.check_hvp``); the closed forms of a linear layer under L2. Tolerances:
+float64 rtol 1e-10 (atol 1e-12); central differences as ``check_hvp`` (1e-6). One jit per
+case: the XLA compile is what costs time here.
+"""
+
+import math
+from pathlib import Path
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hypothesis import Phase, given, settings
+from hypothesis import strategies as st
+from jax.flatten_util import ravel_pytree
+
+import fnn
+from conftest import load_script
+from fnn import cost_model, curvature, losses
+from test_backprop import problem
+
+F64 = {"rtol": 1e-10, "atol": 1e-12}
+# The tests are about the numbers, not their speed: XLA compiles each case's one program
+# without LLVM's expensive passes, about half the compile time (which is what costs here).
+FAST_COMPILE = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
+
+
+def run_once(f, *args):
+    """``f(*args)`` as one compiled program."""
+    return jax.jit(f).lower(*args).compile(compiler_options=FAST_COMPILE)(*args)
+
+
+def direction(net, seed, dtype=np.float64):
+    """A random direction like the parameters of ``net``."""
+    rng = np.random.default_rng(seed)
+    return [
+        {k: jnp.asarray(rng.normal(size=s), dtype) for k, s in shapes.items()}
+        for shapes in net.layer_shapes()
+    ]
+
+
+def batch_loss(net, loss_name, x, y):
+    """The witness: the mean of ``loss.fn(fnn.apply(...))`` as a function of the parameters."""
+    fn = losses.get(loss_name).fn
+
+    def L(params):
+        y_hat = fnn.apply(net, params, x)
+        return fn(y_hat, y) if x.ndim == 1 else jnp.mean(jax.vmap(fn)(y_hat, y))
+
+    return L
+
+
+def jax_hvp(net, loss_name, params, x, y, v):
+    return jax.jvp(jax.grad(batch_loss(net, loss_name, x, y)), (params,), (v,))[1]
+
+
+def jax_ggn_vp(net, loss_name, params, x, y, v):
+    """``(1/B) Σ_b J_bᵀ H_L J_b v`` by jax.jvp and jax.vjp of the network, jax.hessian of L."""
+    X, Y = (x, y) if x.ndim == 2 else (x[None], y[None])
+
+    def f(p):
+        return fnn.apply(net, p, X)
+
+    y_hat, Jv = jax.jvp(f, (params,), (v,))
+    H_L = jax.vmap(jax.hessian(losses.get(loss_name).fn))(y_hat, Y)
+    return jax.vjp(f, params)[1](jnp.einsum("bij,bj->bi", H_L, Jv) / X.shape[0])[0]
+
+
+def dot(a, b):
+    return jnp.vdot(ravel_pytree(a)[0], ravel_pytree(b)[0])
+
+
+# ---------------------------------------------------------------------------------------
+# S27: the R-operator and the Gauss–Newton product on random architectures.
+# ---------------------------------------------------------------------------------------
+
+
+@st.composite
+def architectures(draw):
+    """Depth 1–3, widths 1–6, any activations and loss, one example (batch 0) or up to 5."""
+    depth = draw(st.integers(1, 3))
+    sizes = tuple(draw(st.lists(st.integers(1, 6), min_size=depth + 1, max_size=depth + 1)))
+    names = st.sampled_from(fnn.activations.names())
+    acts = tuple(draw(st.lists(names, min_size=depth, max_size=depth)))
+    loss_name = draw(st.sampled_from(losses.names()))
+    return draw(st.integers(0, 2**31 - 1)), sizes, acts, loss_name, draw(st.integers(0, 5))
+
+
+# Each drawn architecture is a new XLA compile: few examples, no deadline, no shrinking.
+@settings(max_examples=5, deadline=None, phases=[Phase.explicit, Phase.reuse, Phase.generate])
+@given(architectures())
+def test_hvp_and_ggn_vp_equal_jax_linear_and_symmetric(arch):
+    """hvp = jax.jvp(jax.grad(L)), ggn_vp = Jᵀ H_L J v from jax transforms; both linear in v
+    (H(2u − 3v) = 2Hu − 3Hv) and symmetric (uᵀHv = vᵀHu): every activation and loss drawn,
+    single examples and batches."""
+    seed, sizes, acts, loss_name, batch = arch
+    net, params, x, y = problem(seed, sizes, acts, loss_name, batch)
+    u, v = direction(net, seed + 1), direction(net, seed + 2)
+
+    @jax.jit
+    def hand(params, x, y, u, v):
+        w = jax.tree.map(lambda a, b: 2 * a - 3 * b, u, v)
+        directions = jax.tree.map(lambda *t: jnp.stack(t), u, v, w)
+        out = {}
+        for name, product in (("hvp", fnn.hvp), ("ggn", fnn.ggn_vp)):
+            stacked = jax.vmap(lambda d, f=product: f(net, params, x, y, d, loss_name))(directions)
+            out[name] = [jax.tree.map(lambda t, i=i: t[i], stacked) for i in range(3)]
+        return out
+
+    def witnesses(params, x, y, u):
+        return jax_hvp(net, loss_name, params, x, y, u), jax_ggn_vp(net, loss_name, params, x, y, u)
+
+    # two programs: XLA compiles them faster than the one program holding both
+    out = run_once(hand, params, x, y, u, v)
+    hvp_jax, ggn_jax = run_once(witnesses, params, x, y, u)
+    chex.assert_trees_all_close(out["hvp"][0], hvp_jax, **F64)
+    chex.assert_trees_all_close(out["ggn"][0], ggn_jax, **F64)
+    for Hu, Hv, Hw in out.values():
+        chex.assert_trees_all_equal_shapes_and_dtypes(Hu, params)
+        chex.assert_trees_all_close(Hw, jax.tree.map(lambda a, b: 2 * a - 3 * b, Hu, Hv), **F64)
+        scale = max(1.0, float(jnp.abs(dot(u, Hv))))
+        assert abs(float(dot(u, Hv) - dot(v, Hu))) <= 1e-10 * scale
+
+
+# ---------------------------------------------------------------------------------------
+# S28, S29: dense Hessians, diagonals and blocks against jax.hessian.
+# ---------------------------------------------------------------------------------------
+
+
+def test_hessians_diagonals_and_blocks_equal_jax():
+    """fnn.hessian = jax.hessian (ravel_pytree order) in the four modes; the R-operator over
+    the identity's columns = H; hessian_diagonal / hessian_blocks = H's diagonal / diagonal
+    blocks; ggn_diagonal / ggn_blocks the same of the GGN from jax.jacfwd of the network and
+    jax.hessian of the loss, which is positive semi-definite. PReLU (α's rows and columns),
+    a softmax hidden layer, a loss on logits."""
+    sizes, acts, loss_name = (3, 4, 3, 2), ("prelu", "softmax", "identity"), "softmax_cross_entropy"
+    net, params, x, y = problem(11, sizes, acts, loss_name, 3)
+    theta, unravel = ravel_pytree(params)
+
+    def witnesses(params, x, y):
+        H = jax.hessian(lambda t: batch_loss(net, loss_name, x, y)(unravel(t)))(theta)
+        J = jax.jacfwd(lambda t: fnn.apply(net, unravel(t), x))(theta)  # (B, M, P)
+        H_L = jax.vmap(jax.hessian(losses.get(loss_name).fn))(fnn.apply(net, params, x), y)
+        return H, jnp.einsum("bmp,bmn,bnq->pq", J, H_L, J) / x.shape[0]
+
+    def by_backprop(params, x, y):
+        columns = jax.vmap(
+            lambda e: ravel_pytree(fnn.hvp(net, params, x, y, unravel(e), loss_name))[0]
+        )(jnp.eye(theta.size))
+        diagonals = [
+            ravel_pytree(d(net, params, x, y, loss_name))[0]
+            for d in (fnn.hessian_diagonal, fnn.ggn_diagonal)
+        ]
+        blocks = [
+            b(net, params, x, y, loss_name)
+            for b in (curvature.hessian_blocks, curvature.ggn_blocks)
+        ]
+        return columns, diagonals, blocks
+
+    # several small programs: XLA compiles them faster than one holding them all
+    H, GGN = run_once(witnesses, params, x, y)
+    columns, diagonals, blocks = run_once(by_backprop, params, x, y)
+    dense = {
+        m: run_once(lambda p, m=m: fnn.hessian(net, p, x, y, loss_name, m), params)
+        for m in curvature.HESSIAN_MODES
+    }
+    for mode, H_mode in dense.items():
+        chex.assert_trees_all_close(H_mode, H, **F64, custom_message=mode)
+    chex.assert_trees_all_close(columns.T, H, **F64)
+    chex.assert_trees_all_close(diagonals, [jnp.diag(H), jnp.diag(GGN)], **F64)
+    start = 0
+    for hb, gb, layer_params in zip(*blocks, params):
+        stop = start + ravel_pytree(layer_params)[0].size
+        chex.assert_trees_all_close(
+            (hb, gb), (H[start:stop, start:stop], GGN[start:stop, start:stop]), **F64
+        )
+        start = stop
+    assert start == theta.size
+    assert np.linalg.eigvalsh(np.asarray(GGN)).min() >= -1e-10 * np.abs(GGN).max()
+
+
+# ---------------------------------------------------------------------------------------
+# Central differences of the gradient (Bishop 5.4.4): fnn.gradcheck.check_hvp.
+# ---------------------------------------------------------------------------------------
+
+CD_CASES = {  # the three paths of the rules: f″ elementwise, PReLU's α, softmax's curvature
+    "tanh-prelu-softmax/l2": (("tanh", "prelu", "softmax"), "cos", "l2"),
+    "gelu-elu/binary_cross_entropy": (("gelu", "elu"), "sigmoid", "binary_cross_entropy"),
+}
+
+
+@pytest.mark.parametrize("case", CD_CASES)
+def test_hvp_equals_central_differences_of_the_gradient(case):
+    """check_hvp passes fnn.hvp (each activation's f″ and each loss's H_L are proven against
+    central differences in test_activations and test_losses); the Gauss–Newton product,
+    without the f″ terms, fails it."""
+    hidden, out, loss_name = CD_CASES[case]
+    net, params, x, y = problem(3, (3,) + (4,) * len(hidden) + (3,), (*hidden, out), loss_name, 4)
+    v = direction(net, 9)
+    Hv, Gv = run_once(
+        lambda p, v: (fnn.hvp(net, p, x, y, v, loss_name), fnn.ggn_vp(net, p, x, y, v, loss_name)),
+        params,
+        v,
+    )
+    report = fnn.gradcheck.check_hvp(net, params, x, y, v, Hv, loss_name)
+    assert report.passed and report.max_error < 1e-6 and report.kinks_crossed == 0, str(report)
+    assert str(report).startswith("HVP check PASS (float64)")
+    assert not fnn.gradcheck.check_hvp(net, params, x, y, v, Gv, loss_name).passed
+
+
+def test_check_hvp_fails_a_wrong_product_and_at_a_kink():
+    net, params, x, y = problem(4, (3, 6, 2), ("relu", "identity"), "l2", 5)
+    v = direction(net, 1)
+    Hv = fnn.hvp(net, params, x, y, v)
+    assert fnn.gradcheck.check_hvp(net, params, x, y, v, Hv).passed
+    wrong = jax.tree.map(lambda t: t * (1 + 1e-4), Hv)
+    report = fnn.gradcheck.check_hvp(net, params, x, y, v, wrong)
+    assert not report.passed and report.max_error > 1e-5
+    assert "HVP check FAIL" in str(report)
+    # a step that moves ReLU pre-activations across 0: reported, and never a pass
+    crossing = fnn.gradcheck.check_hvp(net, params, x, y, v, Hv, eps=0.5)
+    assert crossing.kinks_crossed > 0 and not crossing.passed
+    assert "crosses a kink" in str(crossing)
+
+
+# ---------------------------------------------------------------------------------------
+# Closed forms: a linear layer under L2, and K-FAC.
+# ---------------------------------------------------------------------------------------
+
+
+def test_closed_forms_of_a_linear_layer_under_l2():
+    """L = (1/B) Σ ‖W x_b + b − y_b‖²: ∇²L v = (2/B) Σ_b (V x_b + v_b) [x_b; 1]ᵀ by every
+    method of fnn.hvp and by ggn_vp (GGN = H for a linear network); the diagonal
+    (2/B) Σ_b x_bk² for W_jk and 2 for b_j; K-FAC exact for any batch: A = mean
+    [1; x][1; x]ᵀ, G = 2I."""
+    net, params, x, y = problem(2, (4, 3), ("identity",), "l2", 5)
+    v = direction(net, 3)
+    got = run_once(
+        lambda p, v: (
+            [f(net, p, x, y, v)[0] for f in (fnn.hvp, fnn.ggn_vp)]
+            + [
+                f(net, p, x, y)[0]
+                for f in (fnn.hessian_diagonal, fnn.ggn_diagonal, fnn.kfac_factors)
+            ]
+        ),
+        params,
+        v,
+    )
+    X, V = np.asarray(x), np.asarray(v[0]["W"])
+    R = X @ V.T + np.asarray(v[0]["b"])  # (B, M): V x_b + v_b
+    expected_hv = {"W": 2 * R.T @ X / 5, "b": 2 * R.mean(0)}
+    expected_diag = {"W": np.tile(2 * (X**2).mean(0), (3, 1)), "b": np.full(3, 2.0)}
+    X_bar = np.concatenate([np.ones((5, 1)), X], axis=1)
+    expected_kfac = {"A": X_bar.T @ X_bar / 5, "G": 2 * np.eye(3)}
+    chex.assert_trees_all_close(
+        got, [expected_hv, expected_hv, expected_diag, expected_diag, expected_kfac], **F64
+    )
+
+
+def augmented_order(M, D):
+    """Indices into a layer's ravel order (W row-major, then b) listing vec(Ŵ), Ŵ = [b, W]
+    row-major: unit j's bias, then its D weights."""
+    return np.array(
+        [M * D + j if k == 0 else j * D + k - 1 for j in range(M) for k in range(D + 1)]
+    )
+
+
+def kfac_and_ggn_blocks(net, x, y):
+    def run(params, x):
+        return fnn.kfac_factors(net, params, x, y), curvature.ggn_blocks(net, params, x, y)
+
+    return jax.jit(run)
+
+
+@pytest.mark.parametrize("outputs, batch", [(1, 0), (2, 4)])
+def test_kfac_kronecker_product_is_the_ggn_block_where_it_must_be(outputs, batch):
+    """kron(G, A) = the Gauss–Newton block of vec(Ŵ) for one example with one output, and
+    for a batch whose inputs are equal (targets differ, two outputs): there
+    E[H_a ⊗ z̄ z̄ᵀ] = E[H_a] ⊗ E[z̄ z̄ᵀ]. On different inputs only an approximation."""
+    net, params, x, y = problem(6, (3, 4, outputs), ("tanh", "sigmoid"), "l2", batch)
+    run = kfac_and_ggn_blocks(net, x, y)
+    same_x = jnp.broadcast_to(x[0], x.shape) if batch else x
+    K, blocks = run(params, same_x)
+    for (D, M), factors, block in zip(zip(net.sizes[:-1], net.sizes[1:]), K, blocks):
+        chex.assert_shape((factors["A"], factors["G"]), [(D + 1, D + 1), (M, M)])
+        order = augmented_order(M, D)
+        chex.assert_trees_all_close(
+            jnp.kron(factors["G"], factors["A"]), block[np.ix_(order, order)], **F64
+        )
+    if batch:
+        K, blocks = run(params, x)  # the same program, different inputs
+        order = augmented_order(4, 3)
+        assert not np.allclose(jnp.kron(K[0]["G"], K[0]["A"]), blocks[0][np.ix_(order, order)])
+
+
+# ---------------------------------------------------------------------------------------
+# Memory limits, chunks, jit, dtypes, NaN, errors.
+# ---------------------------------------------------------------------------------------
+
+
+def test_chunks_of_the_batch_equal_the_whole_batch():
+    """A max_bytes that admits 2 of 5 examples runs 3 chunks (the last one padded with
+    weight 0): the same diagonal, = jax.hessian's (softmax output, cross-entropy)."""
+    net, params, x, y = problem(8, (3, 4, 3), ("softplus", "softmax"), "cross_entropy", 5)
+    limit = 2 * curvature.hessian_backprop_bytes(net, 1, "float64")
+    theta, unravel = ravel_pytree(params)
+
+    def run(p):
+        H = jax.hessian(lambda t: batch_loss(net, "cross_entropy", x, y)(unravel(t)))(theta)
+        diagonals = [
+            ravel_pytree(fnn.hessian_diagonal(net, p, x, y, "cross_entropy", max_bytes=m))[0]
+            for m in (limit, None)
+        ]
+        return diagonals, jnp.diag(H)
+
+    (chunked, whole), expected = run_once(run, params)
+    chex.assert_trees_all_close((chunked, whole), (expected, expected), **F64)
+
+
+def test_jit_float32_and_nan_for_a_label_out_of_range_under_jit():
+    """float32 in, float32 out; a label out of range is refused eagerly and, under jit where
+    its value is unknown, gives NaN (never a finite wrong number)."""
+    loss_name = "softmax_cross_entropy"
+    net, params, x, y = problem(1, (4, 5, 3), ("tanh", "identity"), loss_name, 3)
+    v = direction(net, 2)
+    to32 = lambda t: jax.tree.map(lambda a: a.astype(np.float32), t)  # noqa: E731
+    hvp = jax.jit(lambda p, x, y, v: fnn.hvp(net, p, x, y, v, loss_name))
+    Hv32 = hvp(to32(params), to32(x), y, to32(v))
+    chex.assert_trees_all_equal_dtypes(Hv32, to32(params))
+    chex.assert_trees_all_close(
+        Hv32, fnn.hvp(net, params, x, y, v, loss_name), rtol=1e-4, atol=1e-5
+    )
+    bad = jnp.array([0, 1, 7])
+    with pytest.raises(ValueError, match="labels in"):
+        fnn.hvp(net, params, x, bad, v, loss_name)
+    for leaf in jax.tree.leaves(hvp(to32(params), to32(x), bad, to32(v))):  # the same program
+        assert np.all(np.isnan(leaf))
+
+
+def test_errors_name_the_argument():
+    net, params, x, y = problem(0, (3, 4, 2), ("tanh", "identity"), "l2", 2)
+    v = direction(net, 0)
+    cases = [
+        (lambda: fnn.hvp(params, params, x, y, v), TypeError, "net must be an fnn.MLP"),
+        (lambda: fnn.hvp(net, params, x, y, v[:1]), ValueError, "v must hold 2 layers"),
+        (lambda: fnn.hvp(net, params, x, y, [v[0], {"W": v[1]["W"]}]), ValueError, r"v\[1\]"),
+        (
+            lambda: fnn.hvp(net, params, x, y, [v[0], {**v[1], "W": jnp.ones((2, 4), int)}]),
+            TypeError,
+            r"v\[1\]\['W'\] must be a real floating-point",
+        ),
+        (lambda: fnn.hvp(net, params, x, y, v, method="r_op"), ValueError, "r_operator"),
+        (lambda: fnn.ggn_vp(net, params, x[:, :2], y, v), ValueError, "x must have shape"),
+        (lambda: fnn.hessian(net, params, x, y, mode="fwd_rev"), ValueError, "fwd_over_rev"),
+        (lambda: fnn.hessian(net, params, x, y, max_bytes=100), ValueError, "fnn.hvp"),
+        (lambda: fnn.hessian(net, params, x, y, max_bytes=0), ValueError, "max_bytes"),
+        (lambda: fnn.hessian_diagonal(net, params, x, y, max_bytes=64), ValueError, "fnn.hvp"),
+        (lambda: fnn.kfac_factors(net, params, x, y, max_bytes=-1), ValueError, "max_bytes"),
+        (
+            lambda: curvature.hessian_blocks(net, params, x, y, max_bytes=500),
+            ValueError,
+            "hessian_diagonal",
+        ),
+        (
+            lambda: fnn.ggn_diagonal(net, params, x, y, "softmax_cross_entropy"),
+            ValueError,
+            "labels",
+        ),
+        (lambda: fnn.gradcheck.check_hvp(net, params, x, y, v, v[:1]), ValueError, "Hv"),
+        (
+            lambda: fnn.gradcheck.check_hvp(net, params, x, y, jax.tree.map(jnp.zeros_like, v), v),
+            ValueError,
+            "nonzero",
+        ),
+    ]
+    for call, error, match in cases:
+        with pytest.raises(error, match=match):
+            call()
+    wide = fnn.MLP((3, 2048, 2), ("tanh", "identity"))  # P·B over forward mode's limit
+    wide_params = [{k: np.ones(s) for k, s in shapes.items()} for shapes in wide.layer_shapes()]
+    with pytest.raises(ValueError, match="method='reverse'"):
+        fnn.hvp(
+            wide,
+            wide_params,
+            jnp.ones((2048, 3)),
+            jnp.ones((2048, 2)),
+            wide_params,
+            method="rev_over_fwd",
+        )
+
+
+# ---------------------------------------------------------------------------------------
+# The cost model (S29).
+# ---------------------------------------------------------------------------------------
+
+
+def test_cost_model_counts():
+    """A linear layer D = 3 → M = 2: the R-operator pays a = W x (6) for the primal and
+    R{a} = V x, R{∂L/∂W} = R{δ}ᵀ x (12) along v; a dense Hessian P = 8 such directions.
+    Reverse and forward outer derivatives count alike; over forward mode costs ~P more."""
+    net = fnn.MLP((3, 2), ("identity",))
+    assert cost_model.hvp_macs(net, "r_operator") == 18
+    assert cost_model.hessian_macs(net, "fwd_over_rev") == 6 + 8 * 12
+    wide = fnn.MLP((10, 20, 20, 3), ("tanh", "softmax", "identity"))
+    for a, b in (("fwd_over_rev", "rev_over_rev"), ("fwd_over_fwd", "rev_over_fwd")):
+        assert cost_model.hessian_macs(wide, a, 7) == cost_model.hessian_macs(wide, b, 7)
+    assert cost_model.hvp_macs(wide, "r_operator", 7) == 7 * cost_model.hvp_macs(wide)
+    P = fnn.summary(wide).num_params
+    ratio = cost_model.hessian_macs(wide, "fwd_over_fwd") / cost_model.hessian_macs(wide)
+    assert P / 4 < ratio < 4 * P
+    with pytest.raises(ValueError, match="mode"):
+        cost_model.hessian_macs(wide, "fwd")
+
+
+def test_cost_model_against_xla_flop_count():
+    """The count of the hand HVP against XLA's own count of the compiled program (2 flops per
+    multiply-add; XLA also counts the elementwise work): within 3 % on 64-128-128-10."""
+    net = fnn.MLP((64, 128, 128, 10), ("tanh", "tanh", "identity"))
+    params, v = fnn.init(jax.random.key(0), net), fnn.init(jax.random.key(1), net)
+    x, y = jnp.ones((32, 64)), jnp.zeros((32, 10))
+    analysis = jax.jit(fnn.hvp).lower(net, params, x, y, v).cost_analysis()  # of the HLO
+    flops = (analysis[0] if isinstance(analysis, list) else analysis)["flops"]
+    assert flops / (2 * cost_model.hvp_macs(net, "r_operator", 32)) == pytest.approx(1, abs=0.03)
+
+
+# ---------------------------------------------------------------------------------------
+# The script.
+# ---------------------------------------------------------------------------------------
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "compare_hessian_modes.py"
+
+
+@pytest.mark.slow
+def test_compare_hessian_modes_quick(tmp_path, capsys):
+    import json
+
+    script = load_script(SCRIPT)
+    assert script.main(["--quick", "--out", str(tmp_path)]) == 0
+    printed = capsys.readouterr().out
+    assert "Verdict" in printed
+    result = json.loads((tmp_path / "compare_hessian_modes.json").read_text())
+    assert (tmp_path / "compare_hessian_modes.png").stat().st_size > 10_000
+    assert result["all_checks_passed"] is True
+    assert set(result["hvp"]["time_s"]) == {"r_operator", "jax.jvp(jax.grad)", "rev_over_rev"}
+    for row in result["dense"]:
+        assert set(row["time_s"]) == set(curvature.HESSIAN_MODES)
+        assert all(t > 0 and math.isfinite(t) for t in row["time_s"].values())
+        assert set(row["macs"]) == set(curvature.HESSIAN_MODES)
+    spectra = result["spectra"]
+    assert spectra["ggn_min"] >= -1e-8 * spectra["ggn_max"]  # the GGN is PSD
+    assert spectra["hessian_min"] < 0  # the Hessian is not
+
+
+@pytest.mark.slow
+def test_bench_curvature_runs_and_skips_backpack_cleanly():
+    """The benchmark's structure on a tiny network (its figures are machine-dependent and
+    never asserted): every contender timed, the ratios finite, BackPACK reported, not run."""
+    bench = load_script(Path(__file__).resolve().parents[1] / "benchmarks" / "bench_curvature.py")
+    r = bench.measure(sizes=(8, 16, 4), batch=4, reps=3, sample_s=1e-3, with_diagonals=True)
+    assert set(r["seconds"]) == set(bench.NAMES)
+    for key in ("hvp_ratio", "fnn_hvp_over_gradient", "jax_hvp_over_gradient"):
+        assert math.isfinite(r[key]) and r[key] > 0
+    assert set(r["diagonals"]) == {"hessian_diagonal", "ggn_diagonal"}
+    assert r["backpack"].startswith("skipped") == (bench.backpack_available() is not None)
