@@ -10,7 +10,8 @@ every ``.html`` page, checks:
   a ``#fragment``, to an element with that id there;
 * the math is typeset: MathJax finished, no TeX error box, every arithmatex span holds a
   typeset formula, and no raw ``$…$``, ``\\(``, ``\\[``, ``\\frac`` or ``.. math::`` (nor a
-  Sphinx role such as ``:func:``) is left in the visible text outside code.
+  Sphinx role such as ``:func:``, nor a ``* `` bullet) is left in the visible text outside
+  code.
 
 It saves screenshots of the landing page and of one tutorial (and of one API page) under
 ``results/docs/`` (more with ``--screenshot tutorials/07_curvature.html``), prints one row
@@ -53,6 +54,7 @@ LEFTOVERS = {
     "\\frac": re.compile(r"\\frac"),
     ".. math::": re.compile(r"\.\. math::"),
     "Sphinx role": re.compile(r":(func|class|mod|data|attr|meth|math):`"),
+    "list bullet": re.compile(r"\n[ \t]*\* "),  # a "* item" Markdown read as text
 }
 
 # Visible text outside code, formulas and scripts; the state of MathJax; broken images.

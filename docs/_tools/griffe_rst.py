@@ -15,7 +15,8 @@ names resolve):
 * ``text::`` + an indented block -> ``text:`` + a fenced ``text`` block;
 * a ``Raises:`` section of prose (``As :func:`hvp`; …``) -> one paragraph ``Raises: As …``;
 * a run of ``>>>``/``...`` lines and their output -> a fenced ``pycon`` block;
-* bullet-list continuation lines indented by 2 (reST) -> by 4 (Python-Markdown).
+* bullet-list continuation lines indented by 2 (reST) -> by 4 (Python-Markdown); a blank
+  line before the next bullet when an item holds a formula or a literal block.
 
 The sources stay as they are: ``help()`` and the doctests read the same text.
 """
@@ -174,6 +175,28 @@ def _list_indents(lines: list[str]) -> list[str]:
     return out
 
 
+def _separate_items(lines: list[str]) -> list[str]:
+    """A blank line before a bullet whose previous item holds several blocks (a formula or a
+    literal block, then more text): without it Python-Markdown reads the bullet as more text
+    of that item's last paragraph and prints a literal ``*``."""
+    out: list[str] = []
+    in_fence = False
+    several = False
+    for line in lines:
+        if line.strip().startswith("```"):
+            in_fence = not in_fence
+        if not in_fence and _indent(line) == 0 and _BULLET.match(line):
+            if several and out and out[-1].strip():
+                out.append("")
+            several = False
+        elif not line.strip() and out and _indent(out[-1]) > 0:
+            several = True
+        elif _indent(line) == 0 and line.strip() and not in_fence:
+            several = False
+        out.append(line)
+    return out
+
+
 def _unique_member(obj: griffe.Object, name: str) -> str | None:
     """A bare name that the object's module does not import (``run_layers`` written in
     ``fnn.network``): the one module of the package that defines it, if exactly one does."""
@@ -235,6 +258,7 @@ def convert(text: str, obj: griffe.Object) -> str:
     lines = _literal_blocks(lines)
     lines = _doctest_blocks(lines)
     lines = _list_indents(lines)
+    lines = _separate_items(lines)
     text = "\n".join(lines)
     text = _MATH_ROLE.sub(lambda m: f"${m[1]}$", text)
     return _ROLE.sub(lambda m: _crossref(obj, m[1], m[2], m[3]), text)
