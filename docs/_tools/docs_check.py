@@ -10,12 +10,14 @@ every ``.html`` page, checks:
   a ``#fragment``, to an element with that id there;
 * the math is typeset: MathJax finished, no TeX error box, every arithmatex span holds a
   typeset formula, and no raw ``$…$``, ``\\(``, ``\\[``, ``\\frac`` or ``.. math::`` (nor a
-  Sphinx role such as ``:func:``) is left in the visible text outside code.
+  Sphinx role such as ``:func:``, nor a ``* `` bullet) is left in the visible text outside
+  code.
 
 It saves screenshots of the landing page and of one tutorial (and of one API page) under
-``results/docs/``, prints one row per page and writes ``results/docs/docs_check.json``; the
-exit code is 1 if any page failed. Everything is bounded: page loads and scripts time out,
-and the whole run stops after ``--timeout`` seconds.
+``results/docs/`` (more with ``--screenshot tutorials/07_curvature.html``), prints one row
+per page and writes ``results/docs/docs_check.json``; the exit code is 1 if any page failed.
+Everything is bounded: page loads and scripts time out, and the whole run stops after
+``--timeout`` seconds.
 """
 
 from __future__ import annotations
@@ -52,6 +54,7 @@ LEFTOVERS = {
     "\\frac": re.compile(r"\\frac"),
     ".. math::": re.compile(r"\.\. math::"),
     "Sphinx role": re.compile(r":(func|class|mod|data|attr|meth|math):`"),
+    "list bullet": re.compile(r"\n[ \t]*\* "),  # a "* item" Markdown read as text
 }
 
 # Visible text outside code, formulas and scripts; the state of MathJax; broken images.
@@ -157,7 +160,7 @@ def broken_links(links: list[str], base: str) -> list[str]:
     return bad
 
 
-def check_page(driver, base: str, page: str, shots: Path) -> dict:
+def check_page(driver, base: str, page: str, shots: Path, screenshots: dict) -> dict:
     driver.get_log("browser")  # drop what earlier pages left
     driver.get(base + page)
     mathjax_done = driver.execute_async_script(WAIT_MATHJAX_JS)
@@ -178,11 +181,11 @@ def check_page(driver, base: str, page: str, shots: Path) -> dict:
         "untypeset math": info["untypeset"],
         "raw markup": leftovers,
     }
-    if page in SCREENSHOTS:  # the top of the page, up to 2400 px of it
+    if page in screenshots:  # the top of the page, up to 2400 px of it
         shots.mkdir(parents=True, exist_ok=True)
         size = driver.get_window_size()
         driver.set_window_size(size["width"], min(max(info["height"], size["height"]), 2400))
-        driver.save_screenshot(str(shots / SCREENSHOTS[page]))
+        driver.save_screenshot(str(shots / screenshots[page]))
         driver.set_window_size(size["width"], size["height"])
     return {
         "page": page,
@@ -197,12 +200,23 @@ def main(argv=None) -> int:
     parser.add_argument("--site", type=Path, default=Path("site"))
     parser.add_argument("--out", type=Path, default=Path("results/docs"))
     parser.add_argument("--timeout", type=float, default=300.0, help="whole run, seconds")
+    parser.add_argument(
+        "--screenshot",
+        action="append",
+        default=[],
+        metavar="PAGE",
+        help="also screenshot this page (e.g. tutorials/07_curvature.html); repeatable",
+    )
     args = parser.parse_args(argv)
+    screenshots = dict(SCREENSHOTS)
+    screenshots.update(
+        {p: p.removesuffix(".html").replace("/", "_") + ".png" for p in args.screenshot}
+    )
     pages = sorted(p.relative_to(args.site).as_posix() for p in args.site.rglob("*.html"))
     pages = [p for p in pages if not p.startswith("assets/")]
     if "index.html" not in pages:
         sys.exit(f"no index.html under {args.site}: run `make docs` first")
-    missing = [p for p in SCREENSHOTS if p not in pages]
+    missing = [p for p in screenshots if p not in pages]
     if missing:
         sys.exit(f"pages to screenshot are not in the site: {missing}")
 
@@ -222,7 +236,7 @@ def main(argv=None) -> int:
                     }
                 )
                 continue
-            rows.append(check_page(driver, base, page, args.out))
+            rows.append(check_page(driver, base, page, args.out, screenshots))
     finally:
         driver.quit()
         server.shutdown()
@@ -239,7 +253,7 @@ def main(argv=None) -> int:
     failed = sum(bool(r["problems"]) for r in rows)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "docs_check.json").write_text(json.dumps(rows, indent=2, ensure_ascii=False))
-    print(f"screenshots: {', '.join(str(args.out / s) for s in SCREENSHOTS.values())}")
+    print(f"screenshots: {', '.join(str(args.out / s) for s in screenshots.values())}")
     # Not pytest's "N passed, M failed": CI reads that line as the test count.
     verdict = f"FAILED on {failed} of {len(rows)} pages" if failed else "every page passed"
     print(f"docs-check: {verdict} ({len(rows)} pages)")

@@ -10,10 +10,13 @@ names resolve):
   (pymdownx.arithmatex, typeset by MathJax), ``:math:`x``` -> ``$x$``;
 * ``:func:`name```, ``:class:``, ``:mod:``, ``:data:``, ``:attr:``, ``:meth:`` -> an
   autorefs cross-reference ``[`name`][full.path]``, the name resolved in the object's scope
-  (an unresolvable name is logged as a warning, which fails the strict build);
+  (an unresolvable name is logged as a warning, which fails the strict build); a private
+  helper (``:func:`_per_example_pass```, on no page) -> plain code;
 * ``text::`` + an indented block -> ``text:`` + a fenced ``text`` block;
+* a ``Raises:`` section of prose (``As :func:`hvp`; …``) -> one paragraph ``Raises: As …``;
 * a run of ``>>>``/``...`` lines and their output -> a fenced ``pycon`` block;
-* bullet-list continuation lines indented by 2 (reST) -> by 4 (Python-Markdown).
+* bullet-list continuation lines indented by 2 (reST) -> by 4 (Python-Markdown); a blank
+  line before the next bullet when an item holds a formula or a literal block.
 
 The sources stay as they are: ``help()`` and the doctests read the same text.
 """
@@ -58,6 +61,29 @@ def _math_blocks(lines: list[str]) -> list[str]:
         out += [pad + "$$", *(pad + b for b in body), pad + "$$"]
         if i < len(lines) and lines[i].strip():
             out.append("")
+    return out
+
+
+def _raises_prose(lines: list[str]) -> list[str]:
+    """``Raises:`` followed by prose, not ``Exception: description`` pairs (``As :func:`hvp`;
+    ValueError when …``): one paragraph ``Raises: As …``, which griffe's Google parser would
+    otherwise warn about (and fail the strict build on) entry by entry."""
+    out: list[str] = []
+    i = 0
+    while i < len(lines):
+        line = lines[i]
+        j = i + 1
+        if line.strip() == "Raises:" and j < len(lines) and lines[j].strip().startswith("As "):
+            base = _indent(line)
+            body = []
+            while j < len(lines) and lines[j].strip() and _indent(lines[j]) > base:
+                body.append(lines[j].strip())
+                j += 1
+            out.append(" " * base + "Raises: " + " ".join(body))
+            i = j
+            continue
+        out.append(line)
+        i += 1
     return out
 
 
@@ -149,6 +175,28 @@ def _list_indents(lines: list[str]) -> list[str]:
     return out
 
 
+def _separate_items(lines: list[str]) -> list[str]:
+    """A blank line before a bullet whose previous item holds several blocks (a formula or a
+    literal block, then more text): without it Python-Markdown reads the bullet as more text
+    of that item's last paragraph and prints a literal ``*``."""
+    out: list[str] = []
+    in_fence = False
+    several = False
+    for line in lines:
+        if line.strip().startswith("```"):
+            in_fence = not in_fence
+        if not in_fence and _indent(line) == 0 and _BULLET.match(line):
+            if several and out and out[-1].strip():
+                out.append("")
+            several = False
+        elif not line.strip() and out and _indent(out[-1]) > 0:
+            several = True
+        elif _indent(line) == 0 and line.strip() and not in_fence:
+            several = False
+        out.append(line)
+    return out
+
+
 def _unique_member(obj: griffe.Object, name: str) -> str | None:
     """A bare name that the object's module does not import (``run_layers`` written in
     ``fnn.network``): the one module of the package that defines it, if exactly one does."""
@@ -183,16 +231,34 @@ def _crossref(obj: griffe.Object, kind: str, tilde: str, name: str) -> str:
             if path is None:
                 logger.warning("%s: cannot resolve :%s:`%s`", obj.path, kind, name)
                 return f"`{shown}`"
+    if _private_helper(obj, path):
+        return f"`{shown}`"
     return f"[`{shown}`][{path}]"
+
+
+def _private_helper(obj: griffe.Object, path: str) -> bool:
+    """A private function, class or attribute (``fnn.extensions._per_example_pass``): named
+    in a docstring for the reader of the source, but not on any page (``filters: public``),
+    so shown as code, not linked. Private *modules* (``fnn._checks``) have pages."""
+    name = path.rsplit(".", 1)[-1]
+    if not name.startswith("_") or name.startswith("__"):
+        return False
+    try:
+        target = obj.package[path.split(".", 1)[1]] if "." in path else obj.package
+    except (KeyError, ValueError):  # not fnn's: leave it to autorefs to complain
+        return False
+    return not target.is_module
 
 
 def convert(text: str, obj: griffe.Object) -> str:
     """One docstring, reST-flavoured -> Markdown (see the module docstring)."""
     lines = text.split("\n")
+    lines = _raises_prose(lines)
     lines = _math_blocks(lines)
     lines = _literal_blocks(lines)
     lines = _doctest_blocks(lines)
     lines = _list_indents(lines)
+    lines = _separate_items(lines)
     text = "\n".join(lines)
     text = _MATH_ROLE.sub(lambda m: f"${m[1]}$", text)
     return _ROLE.sub(lambda m: _crossref(obj, m[1], m[2], m[3]), text)

@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import matplotlib.pyplot as plt
 
 import fnn
-from fnn import activations, jacobians, losses
+from fnn import activations, jacobians, layer, losses
 
 # %% [markdown]
 # ## S6 — hidden activations, each with its hand-written derivative
@@ -211,13 +211,15 @@ print(
 # ### S15 — the chain rule is a matrix product
 #
 # $J_{g∘f}(x) = J_g(f(x))\,J_f(x)$. One layer $z = f(Wx + b)$ has the Jacobian
-# $J_f(a) \cdot W$ ([`jacobians.layer_x`][fnn.jacobians.layer_x]), and a network's is the
+# $J_f(a) \cdot W$ ([`layer.jacobian`][fnn.layer.jacobian], from the layer's forward cache
+# [`layer.forward`][fnn.layer.forward]), and a network's is the
 # product of its layers' — read from the right ([tutorial 4](04_forward_vs_reverse.html)) or
 # from the left ([tutorial 3](03_backprop_by_hand.html)).
 
 # %%
 layer_params = {"W": W, "b": b}
-J_layer = jacobians.layer_x(layer_params, "tanh", x)
+_, cache = layer.forward(layer_params, "tanh", x)  # Cache(z_prev=x, a, z)
+J_layer = layer.jacobian(layer_params, "tanh", cache)
 J_chain = jacobians.chain(activations.get("tanh").jacobian(W @ x + b), W)
 by_jax = jax.jacfwd(lambda x: jnp.tanh(W @ x + b))(x)
 print(

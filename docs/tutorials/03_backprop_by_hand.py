@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import fnn
-from fnn import backprop, jacobians, losses
+from fnn import backprop, jacobians, layer, losses
 
 np.set_printoptions(precision=4, suppress=True)
 
@@ -188,8 +188,8 @@ print("∂L/∂W¹ = δ¹ · (I ⊗ x):\n", jacobians.row_times(d1, jacobians.af
 print("∂L/∂b¹ = δ¹ · I:", d1 @ jacobians.affine_b(b1))
 
 # %% [markdown]
-# `method="explicit"` is exactly this loop
-# ([`backprop.explicit_single`][fnn.backprop.explicit_single]), `jax.vmap`-ed over a batch.
+# `method="explicit"` ([`backprop.explicit`][fnn.backprop.explicit]) is exactly this loop,
+# one layer of it [`layer.vjp_explicit`][fnn.layer.vjp_explicit], `jax.vmap`-ed over a batch.
 # It builds a dense $M \times M$ matrix for every elementwise activation of every example,
 # which is why it is only for teaching:
 # [`backprop.explicit_bytes`][fnn.backprop.explicit_bytes] counts its memory, and a call
@@ -210,14 +210,14 @@ for batch in [1, 64, 256]:
 # with the structure used: $δ \cdot J_f = δ \odot f'(a)$ instead of a diagonal matrix, and
 # the batch kept inside the matrix products — $Δ$ of shape $(B, M)$,
 # $∂L/∂W = Δ^\top Z$ for the batch mean. One layer of it is
-# [`backprop.layer_backward`][fnn.backprop.layer_backward]; here it is, applied by hand
+# [`layer.vjp_batch`][fnn.layer.vjp_batch]; here it is, applied by hand
 # to the worked example (a batch of one, so $G = ∂L/∂\hat Y / B$ with $B = 1$):
 
 # %%
 Y_hat, caches = backprop.forward_batch(net, params, x[None, :])
 G = jax.vmap(losses.get("l2").jacobian)(Y_hat, y[None, :])  # (B, M_out)
 for i in reversed(range(net.num_layers)):
-    grads_i, G = backprop.layer_backward(params[i], net.activations[i], caches[i], G)
+    grads_i, G = layer.vjp_batch(params[i], net.activations[i], caches[i], G)
     print(
         f"layer {i + 1}: ∂L/∂W = {np.asarray(grads_i['W']).ravel()},"
         f" ∂L/∂b = {np.asarray(grads_i['b'])}"
@@ -263,8 +263,8 @@ for acts in [("tanh", "relu", "identity"), ("gelu", "softplus", "softmax")]:
 net = fnn.MLP((10, 10, 10, 10), ("sigmoid", "sigmoid", "identity"))
 k_params, k_b, k_x, k_y = jax.random.split(jax.random.key(0), 4)
 params = fnn.init(k_params, net, scheme="normal")  # W[k] = torch.randn(10, 10)
-for layer, k in zip(params, jax.random.split(k_b, 3)):
-    layer["b"] = jax.random.normal(k, (10,))  # b[k] = torch.randn(10, 1)
+for p_k, k in zip(params, jax.random.split(k_b, 3)):
+    p_k["b"] = jax.random.normal(k, (10,))  # b[k] = torch.randn(10, 1)
 x = jax.random.normal(k_x, (10,))
 y = jax.random.normal(k_y, (10,))
 

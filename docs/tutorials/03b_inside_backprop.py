@@ -11,7 +11,7 @@
 # ---
 
 # %% [markdown]
-# # 3b. Looking inside backprop: `fnn.trace`
+# # 3b. Looking inside backprop
 #
 # [Tutorial 3](03_backprop_by_hand.html) worked a small network through by hand. fnn keeps
 # every one of those numbers for you (S23): [`fnn.trace`][fnn.trace] runs one forward and
@@ -88,7 +88,7 @@ for i, (layer, expected) in enumerate(zip(t.layers, hand), start=1):
 # For a batch each field gains a leading axis $B$, and row $b$ is the derivative of
 # example $b$'s own loss $L_b$ — not of the batch mean. Two facts tie it to the rest of fnn:
 # $∂L_b/∂W^{(i)} = δ_b^{(i)} \otimes z_b^{(i-1)}$ row by row, and the mean over the batch is
-# the gradient that [`fnn.value_and_grad`][fnn.backprop.value_and_grad] returns.
+# the gradient that [`fnn.value_and_grad`][fnn.derivatives.value_and_grad] returns.
 
 # %%
 X = jnp.array([[1.0, 2.0], [0.0, -1.0], [0.5, 0.5]])
@@ -109,5 +109,30 @@ for i in range(net.num_layers):
     )
 
 # %% [markdown]
-# The per-example rows are what per-example gradients, their norms and DP-SGD's clipping
-# are made of ([tutorial 6](06_training_per_example.html)).
+# ## Where did the NaN come from?
+#
+# JAX propagates NaN silently: a single bad input entry makes the loss and every gradient
+# NaN. [`Trace.first_nonfinite`][fnn.extensions.Trace.first_nonfinite] walks the trace in
+# the order the pass computed it — forward from layer 1, the loss, backward from layer $N$,
+# then $∂L/∂x$ — and names the first layer, field and entry that was not finite:
+
+# %%
+X_bad = X.at[1, 0].set(jnp.nan)
+loss_bad, _ = fnn.value_and_grad(net, params, X_bad, Y, loss="l2")
+print("loss:", float(loss_bad))
+print("first non-finite:", fnn.trace(net, params, X_bad, Y, loss="l2").first_nonfinite())
+print("a clean trace:", tb.first_nonfinite())
+
+# %% [markdown]
+# A weight can be the culprit too: a NaN in $W^{(2)}$ leaves the first layer's forward pass
+# finite and shows up first in $a^{(2)}$.
+
+# %%
+params_bad = [params[0], {**params[1], "W": params[1]["W"].at[0, 1].set(jnp.nan)}]
+print("first non-finite:", fnn.trace(net, params_bad, X, Y, loss="l2").first_nonfinite())
+
+# %% [markdown]
+# `scripts/worked_example.py` goes the other way: it reproduces every number of a
+# published hand calculation (Mazur's 2-2-2 sigmoid network) from `fnn.trace`. The
+# per-example rows are what per-example gradients, their norms and DP-SGD's clipping are
+# made of ([tutorial 6](06_training_per_example.html)).

@@ -72,12 +72,17 @@ print("∂y/∂W²₀₀:", y_dot, "  jax.jvp:", by_jax)
 # %% [markdown]
 # ## The full Jacobian, both ways
 #
-# [`fnn.jacobian`][fnn.forward_mode.jacobian] with `mode="forward"` pushes the identity
-# matrix $I_D$ (all $D_{in}$ tangents at once); `mode="reverse"` pulls $I_M$ backwards (all
-# $M_{out}$ rows at once); `"auto"` picks the cheaper one by the cost model.
+# [`fnn.jacobian`][fnn.derivatives.jacobian] with `mode="forward"` pushes the identity
+# matrix $I_D$ (all $D_{in}$ tangents at once,
+# [`forward_mode.jacobian_forward`][fnn.forward_mode.jacobian_forward]); `mode="reverse"`
+# pulls $I_M$ backwards (all $M_{out}$ rows at once,
+# [`backprop.jacobian_reverse`][fnn.backprop.jacobian_reverse]); `"auto"`, the default,
+# picks the cheaper one by the cost model; `"explicit"` multiplies the lecture's dense
+# matrices, a diagonal $J_f$ included
+# ([`backprop.jacobian_explicit`][fnn.backprop.jacobian_explicit]).
 
 # %%
-for mode in ["forward", "reverse", "auto"]:
+for mode in ["forward", "reverse", "auto", "explicit"]:
     J_mode = fnn.jacobian(net, params, x, mode=mode)
     print(
         f"{mode:<8} shape {J_mode.shape},"

@@ -41,8 +41,9 @@ def max_diff(a, b):
 # %% [markdown]
 # ## S26 — second derivatives of the building blocks, by hand
 #
-# `Activation.second_derivative` is $f''$ elementwise; `Loss.hessian` is $H_L(\hat y)$:
-# $2I$ for L2, $\mathrm{diag}(s) - s s^\top$ for the softmax cross-entropy on logits.
+# [`Activation.second_derivative`][fnn.activations.Activation.second_derivative] is $f''$
+# elementwise; [`Loss.hessian`][fnn.losses.Loss.hessian] is $H_L(\hat y)$: $2I$ for L2,
+# $\mathrm{diag}(s) - s s^\top$ for the softmax cross-entropy on logits.
 
 # %%
 a = jnp.linspace(-2.0, 2.0, 9)
@@ -85,7 +86,24 @@ def L(p):
 Hv = fnn.hvp(net, params, x, y, v, loss="l2")
 by_jax = jax.jvp(jax.grad(L), (params,), (v,))[1]
 print("max |hvp − jvp(grad)|:", max_diff(Hv, by_jax))
+
+# %% [markdown]
+# [`gradcheck.check_hvp`][fnn.gradcheck.check_hvp] is the independent witness: central
+# differences of the gradient along $v$, $(∇L(θ + hv) - ∇L(θ - hv)) / 2h$, entry by entry
+# (Bishop 5.4.4). The R-operator is forward-over-reverse written out by hand; `method=`
+# gives the other compositions of [`fnn.hvp`][fnn.hvp], and
+# [`cost_model.hvp_macs`][fnn.cost_model.hvp_macs] counts what each costs against one
+# gradient:
+
+# %%
 print(fnn.gradcheck.check_hvp(net, params, x, y, v, Hv))
+grad_macs = fnn.cost_model.gradient_macs(net, "reverse")
+for method in fnn.curvature.HVP_METHODS:
+    Hv_m = fnn.hvp(net, params, x, y, v, loss="l2", method=method)
+    print(
+        f"{method:<13} max |Hv − R-operator| = {max_diff(Hv_m, Hv):.1e}, "
+        f"MACs = {fnn.cost_model.hvp_macs(net, method) / grad_macs:6.2f} gradients"
+    )
 
 # %% [markdown]
 # The Gauss–Newton product splits the network at its output: with $J = ∂\hat y/∂θ$ and
@@ -132,40 +150,83 @@ print(
 
 # %% [markdown]
 # K-FAC approximates each layer's Gauss–Newton block by a Kronecker product of two small
-# matrices, $E[z z^\top]$ over the layer's inputs and $E[δ δ^\top]$ over its backpropagated
-# errors. [`fnn.kfac_factors`][fnn.kfac_factors]; the first factor against the forward
-# cache:
+# matrices: $A = E[\bar z \bar z^\top]$ over the layer's inputs $\bar z = [1, z]$ (the bias
+# is column 0 of $\hat W = [b, W]$, as in the augmented notation) and
+# $G = E[J^\top H_L J]$, $J = ∂\hat y/∂a$, over its outputs.
+# [`fnn.kfac_factors`][fnn.kfac_factors]; $A$ against the forward cache:
 
 # %%
 K = fnn.kfac_factors(net, params, x, y, loss="l2")
 _, caches = fnn.forward(net, params, x)
 for i, (factors, cache) in enumerate(zip(K, caches), start=1):
-    A_by_hand = cache.x.T @ cache.x / x.shape[0]
+    z_bar = jnp.concatenate([jnp.ones((x.shape[0], 1)), cache.z_prev], axis=1)
+    A_by_hand = z_bar.T @ z_bar / x.shape[0]
     print(
         f"layer {i}: A {factors['A'].shape}, G {factors['G'].shape}; "
-        f"max |A − E[z zᵀ]| = {float(jnp.abs(factors['A'] - A_by_hand).max()):.1e}"
+        f"max |A − E[z̄ z̄ᵀ]| = {float(jnp.abs(factors['A'] - A_by_hand).max()):.1e}"
     )
+
+# %% [markdown]
+# For one example $G \otimes A$ *is* the layer's Gauss–Newton block (of $\hat W$, row by
+# row); over a batch it is an approximation, since $E[H_a \otimes \bar z \bar z^\top] \neq
+# E[H_a] \otimes E[\bar z \bar z^\top]$. Against the exact blocks of
+# [`curvature.ggn_blocks`][fnn.curvature.ggn_blocks] (rows in `ravel_pytree(params[i])`
+# order, `W` then `b`, reordered here to $\hat W$'s):
+
+
+# %%
+def kfac_errors(xs, ys):
+    """‖G ⊗ A − GGN block‖ / ‖GGN block‖ for every layer."""
+    factors = fnn.kfac_factors(net, params, xs, ys, loss="l2")
+    blocks = fnn.curvature.ggn_blocks(net, params, xs, ys, loss="l2")
+    errors = []
+    for p, f, block in zip(params, factors, blocks):
+        M, D = p["W"].shape
+        # vec(Ŵ) row-major: [b_j, W_j0, …, W_j(D−1)] per row j; the block: W row-major, then b.
+        order = jnp.array(
+            [M * D + j if k == 0 else j * D + k - 1 for j in range(M) for k in range(D + 1)]
+        )
+        exact = block[jnp.ix_(order, order)]
+        approx = jnp.kron(f["G"], f["A"])
+        errors.append(float(jnp.linalg.norm(approx - exact) / jnp.linalg.norm(exact)))
+    return errors
+
+
+for i, (one, batch) in enumerate(zip(kfac_errors(x[:1], y[:1]), kfac_errors(x, y)), start=1):
+    print(
+        f"layer {i}: ‖G⊗A − GGN block‖ / ‖GGN block‖ = {one:.1e} (one example), "
+        f"{batch:.2f} (a batch of {len(x)})"
+    )
+
+# %% [markdown]
+# The output layer's block is exact for the batch too: with an identity output and L2,
+# $H_a = 2I$ is the same for every example, and $E[H_a \otimes \bar z \bar z^\top]$
+# factors.
 
 # %% [markdown]
 # ## S29 — the dense Hessian, four ways
 #
 # Like the Jacobian in [tutorial 4](04_forward_vs_reverse.html), one order up: the Hessian
 # is the Jacobian of the gradient, and either derivative can be taken in either mode.
-# [`fnn.hessian`][fnn.hessian] with `mode` = `fwd_over_rev` (the usual choice: $P$ HVPs),
-# `rev_over_fwd`, `rev_over_rev`, `fwd_over_fwd`; rows and columns in
-# `ravel_pytree(params)` order. All four agree with `jax.hessian`; their times differ:
+# [`fnn.hessian`][fnn.hessian] with `mode` = `fwd_over_rev` (the default: $P$ HVPs),
+# `rev_over_fwd`, `rev_over_rev`, `fwd_over_fwd`: the outer derivative is JAX's, the inner
+# gradient fnn's own backprop (`*_over_rev`) or forward mode (`*_over_fwd`, one tangent per
+# parameter). Rows and columns in `ravel_pytree(params)` order. All four agree with
+# `jax.hessian`; their cost differs, as
+# [`cost_model.hessian_macs`][fnn.cost_model.hessian_macs] counts:
 
 # %%
 print(f"P = {theta.size}")
-print(f"{'mode':<14} {'max |H − jax.hessian|':>22} {'ms':>8}")
-for mode in ["fwd_over_rev", "rev_over_fwd", "rev_over_rev", "fwd_over_fwd"]:
+print(f"{'mode':<14} {'max |H − jax.hessian|':>22} {'ms':>8} {'MACs':>12}")
+for mode in fnn.curvature.HESSIAN_MODES:
     run = jax.jit(lambda p, mode=mode: fnn.hessian(net, p, x, y, loss="l2", mode=mode))
     H = jax.block_until_ready(run(params))
     start = time.perf_counter()
-    for _ in range(3):
+    for _ in range(2):
         jax.block_until_ready(run(params))
-    ms = (time.perf_counter() - start) / 3 * 1e3
-    print(f"{mode:<14} {float(jnp.abs(H - H_dense).max()):>22.1e} {ms:>8.1f}")
+    ms = (time.perf_counter() - start) / 2 * 1e3
+    macs = fnn.cost_model.hessian_macs(net, mode, batch=x.shape[0])
+    print(f"{mode:<14} {float(jnp.abs(H - H_dense).max()):>22.1e} {ms:>8.1f} {macs:>12,}")
 
 # %% [markdown]
 # And the check of Bishop 5.4.4: central differences of the gradient, column by column,
