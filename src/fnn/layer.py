@@ -194,9 +194,9 @@ def vjp_batch(p: dict, f: str, cache: Cache, G: jax.Array) -> tuple[dict, jax.Ar
 def vjp_explicit(p: dict, f: str, cache: Cache, g: jax.Array) -> tuple[dict, jax.Array]:
     """:func:`vjp` by the lecture's dense matrices, one example (S16, S17)::
 
-    δ = g · J_f(a)  (M × M),   ∂L/∂b = δ · J_a(b) = δ · I,
-    ∂L/∂W = δ · J_a(W) = δ ⊗ z_prev   (the third-order I ⊗ z contracted with δ),
-    ∂L/∂α = g · J_z(α),        ∂L/∂z_prev = δ · J_a(z) = δ · W
+        δ = g · J_f(a)  (M × M),   ∂L/∂b = δ · J_a(b) = δ · I,
+        ∂L/∂W = δ · J_a(W) = δ ⊗ z_prev   (the third-order I ⊗ z contracted with δ),
+        ∂L/∂α = g · J_z(α),        ∂L/∂z_prev = δ · J_a(z) = δ · W
     """
     q = activation_params(p)
     d = g @ jacobians.activation(f, cache.a, **q)
