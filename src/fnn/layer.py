@@ -197,6 +197,8 @@ def vjp_explicit(p: dict, f: str, cache: Cache, g: jax.Array) -> tuple[dict, jax
         δ = g · J_f(a)  (M × M),   ∂L/∂b = δ · J_a(b) = δ · I,
         ∂L/∂W = δ · J_a(W) = δ ⊗ z_prev   (the third-order I ⊗ z contracted with δ),
         ∂L/∂α = g · J_z(α),        ∂L/∂z_prev = δ · J_a(z) = δ · W
+
+    Returns ``(param grads, ∂L/∂z_prev)``, as :func:`vjp` (tested equal).
     """
     q = activation_params(p)
     d = g @ jacobians.activation(f, cache.a, **q)
