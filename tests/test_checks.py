@@ -222,3 +222,25 @@ def test_the_checked_loss_names_the_bad_label_under_jit():
     err, _ = f(params, jnp.ones((3, 3)), jnp.array([0, 5, 2]))
     with pytest.raises(checkify.JaxRuntimeError, match="got 5"):
         err.throw()
+
+
+def test_fit_and_make_train_step_refuse_nan_data_the_same_way():
+    """NaN or inf in the data: the same ValueError, naming the first bad entry, from fit and
+    from the step make_train_step returns (issue 13)."""
+    import optax
+
+    x = np.ones((8, 3))
+    x[2, 1] = np.nan
+    y = np.zeros((8, 2))
+    match = r"x must be finite; got nan at index \(2, 1\)"
+    with pytest.raises(ValueError, match=match):
+        fnn.training.fit(
+            jax.random.key(0), NET, PARAMS, x, y, optax.sgd(0.1), epochs=1, batch_size=4
+        )
+    step = fnn.training.make_train_step(NET, optax.sgd(0.1))
+    with pytest.raises(ValueError, match=match):
+        step(PARAMS, optax.sgd(0.1).init(PARAMS), x, y)
+    y_bad = np.zeros((8, 2))
+    y_bad[0, 0] = np.inf
+    with pytest.raises(ValueError, match=r"y must be finite; got inf at index \(0, 0\)"):
+        step(PARAMS, optax.sgd(0.1).init(PARAMS), np.ones((8, 3)), y_bad)

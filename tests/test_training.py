@@ -179,7 +179,11 @@ def test_a_diverging_learning_rate_is_stopped_S21(problem):
         ({"key": 0}, TypeError, r"key must be one PRNG key"),
         ({"net": "2-8-1"}, TypeError, r"net must be an fnn.MLP; got str"),
         ({"mesh": "data"}, ValueError, r"mesh must be a jax.sharding.Mesh"),
-        ({"x": jnp.full((48, 2), jnp.nan)}, ValueError, r"x must hold only finite values"),
+        (
+            {"x": jnp.full((48, 2), jnp.nan)},
+            ValueError,
+            r"x must be finite; got nan at index \(0, 0\)",
+        ),
         ({"loss": "softmax_cross_entropy"}, ValueError, r"integer labels of shape \(48,\)"),
         ({"clip_norm": 0}, ValueError, r"clip_norm must be a finite number > 0; got 0.0"),
         ({"clip_norm": jnp.inf}, ValueError, r"clip_norm must be a finite number > 0; got inf"),

@@ -76,7 +76,14 @@ from jax.sharding import Mesh
 
 from fnn import derivatives, distributed, extensions, losses
 from fnn import io as fnn_io
-from fnn._checks import check_input, check_key, check_number, check_params, check_positive_int
+from fnn._checks import (
+    check_finite,
+    check_input,
+    check_key,
+    check_number,
+    check_params,
+    check_positive_int,
+)
 from fnn.derivatives import value_and_grad
 from fnn.distributed import data_mesh, initialize_distributed
 from fnn.network import MLP, Params, check_net
@@ -533,6 +540,9 @@ def _check_data(net, params, loss_fn, x, y):
     if N < 1:
         raise ValueError("x must hold at least one example; got N = 0.")
     losses.check_target(loss_fn, (N, net.out_features), y)
+    # The same refusal from fit and from make_train_step's step (traced values pass).
+    check_finite(x, "x")
+    check_finite(y, "y")
     dtype = jnp.result_type(params[0]["W"])
     x = jnp.asarray(x, dtype)
     y = jnp.asarray(y, dtype) if loss_fn.target == "vector" else jnp.asarray(y)
@@ -540,15 +550,12 @@ def _check_data(net, params, loss_fn, x, y):
 
 
 def _check_fit_data(net, params, loss_fn, x, y, mesh):
-    """:func:`_check_data` plus finiteness, then :func:`fnn.distributed.assemble`: with several
+    """:func:`_check_data`, then :func:`fnn.distributed.assemble`: with several
     processes, every one learns whether every other one passed, and their rows become one
     global data set. Returns ``(x, y, N)``, N global."""
     error = None
     try:
         x, y = _check_data(net, params, loss_fn, x, y)
-        for name, data in (("x", x), ("y", y)):
-            if not bool(jnp.all(jnp.isfinite(data))):
-                raise ValueError(f"{name} must hold only finite values; it holds NaN or inf.")
     except (TypeError, ValueError) as err:
         error = err
     (x, y), N = distributed.assemble((x, y), error, mesh)
