@@ -118,9 +118,9 @@ MUTATIONS = (
       "per_layer += [jax.tree.map(lambda t, k=k: t[0], tree)", ("test_scan.py",),
       "ungroup: the first layer of a run, every time"),
     # symmetry.py
-    M("symmetry.py", '"hard_tanh": 0.0, ', "", ("test_symmetry.py", "test_contracts.py"),
-      "hard_tanh missing from the odd activations"),
-    M("symmetry.py", ' + FLIP_OFFSETS[f] * (W_next @ mask.astype(W_next.dtype))', "",
+    M("activations.py", "kinks=(-1.0, 1.0),\n            flip_offset=0.0,", "kinks=(-1.0, 1.0),",
+      ("test_symmetry.py", "test_contracts.py"), "hard_tanh missing from the odd activations"),
+    M("symmetry.py", ' + offset * (W_next @ mask.astype(W_next.dtype))', "",
       ("test_symmetry.py",),
       "sigmoid flips without the bias correction"),
     M("symmetry.py", "return math.factorial(M) * (2**M if flips else 1)",

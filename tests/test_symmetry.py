@@ -14,8 +14,8 @@ import fnn
 from fnn import symmetry
 
 ZOO = fnn.activations.names()
-FLIPPABLE = [f for f in ZOO if f in symmetry.FLIP_OFFSETS]
-NOT_FLIPPABLE = [f for f in ZOO if f not in symmetry.FLIP_OFFSETS]
+FLIPPABLE = [f for f in ZOO if fnn.activations.get(f).flip_offset is not None]
+NOT_FLIPPABLE = [f for f in ZOO if fnn.activations.get(f).flip_offset is None]
 
 
 def _net_and_params(sizes, acts, seed=0):

@@ -80,6 +80,12 @@ class Activation(NamedTuple):
     # f″ = 0 everywhere (ReLU, LeakyReLU, PReLU, hard_tanh, identity: piecewise linear, their
     # kinks by convention): the R-operator skips the curvature term, which is zero.
     piecewise_linear: bool = False
+    # Where f′ jumps (ReLU at 0, hard_tanh at ±1): a central difference that straddles one
+    # of these points measures neither side's derivative, so the gradient check leaves it out.
+    kinks: tuple[float, ...] = ()
+    # c with f(−a) = c − f(a) (0 for odd f, 1 for sigmoid), or None: a unit's sign can be
+    # flipped without changing the network only when this holds (S8).
+    flip_offset: float | None = None
 
 
 def _check_one_example(a, name: str = "a") -> None:
@@ -101,6 +107,8 @@ def _elementwise(
     param_derivatives=_NO_PARAMS,
     param_second_derivatives=_NO_PARAMS,
     from_output=None,
+    kinks=(),
+    flip_offset=None,
 ):
     """An elementwise activation: its Jacobian is ``diag(f′(a))`` (S16)."""
 
@@ -120,6 +128,8 @@ def _elementwise(
         MappingProxyType(dict(param_second_derivatives)),
         from_output,
         second_derivative is _zeros,
+        tuple(kinks),
+        flip_offset,
     )
 
 
@@ -367,6 +377,7 @@ _REGISTRY: dict[str, Activation] = {
             _sigmoid_derivative,
             _sigmoid_second_derivative,
             from_output=_sigmoid_derivative_from_output,
+            flip_offset=1.0,
         ),
         _elementwise(
             "tanh",
@@ -374,10 +385,18 @@ _REGISTRY: dict[str, Activation] = {
             _tanh_derivative,
             _tanh_second_derivative,
             from_output=_tanh_derivative_from_output,
+            flip_offset=0.0,
         ),
-        _elementwise("hard_tanh", _hard_tanh, _hard_tanh_derivative, _zeros),
-        _elementwise("relu", _relu, _relu_derivative, _zeros),
-        _elementwise("leaky_relu", _leaky_relu, _leaky_relu_derivative, _zeros),
+        _elementwise(
+            "hard_tanh",
+            _hard_tanh,
+            _hard_tanh_derivative,
+            _zeros,
+            kinks=(-1.0, 1.0),
+            flip_offset=0.0,
+        ),
+        _elementwise("relu", _relu, _relu_derivative, _zeros, kinks=(0.0,)),
+        _elementwise("leaky_relu", _leaky_relu, _leaky_relu_derivative, _zeros, kinks=(0.0,)),
         _elementwise(
             "prelu",
             _prelu,
@@ -386,14 +405,17 @@ _REGISTRY: dict[str, Activation] = {
             params={"alpha": PRELU_ALPHA_INIT},
             param_derivatives={"alpha": _prelu_alpha_derivative},
             param_second_derivatives={"alpha": _prelu_alpha_second_derivative},
+            kinks=(0.0,),
         ),
         _elementwise("softplus", _softplus, _sigmoid, _sigmoid_derivative),
         _elementwise("elu", _elu, _elu_derivative, _elu_second_derivative),
         _elementwise("gelu", _gelu, _gelu_derivative, _gelu_second_derivative),
         _elementwise("gelu_tanh", _gelu_tanh, _gelu_tanh_derivative, _gelu_tanh_second_derivative),
-        _elementwise("sin", jnp.sin, jnp.cos, _sin_second_derivative),
+        _elementwise("sin", jnp.sin, jnp.cos, _sin_second_derivative, flip_offset=0.0),
         _elementwise("cos", jnp.cos, _cos_derivative, _cos_second_derivative),
-        _elementwise("identity", _identity, _identity_derivative, _zeros),
+        _elementwise(
+            "identity", _identity, _identity_derivative, _zeros, flip_offset=0.0
+        ),
         Activation(
             "softmax",
             _softmax,

@@ -38,7 +38,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
-from fnn import losses
+from fnn import activations, losses
 from fnn._checks import check_input, check_key, check_positive_int
 from fnn.network import MLP, forward
 from fnn.numerical import (
@@ -55,8 +55,6 @@ from fnn.numerical import resolution as _resolution  # `resolution` is an argume
 
 __all__ = [
     "DIRECTIONS",
-    "KINKS",
-    "LOSS_KINKS",
     "ORACLE",
     "ROUNDING",
     "THRESHOLDS",
@@ -86,10 +84,6 @@ ROUNDING = 6.0
 ORACLE = "float64"
 # The default number of directions of check_directional, from a measurement (see there).
 DIRECTIONS = 16
-# Where an activation is not differentiable: f′ jumps at these pre-activation values.
-KINKS = {"relu": (0.0,), "leaky_relu": (0.0,), "prelu": (0.0,), "hard_tanh": (-1.0, 1.0)}
-# Losses with a kink where a residual ŷᵢ − yᵢ crosses 0 (|r| has no derivative at 0).
-LOSS_KINKS = ("l1",)
 # The oracle tells an entry from 0 when |a| + |b| > RESOLVED · u: then ×2, 0 and −1 on it
 # all exceed τ (as long as r is below u, which is when it matters).
 RESOLVED = 4.0
@@ -603,9 +597,8 @@ def _kink_sides(net: MLP, loss: str, y_hat: jax.Array, cache, y) -> jax.Array:
     Equal codes mean the same smooth piece (or the same kink point)."""
     sides = [jnp.zeros((0,), y_hat.dtype)]
     for layer_cache, f in zip(cache, net.activations):
-        sides += [jnp.sign(layer_cache.a - k).ravel() for k in KINKS.get(f, ())]
-    if loss in LOSS_KINKS:
-        sides.append(jnp.sign(y_hat - y).ravel())
+        sides += [jnp.sign(layer_cache.a - k).ravel() for k in activations.get(f).kinks]
+    sides += [jnp.sign(y_hat - y - k).ravel() for k in losses.get(loss).kinks]
     return jnp.concatenate(sides)
 
 
@@ -620,7 +613,7 @@ def kink_crossings(
     oracle: str | None = ORACLE,
 ):
     """For each entry of ``{"params": params, "x": x}``: does ``θ ± h`` move any
-    pre-activation across a kink of its activation (``KINKS``), or an L1 residual
+    pre-activation across a kink of its activation (``Activation.kinks``), or an L1 residual
     ``ŷ − y`` across 0? (S11) Where it does, the central difference straddles a jump of the
     derivative and agrees with neither one-sided derivative — a kink, not a bug.
 
@@ -853,7 +846,7 @@ def check_hvp(
 
     ``∇L`` is fnn's backpropagation of the batch loss (proven against ``jax.grad``); two
     gradient evaluations, O(h²) truncation error. Where ``θ ± h v`` moves a pre-activation
-    across a kink (:data:`KINKS`) or an L1 residual across 0, ``∇L`` jumps and the quotient
+    across a kink (``Activation.kinks``) or an L1 residual across 0, ``∇L`` jumps and the quotient
     is no derivative: the report counts them and fails.
 
     Args:

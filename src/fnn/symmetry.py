@@ -24,11 +24,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from fnn import activations
 from fnn._checks import check_params
 from fnn.network import MLP, Params
 
 __all__ = [
-    "FLIP_OFFSETS",
     "collapse",
     "flip",
     "network_symmetry_count",
@@ -37,10 +37,11 @@ __all__ = [
     "symmetry_count",
 ]
 
-# f(−a) = c − f(a): the activations whose units can be sign-flipped, with their offset c.
-# c = 0 are the odd functions; sigmoid's c = 1 (σ(−a) = 1 − σ(a)) needs a bias correction.
-# ReLU, softplus, ELU, GELU, cos, softmax … have no such identity and are refused.
-FLIP_OFFSETS = {"identity": 0.0, "tanh": 0.0, "hard_tanh": 0.0, "sin": 0.0, "sigmoid": 1.0}
+
+def _flip_offset(name: str) -> float | None:
+    """c with f(−a) = c − f(a) (``Activation.flip_offset``: 0 for odd f, 1 for sigmoid, whose
+    flip needs a bias correction), or None: ReLU, softplus, ELU, … have no such identity."""
+    return activations.get(name).flip_offset
 
 
 def _check_net(net) -> None:
@@ -178,7 +179,7 @@ def flip(net: MLP, params: Params, layer: int, mask) -> Params:
 
     Args:
       net: the architecture; the activation of ``layer`` must be one of
-        :data:`FLIP_OFFSETS` (identity, tanh, hard_tanh, sin, sigmoid).
+        ``Activation.flip_offset`` (identity, tanh, hard_tanh, sin, sigmoid).
       params: its parameters.
       layer: index in ``params`` of the layer whose output units are flipped (a hidden
         layer, ``0 ≤ layer < N − 1``).
@@ -194,9 +195,11 @@ def flip(net: MLP, params: Params, layer: int, mask) -> Params:
     """
     i = _check_hidden_layer(net, params, layer)
     f = net.activations[i]
-    if f not in FLIP_OFFSETS:
+    offset = _flip_offset(f)
+    if offset is None:
+        flippable = tuple(n for n in activations.names() if _flip_offset(n) is not None)
         raise ValueError(
-            f"flip needs an activation with f(−a) = c − f(a), one of {tuple(FLIP_OFFSETS)}; "
+            f"flip needs an activation with f(−a) = c − f(a), one of {flippable}; "
             f"layer {i} (params[{i}]) has {f!r}, which has no sign-flip symmetry."
         )
     M = net.sizes[i + 1]
@@ -212,7 +215,7 @@ def flip(net: MLP, params: Params, layer: int, mask) -> Params:
     new[i]["W"] = s[:, None] * params[i]["W"]
     new[i]["b"] = s * params[i]["b"]
     new[i + 1]["W"] = W_next * s[None, :]
-    new[i + 1]["b"] = params[i + 1]["b"] + FLIP_OFFSETS[f] * (W_next @ mask.astype(W_next.dtype))
+    new[i + 1]["b"] = params[i + 1]["b"] + offset * (W_next @ mask.astype(W_next.dtype))
     return new
 
 
@@ -230,7 +233,7 @@ def random_symmetry(key: jax.Array, net: MLP, params: Params) -> Params:
         perm_key, flip_key = jax.random.split(key_i)
         M = net.sizes[i + 1]
         params = permute(net, params, i, jax.random.permutation(perm_key, M))
-        if net.activations[i] in FLIP_OFFSETS:
+        if _flip_offset(net.activations[i]) is not None:
             params = flip(net, params, i, jax.random.bernoulli(flip_key, 0.5, (M,)))
     return params
 
@@ -256,6 +259,6 @@ def network_symmetry_count(net: MLP) -> int:
     """
     _check_net(net)
     return math.prod(
-        symmetry_count(M, flips=f in FLIP_OFFSETS)
+        symmetry_count(M, flips=_flip_offset(f) is not None)
         for M, f in zip(net.sizes[1:-1], net.activations[:-1])
     )
