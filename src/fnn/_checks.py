@@ -24,9 +24,11 @@ __all__ = [
     "check_finite",
     "check_input",
     "check_key",
+    "check_limit",
     "check_number",
     "check_params",
     "check_positive_int",
+    "format_size",
     "unknown_name",
 ]
 
@@ -162,3 +164,38 @@ def check_finite(value, name: str) -> None:
     if values.dtype.kind in "fc" and not np.all(np.isfinite(values)):
         index = tuple(int(i) for i in np.argwhere(~np.isfinite(values))[0])
         raise ValueError(f"{name} must be finite; got {values[index]} at index {index}.")
+
+
+def format_size(n: int, unit: str = "bytes") -> str:
+    """``n`` in the unit that shows it: bytes as B, KiB, MiB or GiB; other counts as integers.
+
+    >>> format_size(3 * 2**20), format_size(1500), format_size(2**22, "tangents")
+    ('3.0 MiB', '1.5 KiB', '4194304 tangents')
+    """
+    if unit != "bytes":
+        return f"{int(n)} {unit}"
+    for name, size in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n >= size:
+            return f"{n / size:.1f} {name}"
+    return f"{int(n)} B"
+
+
+def check_limit(
+    needed: int, limit: int, *, name: str, what: str, instead: str, unit: str = "bytes"
+) -> None:
+    """Refuse work that can explode before it starts: every limit of fnn (``max_bytes``,
+    ``max_tangents``, ``max_paths``, …) is honoured here, the caller's value, not a default.
+
+    Raises ``ValueError`` when ``needed > limit``, naming the work, both sizes, the limit's
+    argument and the cheap alternative ``instead``.
+
+    >>> check_limit(2**30, 2**28, name="max_bytes", what="H", instead="Use fnn.hvp.")
+    Traceback (most recent call last):
+    ...
+    ValueError: H needs 1.0 GiB, over max_bytes=256.0 MiB. Use fnn.hvp. (Or raise max_bytes.)
+    """
+    if needed > limit:
+        raise ValueError(
+            f"{what} needs {format_size(needed, unit)}, over {name}={format_size(limit, unit)}. "
+            f"{instead} (Or raise {name}.)"
+        )
