@@ -137,7 +137,7 @@ def assert_trace(net, params, x, y, loss_name, tol, also=None):
 
     @jax.jit
     def run(params, x, y):
-        t = fnn.trace(net, params, x, y, loss=loss_name)
+        t = fnn.backprop_trace(net, params, x, y, loss=loss_name)
         engine = fnn.value_and_grad(net, params, x, y, loss=loss_name)
         witness = trace_witness(net, params, x, y, loss_name)
         more = None if also is None else also(params, x, y)
@@ -221,9 +221,9 @@ def test_scanned_runs_give_the_same_numbers():
     assert "scan[" in str(jax.make_jaxpr(lambda p: fnn.per_example_grads(scanned, p, x, y))(params))
 
     def run(net):
-        return jax.jit(lambda p: (ours(net, p, x, y, "l2", 0.5), fnn.trace(net, p, x, y).layers))(
-            params
-        )
+        return jax.jit(
+            lambda p: (ours(net, p, x, y, "l2", 0.5), fnn.backprop_trace(net, p, x, y).layers)
+        )(params)
 
     chex.assert_trees_all_close(run(scanned), run(net), rtol=1e-13, atol=1e-14)
 
@@ -309,7 +309,9 @@ def test_noise_equals_optax_dp_aggregate():
         expected, _ = dp.update(grads_b, dp.init(params))
 
         def ours(sigma):
-            return fnn.clipped_grad(net, params, x, y, C, noise_multiplier=sigma, key=key)[1]
+            return fnn.clipped_grad(net, params, x, y, max_norm=C, noise_multiplier=sigma, key=key)[
+                1
+            ]
 
         return expected, ours(sigma), ours(0.0), (losses_b, grads_b)
 
@@ -329,8 +331,8 @@ def test_trace_of_one_example_is_that_row_of_the_batch():
     net, params, x, y = problem(6, (3, 4, 2), ("prelu", "sigmoid"), "binary_cross_entropy", 3)
     batch, one = jax.jit(
         lambda x, y: (
-            fnn.trace(net, params, x, y, loss="binary_cross_entropy"),
-            fnn.trace(net, params, x[1], y[1], loss="binary_cross_entropy"),
+            fnn.backprop_trace(net, params, x, y, loss="binary_cross_entropy"),
+            fnn.backprop_trace(net, params, x[1], y[1], loss="binary_cross_entropy"),
         )
     )(x, y)
     chex.assert_trees_all_close(one.layers, jax.tree.map(lambda v: v[1], batch.layers), **F64)
@@ -345,8 +347,8 @@ def test_trace_table_shows_values_and_summarises_large_arrays():
     net, params, x, y = problem(6, (2, 3, 2), ("prelu", "identity"), "l2", 0)
     t, big = jax.jit(
         lambda p: (
-            fnn.trace(net, p, x, y),
-            fnn.trace(net, p, jnp.ones((30, 2)), jnp.zeros((30, 2))),
+            fnn.backprop_trace(net, p, x, y),
+            fnn.backprop_trace(net, p, jnp.ones((30, 2)), jnp.zeros((30, 2))),
         )
     )(params)
     text = str(t)
@@ -357,7 +359,7 @@ def test_trace_table_shows_values_and_summarises_large_arrays():
 
 def test_first_nonfinite_names_where_nan_began():
     net, params, x, y = problem(6, (3, 4, 2), ("tanh", "identity"), "l2", 3)
-    trace = jax.jit(fnn.trace, static_argnames="loss")  # one compile for the three
+    trace = jax.jit(fnn.backprop_trace, static_argnames="loss")  # one compile for the three
     assert trace(net, params, x, y).first_nonfinite() is None
     bad = x.at[1, 2].set(jnp.nan)
     assert trace(net, params, bad, y).first_nonfinite()[:3] == (1, "z_prev", (1, 2))
@@ -372,7 +374,9 @@ def test_first_nonfinite_names_where_nan_began():
     # A forward pass that is finite, a loss that is not: −log 0 after a saturated softmax.
     net = fnn.MLP((2, 2), ("softmax",))
     params = [{"W": jnp.array([[1e3, 0.0], [0.0, 0.0]]), "b": jnp.zeros(2)}]
-    found = fnn.trace(net, params, jnp.array([[1.0, 0.0]]), jnp.array([1]), "cross_entropy")
+    found = fnn.backprop_trace(
+        net, params, jnp.array([[1.0, 0.0]]), jnp.array([1]), loss="cross_entropy"
+    )
     assert (found.first_nonfinite().layer, found.first_nonfinite().quantity) == (None, "loss")
 
 
@@ -385,7 +389,7 @@ _FUNCTIONS = {
     "per_example_grad_norms": fnn.per_example_grad_norms,
     "clipped_grad": lambda *a, loss: fnn.clipped_grad(*a, max_norm=0.5, loss=loss),
     "gradient_statistics": fnn.gradient_statistics,
-    "trace": lambda *a, loss: fnn.trace(*a, loss=loss).layers,
+    "trace": lambda *a, loss: fnn.backprop_trace(*a, loss=loss).layers,
 }
 
 
@@ -464,11 +468,36 @@ def test_bad_input_raises(small, name, change, error, match):
         )
 
 
-@pytest.mark.parametrize("name", [n for n in _FUNCTIONS if n != "trace"])
-def test_a_batch_is_required(small, name):
+def test_one_example_is_a_batch_of_one_without_the_batch_axis(small):
+    """x (D,) and y (M,): the row of the batch of one, its batch axis dropped (as the
+    trace's); the clipped mean and the statistics are those of the batch of one."""
     net, params, x, y = small
-    with pytest.raises(ValueError, match=r"x must be a batch of shape \(B, D\) = \(B, 3\)"):
-        _FUNCTIONS[name](net, params, x[0], y[0], loss="l2")
+    got = jax.jit(lambda x, y: all_of_them(net, params, x, y))
+    one, batch = got(x[0], y[0]), got(x[:1], y[:1])
+    row = {"per_example_grads", "per_example_grad_norms", "trace"}
+    expected = {k: jax.tree.map(lambda v: v[0], v) if k in row else v for k, v in batch.items()}
+    chex.assert_trees_all_close(one, expected, **F64)
+    chex.assert_shape(one["per_example_grad_norms"], ())
+    chex.assert_trees_all_equal_shapes(one["per_example_grads"][1], params)
+
+
+def test_options_are_keyword_only():
+    """f(net, params, x, y, *, loss=..., <options>): the 1.0 contract."""
+    import inspect
+
+    for f in (
+        fnn.per_example_grads,
+        fnn.per_example_grad_norms,
+        fnn.clipped_grad,
+        fnn.gradient_statistics,
+        fnn.backprop_trace,
+    ):
+        params = list(inspect.signature(f).parameters.values())
+        assert [p.name for p in params[:4]] == ["net", "params", "x", "y"], f.__name__
+        assert all(p.kind is p.KEYWORD_ONLY for p in params[4:]), f.__name__
+        assert params[4].name == "loss" and params[4].default == "l2", f.__name__
+    with pytest.raises(TypeError):
+        fnn.clipped_grad(*problem(0, (3, 2), ("identity",), "l2", 2), 1.0)
 
 
 @pytest.mark.parametrize(

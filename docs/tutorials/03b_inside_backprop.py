@@ -14,7 +14,7 @@
 # # 3b. Looking inside backprop
 #
 # [Tutorial 3](03_backprop_by_hand.html) worked a small network through by hand. fnn keeps
-# every one of those numbers for you (S23): [`fnn.trace`][fnn.trace] runs one forward and
+# every one of those numbers for you (S23): [`fnn.backprop_trace`][fnn.traces.backprop_trace] runs one forward and
 # one backward pass and returns, per layer $i$, $z^{(i-1)}$, $a^{(i)}$, $z^{(i)}$,
 # $∂L/∂z^{(i)}$, $δ^{(i)} = ∂L/∂a^{(i)}$, $∂L/∂W^{(i)}$ and $∂L/∂b^{(i)}$ — per example, each
 # the derivative of that example's own loss $L_b$. Printed, it is the table a student
@@ -44,7 +44,7 @@ params = [
 x = jnp.array([1.0, 2.0])
 y = jnp.array([1.0])
 
-t = fnn.trace(net, params, x, y, loss="l2")
+t = fnn.backprop_trace(net, params, x, y, loss="l2")
 print(t)
 
 # %% [markdown]
@@ -93,7 +93,7 @@ for i, (layer, expected) in enumerate(zip(t.layers, hand), start=1):
 # %%
 X = jnp.array([[1.0, 2.0], [0.0, -1.0], [0.5, 0.5]])
 Y = jnp.array([[1.0], [0.0], [-1.0]])
-tb = fnn.trace(net, params, X, Y, loss="l2")
+tb = fnn.backprop_trace(net, params, X, Y, loss="l2")
 print("δ¹ per example:\n", tb.layers[0].dL_da)
 
 outer = jnp.einsum("bi,bj->bij", tb.layers[0].dL_da, tb.layers[0].z_prev)
@@ -112,7 +112,7 @@ for i in range(net.num_layers):
 # ## Where did the NaN come from?
 #
 # JAX propagates NaN silently: a single bad input entry makes the loss and every gradient
-# NaN. [`Trace.first_nonfinite`][fnn.extensions.Trace.first_nonfinite] walks the trace in
+# NaN. [`Trace.first_nonfinite`][fnn.traces.Trace.first_nonfinite] walks the trace in
 # the order the pass computed it — forward from layer 1, the loss, backward from layer $N$,
 # then $∂L/∂x$ — and names the first layer, field and entry that was not finite:
 
@@ -120,7 +120,7 @@ for i in range(net.num_layers):
 X_bad = X.at[1, 0].set(jnp.nan)
 loss_bad, _ = fnn.value_and_grad(net, params, X_bad, Y, loss="l2")
 print("loss:", float(loss_bad))
-print("first non-finite:", fnn.trace(net, params, X_bad, Y, loss="l2").first_nonfinite())
+print("first non-finite:", fnn.backprop_trace(net, params, X_bad, Y, loss="l2").first_nonfinite())
 print("a clean trace:", tb.first_nonfinite())
 
 # %% [markdown]
@@ -129,10 +129,10 @@ print("a clean trace:", tb.first_nonfinite())
 
 # %%
 params_bad = [params[0], {**params[1], "W": params[1]["W"].at[0, 1].set(jnp.nan)}]
-print("first non-finite:", fnn.trace(net, params_bad, X, Y, loss="l2").first_nonfinite())
+print("first non-finite:", fnn.backprop_trace(net, params_bad, X, Y, loss="l2").first_nonfinite())
 
 # %% [markdown]
 # `scripts/worked_example.py` goes the other way: it reproduces every number of a
-# published hand calculation (Mazur's 2-2-2 sigmoid network) from `fnn.trace`. The
+# published hand calculation (Mazur's 2-2-2 sigmoid network) from `fnn.backprop_trace`. The
 # per-example rows are what per-example gradients, their norms and DP-SGD's clipping are
 # made of ([tutorial 6](06_training_per_example.html)).
