@@ -546,3 +546,99 @@ def test_bench_extensions_quick(tmp_path):
     assert any(n.startswith("clipped_grad ÷") for n in names)
     for r in result["rows"]:
         assert r["value"] is None or (np.isfinite(r["value"]) and r["value"] > 0)
+
+
+# ---------------------------------------------------------------------------------------
+# Finite wherever the maths is: saturated units, huge inputs, float16 (S24, S25).
+# ---------------------------------------------------------------------------------------
+
+
+def saturated(case):
+    """Problems where ‖z‖² or z² overflows but every per-example gradient is finite."""
+    if case == "sigmoid, x × 1e20":  # δ⁽¹⁾ = 0 exactly, ‖x‖² = inf
+        net = fnn.MLP((5, 4, 4, 2), ("sigmoid", "sigmoid", "identity"))
+        params = fnn.init(jax.random.key(0), net)
+        x = 1e20 * jax.random.normal(jax.random.key(1), (6, 5))
+        return net, params, x, jnp.zeros((6, 2)), "l2"
+    if case == "float16, pixels 0–255":  # ‖x‖² ≈ 1e7 > 65504
+        net = fnn.MLP((784, 8, 3), ("sigmoid", "identity"))
+        params = jax.tree.map(lambda v: v.astype(jnp.float16), fnn.init(jax.random.key(0), net))
+        x = jax.random.randint(jax.random.key(1), (4, 784), 0, 256).astype(jnp.float16)
+        return net, params, x, jnp.zeros((4, 3), jnp.float16), "l2"
+    # |a| up to 1e4 in float32: tanh and sigmoid saturated, logits of thousands
+    net = fnn.MLP((5, 6, 6, 3), ("tanh", "sigmoid", "identity"))
+    params = [{**p, "W": 3e3 * p["W"]} for p in fnn.init(jax.random.key(2), net)]
+    x = jax.random.normal(jax.random.key(3), (6, 5))
+    return net, params, x, jnp.arange(6) % 3, "softmax_cross_entropy"
+
+
+@pytest.mark.parametrize("case", ["sigmoid, x × 1e20", "float16, pixels 0–255", "|a| ≈ 1e4"])
+def test_norms_and_statistics_are_finite_where_the_gradients_are(case):
+    """‖∇θ L_b‖ and Σ_b (∇θ L_b)² against jax.vmap(jax.grad)'s gradients summed in float64:
+    finite and equal wherever those are finite in the parameters' dtype."""
+    net, params, x, y, loss_name = saturated(case)
+    norms, stats, (_, grads_b) = jax.jit(
+        lambda p: (
+            fnn.per_example_grad_norms(net, p, x, y, loss=loss_name),
+            fnn.gradient_statistics(net, p, x, y, loss=loss_name),
+            vmap_grad(net, p, x, y, loss_name),
+        )
+    )(params)
+    chex.assert_tree_all_finite(grads_b)
+    g64 = jax.tree.map(lambda g: np.asarray(g, np.float64), grads_b)
+    B = len(x)
+    ref_norms = np.sqrt(sum(np.sum(g.reshape(B, -1) ** 2, axis=1) for g in jax.tree.leaves(g64)))
+    ref_sum_sq = jax.tree.map(lambda g: np.sum(g**2, axis=0), g64)
+    dtype = np.asarray(norms).dtype
+    assert np.all(np.isfinite(ref_norms.astype(dtype))), "the case must be finite"
+    tol = {"rtol": 2e-2, "atol": 0} if dtype == np.float16 else {"rtol": 1e-4, "atol": 0}
+    chex.assert_tree_all_finite((norms, stats))
+    np.testing.assert_allclose(np.asarray(norms, np.float64), ref_norms, **tol)
+    for got, ref in zip(jax.tree.leaves(stats["sum_sq"]), jax.tree.leaves(ref_sum_sq)):
+        finite = np.isfinite(ref.astype(dtype))
+        np.testing.assert_allclose(np.asarray(got, np.float64)[finite], ref[finite], **tol)
+
+
+def test_clipping_never_leaves_an_example_unclipped():
+    """sigmoid units and x × 1e20: every example clipped to norm ≤ C (once an example with
+    ‖δ‖² ‖x‖² = 0 · inf kept its full gradient)."""
+    net, params, x, y, _ = saturated("sigmoid, x × 1e20")
+    C = 0.01
+    got, (losses_b, grads_b) = jax.jit(
+        lambda p: (fnn.clipped_grad(net, p, x, y, max_norm=C), vmap_grad(net, p, x, y, "l2"))
+    )(params)
+    g64 = jax.tree.map(lambda g: np.asarray(g, np.float64), grads_b)
+    expected = references(np.asarray(losses_b), g64, C)["clipped"]
+    chex.assert_trees_all_close(got, expected, rtol=1e-4, atol=1e-9)
+    assert optax.tree.norm(got[1]) <= C * (1 + 1e-5)
+
+
+def test_a_non_finite_norm_is_an_error_eagerly_and_nan_under_jit(small):
+    """An example whose gradient norm is NaN or inf is neither kept unclipped nor dropped."""
+    net, params, x, y = small
+    bad = x.at[1, 0].set(jnp.nan)
+    with pytest.raises(ValueError, match=r"the gradient of example 1 has norm nan.*x\[1\]"):
+        fnn.clipped_grad(net, params, bad, y, max_norm=1.0)
+    huge = [params[0], {**params[1], "W": params[1]["W"] * 1e200}]  # δ⁽¹⁾ overflows
+    with pytest.raises(ValueError, match="has norm (inf|nan)"):
+        fnn.clipped_grad(net, huge, x, y, max_norm=1.0)
+    jitted = jax.jit(lambda x: fnn.clipped_grad(net, params, x, y, max_norm=1.0)[1])
+    assert all(np.all(np.isnan(g)) for g in jax.tree.leaves(jitted(bad)))
+    chex.assert_tree_all_finite(jitted(x))
+
+
+@pytest.mark.parametrize("max_norm, sigma", [(-1.0, None), (np.nan, None), (0.0, None),
+                                             (1.0, -1.0), (1.0, np.nan)])  # fmt: skip
+def test_a_traced_option_outside_its_domain_gives_nan(small, max_norm, sigma):
+    """Under jax.jit max_norm ≤ 0 or NaN, noise_multiplier < 0 or NaN: NaN, never −1 × the
+    clipped gradient or the unclipped one."""
+    net, params, x, y = small
+    key = None if sigma is None else jax.random.key(0)
+
+    @jax.jit
+    def run(C, sigma):
+        return fnn.clipped_grad(net, params, x, y, max_norm=C, noise_multiplier=sigma, key=key)[1]
+
+    got = run(max_norm, sigma)
+    assert all(np.all(np.isnan(g)) for g in jax.tree.leaves(got))
+    chex.assert_tree_all_finite(run(1.0, None if sigma is None else 0.5))
