@@ -380,6 +380,35 @@ def test_first_nonfinite_names_where_nan_began():
     assert (found.first_nonfinite().layer, found.first_nonfinite().quantity) == (None, "loss")
 
 
+def test_first_nonfinite_follows_the_backward_pass():
+    """A NaN that starts in the backward pass is named where it starts: here ∂L/∂W⁽²⁾ =
+    δ⁽²⁾ ⊗ z⁽¹⁾ overflows float32 (2e10 × 1e30) while δ⁽²⁾, ∂L/∂z⁽¹⁾ = δ⁽²⁾ W⁽²⁾, δ⁽¹⁾ and the
+    forward pass stay finite: the backward order is layer N's δ, ∂L/∂W, ∂L/∂b, then layer
+    N − 1's ∂L/∂z."""
+    net = fnn.MLP((2, 3, 1), ("identity", "identity"))
+    params = [
+        {"W": jnp.full((3, 2), 1e30, jnp.float32), "b": jnp.zeros(3, jnp.float32)},
+        {"W": jnp.full((1, 3), 1e-20, jnp.float32), "b": jnp.zeros(1, jnp.float32)},
+    ]
+    x, y = jnp.ones((2, 2), jnp.float32), jnp.zeros((2, 1), jnp.float32)
+    t = fnn.backprop_trace(net, params, x, y)
+    assert np.isfinite(t.loss) and np.all(np.isfinite(t.layers[0].dL_dz))
+    found = t.first_nonfinite()
+    assert (found.layer, found.quantity, found.index) == (2, "dL_dW", (0, 0, 0))
+    assert found.value == np.inf
+
+
+def test_the_table_counts_examples():
+    """One example (D,) and a batch of one: "1 example"; a batch of two: "2 examples"."""
+    net, params, x, y = problem(6, (2, 3, 2), ("tanh", "identity"), "l2", 2)
+    for xb, yb, words in (
+        (x[0], y[0], "1 example"),
+        (x[:1], y[:1], "1 example"),
+        (x, y, "2 examples"),
+    ):
+        assert str(fnn.backprop_trace(net, params, xb, yb)).splitlines()[0].endswith(", " + words)
+
+
 # ---------------------------------------------------------------------------------------
 # jit and vmap parity, dtypes.
 # ---------------------------------------------------------------------------------------
