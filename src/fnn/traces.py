@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fnn import extensions, layer
+from fnn import draw, extensions, layer
 from fnn.network import MLP
 
 __all__ = ["LayerTrace", "NonFinite", "Trace", "backprop_trace"]
@@ -82,7 +82,9 @@ def _show(v, precision: int, max_entries: int) -> str:
 class Trace(NamedTuple):
     """Every intermediate of one forward and backward pass (S23): the batch-mean ``loss``,
     one :class:`LayerTrace` per layer, ``dL_dx = ∂L_b/∂x``, and the network (static).
-    ``str(trace)`` is a table per layer; :meth:`first_nonfinite` finds where NaN began."""
+    ``str(trace)`` is a table per layer; :meth:`plot` draws the network with one example's
+    numbers on it (a notebook shows that picture); :meth:`first_nonfinite` finds where NaN
+    began."""
 
     loss: jax.Array
     layers: tuple[LayerTrace, ...]
@@ -141,6 +143,23 @@ class Trace(NamedTuple):
 
     def __str__(self) -> str:
         return self.table()
+
+    def plot(self, *, example: int = 0, max_units: int = draw.MAX_UNITS, ax=None):
+        """One example's pass drawn on the network, a matplotlib figure
+        (:func:`fnn.draw.trace_figure`): ``a``, ``z``, ``δ`` on the units, ``∂L/∂W`` on the
+        edges. ``example`` indexes the batch; a layer wider than ``max_units`` is refused."""
+        return draw.trace_figure(self, example=example, max_units=max_units, ax=ax)
+
+    def svg(self, *, example: int = 0, max_units: int = draw.MAX_UNITS) -> str:
+        """The same picture as an SVG document (:func:`fnn.draw.trace_svg`)."""
+        return draw.trace_svg(self, example=example, max_units=max_units)
+
+    def _repr_svg_(self) -> str | None:
+        """A notebook shows the picture of the (first) example; a network too wide to draw,
+        or a trace under ``jax.jit``, shows its text instead."""
+        if max(self.net.sizes) > draw.MAX_UNITS or isinstance(self.loss, jax.core.Tracer):
+            return None
+        return self.svg()
 
 
 def backprop_trace(net, params, x, y, *, loss="l2") -> Trace:
