@@ -14,8 +14,9 @@
 # # 3b. Looking inside backprop
 #
 # [Tutorial 3](03_backprop_by_hand.html) worked a small network through by hand. fnn keeps
-# every one of those numbers for you (S23): [`fnn.backprop_trace`][fnn.traces.backprop_trace] runs one forward and
-# one backward pass and returns, per layer $i$, $z^{(i-1)}$, $a^{(i)}$, $z^{(i)}$,
+# every one of those numbers for you (S23):
+# [`fnn.backprop_trace`][fnn.traces.backprop_trace] runs one forward and one backward pass
+# and returns, per layer $i$, $z^{(i-1)}$, $a^{(i)}$, $z^{(i)}$,
 # $∂L/∂z^{(i)}$, $δ^{(i)} = ∂L/∂a^{(i)}$, $∂L/∂W^{(i)}$ and $∂L/∂b^{(i)}$ — per example, each
 # the derivative of that example's own loss $L_b$. Printed, it is the table a student
 # checks a hand calculation against.
@@ -81,6 +82,20 @@ print(f"loss: traced {float(t.loss):.6f}, by hand {float(jnp.sum((y_hat - y) ** 
 for i, (layer, expected) in enumerate(zip(t.layers, hand), start=1):
     worst = max(float(jnp.abs(getattr(layer, k) - v).max()) for k, v in expected.items())
     print(f"layer {i}: largest difference from the hand calculation over all 7 fields {worst:.1e}")
+
+# %% [markdown]
+# ## A picture of the pass
+#
+# [`Trace.plot`][fnn.traces.Trace.plot] draws the same numbers on the network, the layered
+# twin of micrograd's `draw_dot`: each unit carries its $a$, $z$ and $δ$ (which is also
+# $∂L/∂b$), each edge $d \to m$ its $∂L/∂W_{md} = δ_m z_d$, wide and dark where
+# $|∂L/∂W|$ is large, red where it is positive and blue where it is negative; the inputs
+# carry $x$ and $∂L/∂x$. A trace at the end of a notebook cell shows this picture as SVG
+# ([`fnn.draw`][fnn.draw]); a batch is drawn one example at a time (`example=b`), and a
+# layer wider than `max_units` (10) is refused: its table is the readable view.
+
+# %%
+fig = t.plot()
 
 # %% [markdown]
 # ## A batch: every example's own derivatives
