@@ -1,5 +1,5 @@
 """Per-example quantities from one backward pass against the batch gradient and jax.vmap(jax.grad)
-(S24, S25; issue 17).
+(S24, S25).
 
 All contenders are jitted, warmed up and timed side by side in one run (``timing.py``: every
 repetition runs every contender once, alternating the order; each figure is the median of the

@@ -11,14 +11,14 @@ here from the lecture's formulas)::
                                                                   (clipped_grad)
     Σ_b (∂L_b/∂W)² = (Δ ⊙ Δ)ᵀ (Z ⊙ Z)                             (gradient_statistics)
 
-The engine is one fold (:func:`per_example_pass`): the batch-first forward pass of
+The engine is one fold (``per_example_pass``): the batch-first forward pass of
 :mod:`fnn.backprop`, then ``G = J_L(Ŷ)`` row by row (no ``1/B``: each row is its own loss)
 and :func:`fnn.layer.delta` / :func:`fnn.layer.input_grad` from the last layer to the
 first, keeping every layer's ``(G, Δ)``; :mod:`fnn.layer` turns them into the quantities
 above (:mod:`fnn.traces` keeps all of them). Only :func:`per_example_grads` forms
 the ``B`` gradients; the others never do. Norms are of products, scaled, so they are
 finite wherever the per-example gradients are. The public functions check their input once
-(:func:`check_problem`); ``x`` is a batch ``(B, D)`` or one example ``(D,)``, a batch of one
+(``check_problem``); ``x`` is a batch ``(B, D)`` or one example ``(D,)``, a batch of one
 whose results come without the batch axis.
 """
 
