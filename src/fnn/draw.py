@@ -230,7 +230,7 @@ def trace_figure(trace, *, example: int = 0, max_units: int = MAX_UNITS, ax=None
 
 
 def _svg_text(x, y, lines, cls, size, colour="#222222") -> str:
-    halo = ' stroke="white" stroke-width="3" paint-order="stroke"' if cls == "edge-label" else ""
+    halo = ' stroke="white" stroke-width="4" paint-order="stroke"' if cls == "edge-label" else ""
     first = (1 - len(lines)) * 0.65  # em: centre the block of lines on y
     spans = "".join(
         f'<tspan x="{x:.1f}" dy="{first if k == 0 else 1.3:.2f}em">{html.escape(t)}</tspan>'
