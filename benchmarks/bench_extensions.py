@@ -1,5 +1,5 @@
 """Per-example quantities from one backward pass against the batch gradient and jax.vmap(jax.grad)
-(S24, S25; issue 17).
+(S24, S25).
 
 All contenders are jitted, warmed up and timed side by side in one run (``timing.py``: every
 repetition runs every contender once, alternating the order; each figure is the median of the
@@ -67,13 +67,17 @@ def contenders(net, loss="l2", max_norm=1.0):
     return {
         "fnn.value_and_grad": lambda p, x, y: fnn.value_and_grad(net, p, x, y, loss=loss),
         "jax.value_and_grad (params only)": jax.value_and_grad(batch_loss),
-        "per_example_grad_norms": lambda p, x, y: fnn.per_example_grad_norms(net, p, x, y, loss),
+        "per_example_grad_norms": lambda p, x, y: fnn.per_example_grad_norms(
+            net, p, x, y, loss=loss
+        ),
         "jax.vmap(jax.grad) + norms": lambda p, x, y: jax.vmap(optax.tree.norm)(vmap_grad(p, x, y)),
-        "clipped_grad": lambda p, x, y: fnn.clipped_grad(net, p, x, y, max_norm, loss),
-        "per_example_grads": lambda p, x, y: fnn.per_example_grads(net, p, x, y, loss),
+        "clipped_grad": lambda p, x, y: fnn.clipped_grad(
+            net, p, x, y, loss=loss, max_norm=max_norm
+        ),
+        "per_example_grads": lambda p, x, y: fnn.per_example_grads(net, p, x, y, loss=loss),
         "jax.vmap(jax.grad)": vmap_grad,
         "B·P zeros": lambda p, x, y: jnp.zeros((x.shape[0], P), x.dtype),
-        "gradient_statistics": lambda p, x, y: fnn.gradient_statistics(net, p, x, y, loss),
+        "gradient_statistics": lambda p, x, y: fnn.gradient_statistics(net, p, x, y, loss=loss),
     }
 
 

@@ -1,4 +1,4 @@
-"""A published hand calculation of backpropagation, every number from fnn.trace (S23).
+"""A published hand calculation of backpropagation, every number from fnn.backprop_trace (S23).
 
 The 2-2-2 sigmoid network of Matt Mazur's "A Step by Step Backpropagation Example" (2015):
 w1…w8 = .15, .20, .25, .30, .40, .45, .50, .55, biases b1 = .35 (hidden), b2 = .60
@@ -41,7 +41,7 @@ import fnn  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import lecture_example  # noqa: E402
 
-TRACE = jax.jit(fnn.trace, static_argnames="loss")  # one compile for every call of a shape
+TRACE = jax.jit(fnn.backprop_trace, static_argnames="loss")  # one compile for every call of a shape
 NET = fnn.MLP((2, 2, 2), ("sigmoid", "sigmoid"))
 PARAMS = [
     {"W": jnp.array([[0.15, 0.20], [0.25, 0.30]]), "b": jnp.array([0.35, 0.35])},
@@ -55,7 +55,7 @@ W_NAMES |= {"w5": (1, 0, 0), "w6": (1, 0, 1), "w7": (1, 1, 0), "w8": (1, 1, 1)}
 
 
 def published(t, new):
-    """(name, the post's figure as printed, fnn's number): t is fnn.trace of the example,
+    """(name, the post's figure as printed, fnn's number): t is fnn.backprop_trace of the example,
     new the weights after the step. h = layer 1, o = layer 2; ½ turns L into E."""
     h, o = t.layers
     W2, y = np.asarray(PARAMS[1]["W"]), np.asarray(Y)
@@ -135,7 +135,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
 
     t = jax.tree.map(np.asarray, TRACE(NET, PARAMS, X, Y, loss="l2"))  # NumPy from here on
-    print("fnn.trace of the worked example (fnn's L = 2E):")
+    print("fnn.backprop_trace of the worked example (fnn's L = 2E):")
     print(t)
     new = step(PARAMS, t)
     rows = []
@@ -195,7 +195,7 @@ def main(argv=None):
     ax.plot(range(len(rows)), [r["tol"] for r in rows], "k_", ms=12, label="last published digit")
     ax.set_yscale("log")
     ax.set_xticks(range(len(rows)), [r["name"] for r in rows], rotation=70, fontsize=7)
-    ax.set_title("Mazur's step-by-step backpropagation example: fnn.trace vs the post")
+    ax.set_title("Mazur's step-by-step backpropagation example: fnn.backprop_trace vs the post")
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(args.out / "worked_example.png", dpi=100)

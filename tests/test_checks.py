@@ -32,7 +32,7 @@ ENTRY_POINTS = {
         net, params, x, y, method="forward"
     ),
     "jvp": lambda net=NET, params=PARAMS, x=X, y=Y: forward_mode.jvp(net, params, x),
-    "trace": lambda net=NET, params=PARAMS, x=X, y=Y: fnn.trace(net, params, x, y),
+    "trace": lambda net=NET, params=PARAMS, x=X, y=Y: fnn.backprop_trace(net, params, x, y),
     "per_example_grads": lambda net=NET, params=PARAMS, x=X, y=Y: fnn.per_example_grads(
         net, params, x, y
     ),

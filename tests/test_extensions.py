@@ -137,7 +137,7 @@ def assert_trace(net, params, x, y, loss_name, tol, also=None):
 
     @jax.jit
     def run(params, x, y):
-        t = fnn.trace(net, params, x, y, loss=loss_name)
+        t = fnn.backprop_trace(net, params, x, y, loss=loss_name)
         engine = fnn.value_and_grad(net, params, x, y, loss=loss_name)
         witness = trace_witness(net, params, x, y, loss_name)
         more = None if also is None else also(params, x, y)
@@ -221,9 +221,9 @@ def test_scanned_runs_give_the_same_numbers():
     assert "scan[" in str(jax.make_jaxpr(lambda p: fnn.per_example_grads(scanned, p, x, y))(params))
 
     def run(net):
-        return jax.jit(lambda p: (ours(net, p, x, y, "l2", 0.5), fnn.trace(net, p, x, y).layers))(
-            params
-        )
+        return jax.jit(
+            lambda p: (ours(net, p, x, y, "l2", 0.5), fnn.backprop_trace(net, p, x, y).layers)
+        )(params)
 
     chex.assert_trees_all_close(run(scanned), run(net), rtol=1e-13, atol=1e-14)
 
@@ -309,7 +309,9 @@ def test_noise_equals_optax_dp_aggregate():
         expected, _ = dp.update(grads_b, dp.init(params))
 
         def ours(sigma):
-            return fnn.clipped_grad(net, params, x, y, C, noise_multiplier=sigma, key=key)[1]
+            return fnn.clipped_grad(net, params, x, y, max_norm=C, noise_multiplier=sigma, key=key)[
+                1
+            ]
 
         return expected, ours(sigma), ours(0.0), (losses_b, grads_b)
 
@@ -329,8 +331,8 @@ def test_trace_of_one_example_is_that_row_of_the_batch():
     net, params, x, y = problem(6, (3, 4, 2), ("prelu", "sigmoid"), "binary_cross_entropy", 3)
     batch, one = jax.jit(
         lambda x, y: (
-            fnn.trace(net, params, x, y, loss="binary_cross_entropy"),
-            fnn.trace(net, params, x[1], y[1], loss="binary_cross_entropy"),
+            fnn.backprop_trace(net, params, x, y, loss="binary_cross_entropy"),
+            fnn.backprop_trace(net, params, x[1], y[1], loss="binary_cross_entropy"),
         )
     )(x, y)
     chex.assert_trees_all_close(one.layers, jax.tree.map(lambda v: v[1], batch.layers), **F64)
@@ -345,8 +347,8 @@ def test_trace_table_shows_values_and_summarises_large_arrays():
     net, params, x, y = problem(6, (2, 3, 2), ("prelu", "identity"), "l2", 0)
     t, big = jax.jit(
         lambda p: (
-            fnn.trace(net, p, x, y),
-            fnn.trace(net, p, jnp.ones((30, 2)), jnp.zeros((30, 2))),
+            fnn.backprop_trace(net, p, x, y),
+            fnn.backprop_trace(net, p, jnp.ones((30, 2)), jnp.zeros((30, 2))),
         )
     )(params)
     text = str(t)
@@ -357,7 +359,7 @@ def test_trace_table_shows_values_and_summarises_large_arrays():
 
 def test_first_nonfinite_names_where_nan_began():
     net, params, x, y = problem(6, (3, 4, 2), ("tanh", "identity"), "l2", 3)
-    trace = jax.jit(fnn.trace, static_argnames="loss")  # one compile for the three
+    trace = jax.jit(fnn.backprop_trace, static_argnames="loss")  # one compile for the three
     assert trace(net, params, x, y).first_nonfinite() is None
     bad = x.at[1, 2].set(jnp.nan)
     assert trace(net, params, bad, y).first_nonfinite()[:3] == (1, "z_prev", (1, 2))
@@ -372,8 +374,39 @@ def test_first_nonfinite_names_where_nan_began():
     # A forward pass that is finite, a loss that is not: −log 0 after a saturated softmax.
     net = fnn.MLP((2, 2), ("softmax",))
     params = [{"W": jnp.array([[1e3, 0.0], [0.0, 0.0]]), "b": jnp.zeros(2)}]
-    found = fnn.trace(net, params, jnp.array([[1.0, 0.0]]), jnp.array([1]), "cross_entropy")
+    found = fnn.backprop_trace(
+        net, params, jnp.array([[1.0, 0.0]]), jnp.array([1]), loss="cross_entropy"
+    )
     assert (found.first_nonfinite().layer, found.first_nonfinite().quantity) == (None, "loss")
+
+
+def test_first_nonfinite_follows_the_backward_pass():
+    """A NaN that starts in the backward pass is named where it starts: here ∂L/∂W⁽²⁾ =
+    δ⁽²⁾ ⊗ z⁽¹⁾ overflows float32 (2e10 × 1e30) while δ⁽²⁾, ∂L/∂z⁽¹⁾ = δ⁽²⁾ W⁽²⁾, δ⁽¹⁾ and the
+    forward pass stay finite: the backward order is layer N's δ, ∂L/∂W, ∂L/∂b, then layer
+    N − 1's ∂L/∂z."""
+    net = fnn.MLP((2, 3, 1), ("identity", "identity"))
+    params = [
+        {"W": jnp.full((3, 2), 1e30, jnp.float32), "b": jnp.zeros(3, jnp.float32)},
+        {"W": jnp.full((1, 3), 1e-20, jnp.float32), "b": jnp.zeros(1, jnp.float32)},
+    ]
+    x, y = jnp.ones((2, 2), jnp.float32), jnp.zeros((2, 1), jnp.float32)
+    t = fnn.backprop_trace(net, params, x, y)
+    assert np.isfinite(t.loss) and np.all(np.isfinite(t.layers[0].dL_dz))
+    found = t.first_nonfinite()
+    assert (found.layer, found.quantity, found.index) == (2, "dL_dW", (0, 0, 0))
+    assert found.value == np.inf
+
+
+def test_the_table_counts_examples():
+    """One example (D,) and a batch of one: "1 example"; a batch of two: "2 examples"."""
+    net, params, x, y = problem(6, (2, 3, 2), ("tanh", "identity"), "l2", 2)
+    for xb, yb, words in (
+        (x[0], y[0], "1 example"),
+        (x[:1], y[:1], "1 example"),
+        (x, y, "2 examples"),
+    ):
+        assert str(fnn.backprop_trace(net, params, xb, yb)).splitlines()[0].endswith(", " + words)
 
 
 # ---------------------------------------------------------------------------------------
@@ -385,7 +418,7 @@ _FUNCTIONS = {
     "per_example_grad_norms": fnn.per_example_grad_norms,
     "clipped_grad": lambda *a, loss: fnn.clipped_grad(*a, max_norm=0.5, loss=loss),
     "gradient_statistics": fnn.gradient_statistics,
-    "trace": lambda *a, loss: fnn.trace(*a, loss=loss).layers,
+    "trace": lambda *a, loss: fnn.backprop_trace(*a, loss=loss).layers,
 }
 
 
@@ -464,11 +497,36 @@ def test_bad_input_raises(small, name, change, error, match):
         )
 
 
-@pytest.mark.parametrize("name", [n for n in _FUNCTIONS if n != "trace"])
-def test_a_batch_is_required(small, name):
+def test_one_example_is_a_batch_of_one_without_the_batch_axis(small):
+    """x (D,) and y (M,): the row of the batch of one, its batch axis dropped (as the
+    trace's); the clipped mean and the statistics are those of the batch of one."""
     net, params, x, y = small
-    with pytest.raises(ValueError, match=r"x must be a batch of shape \(B, D\) = \(B, 3\)"):
-        _FUNCTIONS[name](net, params, x[0], y[0], loss="l2")
+    got = jax.jit(lambda x, y: all_of_them(net, params, x, y))
+    one, batch = got(x[0], y[0]), got(x[:1], y[:1])
+    row = {"per_example_grads", "per_example_grad_norms", "trace"}
+    expected = {k: jax.tree.map(lambda v: v[0], v) if k in row else v for k, v in batch.items()}
+    chex.assert_trees_all_close(one, expected, **F64)
+    chex.assert_shape(one["per_example_grad_norms"], ())
+    chex.assert_trees_all_equal_shapes(one["per_example_grads"][1], params)
+
+
+def test_options_are_keyword_only():
+    """f(net, params, x, y, *, loss=..., <options>): the 1.0 contract."""
+    import inspect
+
+    for f in (
+        fnn.per_example_grads,
+        fnn.per_example_grad_norms,
+        fnn.clipped_grad,
+        fnn.gradient_statistics,
+        fnn.backprop_trace,
+    ):
+        params = list(inspect.signature(f).parameters.values())
+        assert [p.name for p in params[:4]] == ["net", "params", "x", "y"], f.__name__
+        assert all(p.kind is p.KEYWORD_ONLY for p in params[4:]), f.__name__
+        assert params[4].name == "loss" and params[4].default == "l2", f.__name__
+    with pytest.raises(TypeError):
+        fnn.clipped_grad(*problem(0, (3, 2), ("identity",), "l2", 2), 1.0)
 
 
 @pytest.mark.parametrize(
@@ -517,3 +575,99 @@ def test_bench_extensions_quick(tmp_path):
     assert any(n.startswith("clipped_grad ÷") for n in names)
     for r in result["rows"]:
         assert r["value"] is None or (np.isfinite(r["value"]) and r["value"] > 0)
+
+
+# ---------------------------------------------------------------------------------------
+# Finite wherever the maths is: saturated units, huge inputs, float16 (S24, S25).
+# ---------------------------------------------------------------------------------------
+
+
+def saturated(case):
+    """Problems where ‖z‖² or z² overflows but every per-example gradient is finite."""
+    if case == "sigmoid, x × 1e20":  # δ⁽¹⁾ = 0 exactly, ‖x‖² = inf
+        net = fnn.MLP((5, 4, 4, 2), ("sigmoid", "sigmoid", "identity"))
+        params = fnn.init(jax.random.key(0), net)
+        x = 1e20 * jax.random.normal(jax.random.key(1), (6, 5))
+        return net, params, x, jnp.zeros((6, 2)), "l2"
+    if case == "float16, pixels 0–255":  # ‖x‖² ≈ 1e7 > 65504
+        net = fnn.MLP((784, 8, 3), ("sigmoid", "identity"))
+        params = jax.tree.map(lambda v: v.astype(jnp.float16), fnn.init(jax.random.key(0), net))
+        x = jax.random.randint(jax.random.key(1), (4, 784), 0, 256).astype(jnp.float16)
+        return net, params, x, jnp.zeros((4, 3), jnp.float16), "l2"
+    # |a| up to 1e4 in float32: tanh and sigmoid saturated, logits of thousands
+    net = fnn.MLP((5, 6, 6, 3), ("tanh", "sigmoid", "identity"))
+    params = [{**p, "W": 3e3 * p["W"]} for p in fnn.init(jax.random.key(2), net)]
+    x = jax.random.normal(jax.random.key(3), (6, 5))
+    return net, params, x, jnp.arange(6) % 3, "softmax_cross_entropy"
+
+
+@pytest.mark.parametrize("case", ["sigmoid, x × 1e20", "float16, pixels 0–255", "|a| ≈ 1e4"])
+def test_norms_and_statistics_are_finite_where_the_gradients_are(case):
+    """‖∇θ L_b‖ and Σ_b (∇θ L_b)² against jax.vmap(jax.grad)'s gradients summed in float64:
+    finite and equal wherever those are finite in the parameters' dtype."""
+    net, params, x, y, loss_name = saturated(case)
+    norms, stats, (_, grads_b) = jax.jit(
+        lambda p: (
+            fnn.per_example_grad_norms(net, p, x, y, loss=loss_name),
+            fnn.gradient_statistics(net, p, x, y, loss=loss_name),
+            vmap_grad(net, p, x, y, loss_name),
+        )
+    )(params)
+    chex.assert_tree_all_finite(grads_b)
+    g64 = jax.tree.map(lambda g: np.asarray(g, np.float64), grads_b)
+    B = len(x)
+    ref_norms = np.sqrt(sum(np.sum(g.reshape(B, -1) ** 2, axis=1) for g in jax.tree.leaves(g64)))
+    ref_sum_sq = jax.tree.map(lambda g: np.sum(g**2, axis=0), g64)
+    dtype = np.asarray(norms).dtype
+    assert np.all(np.isfinite(ref_norms.astype(dtype))), "the case must be finite"
+    tol = {"rtol": 2e-2, "atol": 0} if dtype == np.float16 else {"rtol": 1e-4, "atol": 0}
+    chex.assert_tree_all_finite((norms, stats))
+    np.testing.assert_allclose(np.asarray(norms, np.float64), ref_norms, **tol)
+    for got, ref in zip(jax.tree.leaves(stats["sum_sq"]), jax.tree.leaves(ref_sum_sq)):
+        finite = np.isfinite(ref.astype(dtype))
+        np.testing.assert_allclose(np.asarray(got, np.float64)[finite], ref[finite], **tol)
+
+
+def test_clipping_never_leaves_an_example_unclipped():
+    """sigmoid units and x × 1e20: every example clipped to norm ≤ C (once an example with
+    ‖δ‖² ‖x‖² = 0 · inf kept its full gradient)."""
+    net, params, x, y, _ = saturated("sigmoid, x × 1e20")
+    C = 0.01
+    got, (losses_b, grads_b) = jax.jit(
+        lambda p: (fnn.clipped_grad(net, p, x, y, max_norm=C), vmap_grad(net, p, x, y, "l2"))
+    )(params)
+    g64 = jax.tree.map(lambda g: np.asarray(g, np.float64), grads_b)
+    expected = references(np.asarray(losses_b), g64, C)["clipped"]
+    chex.assert_trees_all_close(got, expected, rtol=1e-4, atol=1e-9)
+    assert optax.tree.norm(got[1]) <= C * (1 + 1e-5)
+
+
+def test_a_non_finite_norm_is_an_error_eagerly_and_nan_under_jit(small):
+    """An example whose gradient norm is NaN or inf is neither kept unclipped nor dropped."""
+    net, params, x, y = small
+    bad = x.at[1, 0].set(jnp.nan)
+    with pytest.raises(ValueError, match=r"the gradient of example 1 has norm nan.*x\[1\]"):
+        fnn.clipped_grad(net, params, bad, y, max_norm=1.0)
+    huge = [params[0], {**params[1], "W": params[1]["W"] * 1e200}]  # δ⁽¹⁾ overflows
+    with pytest.raises(ValueError, match="has norm (inf|nan)"):
+        fnn.clipped_grad(net, huge, x, y, max_norm=1.0)
+    jitted = jax.jit(lambda x: fnn.clipped_grad(net, params, x, y, max_norm=1.0)[1])
+    assert all(np.all(np.isnan(g)) for g in jax.tree.leaves(jitted(bad)))
+    chex.assert_tree_all_finite(jitted(x))
+
+
+@pytest.mark.parametrize("max_norm, sigma", [(-1.0, None), (np.nan, None), (0.0, None),
+                                             (1.0, -1.0), (1.0, np.nan)])  # fmt: skip
+def test_a_traced_option_outside_its_domain_gives_nan(small, max_norm, sigma):
+    """Under jax.jit max_norm ≤ 0 or NaN, noise_multiplier < 0 or NaN: NaN, never −1 × the
+    clipped gradient or the unclipped one."""
+    net, params, x, y = small
+    key = None if sigma is None else jax.random.key(0)
+
+    @jax.jit
+    def run(C, sigma):
+        return fnn.clipped_grad(net, params, x, y, max_norm=C, noise_multiplier=sigma, key=key)[1]
+
+    got = run(max_norm, sigma)
+    assert all(np.all(np.isnan(g)) for g in jax.tree.leaves(got))
+    chex.assert_tree_all_finite(run(1.0, None if sigma is None else 0.5))

@@ -160,6 +160,11 @@ diff = max(
 )
 print(f"{'jax.grad':<10} {float(network_loss(params, x)):>8.5f}  {diff:.1e}")
 
+# %%
+# The whole pass on one picture (fnn.backprop_trace, drawn by Trace.plot): a, z and δ on the
+# units, ∂L/∂W on the edges (red > 0, blue < 0, width ∝ |∂L/∂W|) — the numbers printed above.
+fig = fnn.backprop_trace(net, params, x, y, loss="l2").plot()
+
 # %% [markdown]
 # ## S15–S17 — the explicit chain: a product of Jacobians
 #

@@ -14,8 +14,9 @@
 # # 3b. Looking inside backprop
 #
 # [Tutorial 3](03_backprop_by_hand.html) worked a small network through by hand. fnn keeps
-# every one of those numbers for you (S23): [`fnn.trace`][fnn.trace] runs one forward and
-# one backward pass and returns, per layer $i$, $z^{(i-1)}$, $a^{(i)}$, $z^{(i)}$,
+# every one of those numbers for you (S23):
+# [`fnn.backprop_trace`][fnn.traces.backprop_trace] runs one forward and one backward pass
+# and returns, per layer $i$, $z^{(i-1)}$, $a^{(i)}$, $z^{(i)}$,
 # $∂L/∂z^{(i)}$, $δ^{(i)} = ∂L/∂a^{(i)}$, $∂L/∂W^{(i)}$ and $∂L/∂b^{(i)}$ — per example, each
 # the derivative of that example's own loss $L_b$. Printed, it is the table a student
 # checks a hand calculation against.
@@ -44,7 +45,7 @@ params = [
 x = jnp.array([1.0, 2.0])
 y = jnp.array([1.0])
 
-t = fnn.trace(net, params, x, y, loss="l2")
+t = fnn.backprop_trace(net, params, x, y, loss="l2")
 print(t)
 
 # %% [markdown]
@@ -83,6 +84,20 @@ for i, (layer, expected) in enumerate(zip(t.layers, hand), start=1):
     print(f"layer {i}: largest difference from the hand calculation over all 7 fields {worst:.1e}")
 
 # %% [markdown]
+# ## A picture of the pass
+#
+# [`Trace.plot`][fnn.traces.Trace.plot] draws the same numbers on the network, the layered
+# twin of micrograd's `draw_dot`: each unit carries its $a$, $z$ and $δ$ (which is also
+# $∂L/∂b$), each edge $d \to m$ its $∂L/∂W_{md} = δ_m z_d$, wide and dark where
+# $|∂L/∂W|$ is large, red where it is positive and blue where it is negative; the inputs
+# carry $x$ and $∂L/∂x$. A trace at the end of a notebook cell shows this picture as SVG
+# ([`fnn.draw`][fnn.draw]); a batch is drawn one example at a time (`example=b`), and a
+# layer wider than `max_units` (10) is refused: its table is the readable view.
+
+# %%
+fig = t.plot()
+
+# %% [markdown]
 # ## A batch: every example's own derivatives
 #
 # For a batch each field gains a leading axis $B$, and row $b$ is the derivative of
@@ -93,7 +108,7 @@ for i, (layer, expected) in enumerate(zip(t.layers, hand), start=1):
 # %%
 X = jnp.array([[1.0, 2.0], [0.0, -1.0], [0.5, 0.5]])
 Y = jnp.array([[1.0], [0.0], [-1.0]])
-tb = fnn.trace(net, params, X, Y, loss="l2")
+tb = fnn.backprop_trace(net, params, X, Y, loss="l2")
 print("δ¹ per example:\n", tb.layers[0].dL_da)
 
 outer = jnp.einsum("bi,bj->bij", tb.layers[0].dL_da, tb.layers[0].z_prev)
@@ -112,7 +127,7 @@ for i in range(net.num_layers):
 # ## Where did the NaN come from?
 #
 # JAX propagates NaN silently: a single bad input entry makes the loss and every gradient
-# NaN. [`Trace.first_nonfinite`][fnn.extensions.Trace.first_nonfinite] walks the trace in
+# NaN. [`Trace.first_nonfinite`][fnn.traces.Trace.first_nonfinite] walks the trace in
 # the order the pass computed it — forward from layer 1, the loss, backward from layer $N$,
 # then $∂L/∂x$ — and names the first layer, field and entry that was not finite:
 
@@ -120,7 +135,7 @@ for i in range(net.num_layers):
 X_bad = X.at[1, 0].set(jnp.nan)
 loss_bad, _ = fnn.value_and_grad(net, params, X_bad, Y, loss="l2")
 print("loss:", float(loss_bad))
-print("first non-finite:", fnn.trace(net, params, X_bad, Y, loss="l2").first_nonfinite())
+print("first non-finite:", fnn.backprop_trace(net, params, X_bad, Y, loss="l2").first_nonfinite())
 print("a clean trace:", tb.first_nonfinite())
 
 # %% [markdown]
@@ -129,10 +144,10 @@ print("a clean trace:", tb.first_nonfinite())
 
 # %%
 params_bad = [params[0], {**params[1], "W": params[1]["W"].at[0, 1].set(jnp.nan)}]
-print("first non-finite:", fnn.trace(net, params_bad, X, Y, loss="l2").first_nonfinite())
+print("first non-finite:", fnn.backprop_trace(net, params_bad, X, Y, loss="l2").first_nonfinite())
 
 # %% [markdown]
 # `scripts/worked_example.py` goes the other way: it reproduces every number of a
-# published hand calculation (Mazur's 2-2-2 sigmoid network) from `fnn.trace`. The
+# published hand calculation (Mazur's 2-2-2 sigmoid network) from `fnn.backprop_trace`. The
 # per-example rows are what per-example gradients, their norms and DP-SGD's clipping are
 # made of ([tutorial 6](06_training_per_example.html)).

@@ -8,14 +8,14 @@ reference and the tutorials)::
     y_hat = fnn.apply(net, params, x)
     loss, grads = fnn.value_and_grad(net, params, x, y, loss="l2", method="reverse")
     J = fnn.jacobian(net, params, x, mode="auto")
-    t = fnn.trace(net, params, x, y)                                   # S23
+    t = fnn.backprop_trace(net, params, x, y)                          # S23
     losses_b, grads_b = fnn.per_example_grads(net, params, x, y)        # S24
     Hv = fnn.hvp(net, params, x, y, v)                                  # S27
 
 Reading order, one way down the stack: ``activations``/``losses`` (f, f′, f″, J_L, H_L) →
 ``layer`` (one layer's forward, JVP, VJP and second-order rules) → the engines
 (``network``, ``backprop``, ``forward_mode``) → the public entry points (``derivatives``,
-``extensions``, ``curvature``, ``training``, ``distributed``, ...).
+``extensions``, ``traces``, ``curvature``, ``training``, ``distributed``, ...).
 """
 
 from fnn import (
@@ -25,6 +25,7 @@ from fnn import (
     curvature,
     derivatives,
     distributed,
+    draw,
     extensions,
     forward_mode,
     gradcheck,
@@ -34,6 +35,7 @@ from fnn import (
     losses,
     numerical,
     symmetry,
+    traces,
     training,
 )
 from fnn.curvature import (
@@ -50,10 +52,10 @@ from fnn.extensions import (
     gradient_statistics,
     per_example_grad_norms,
     per_example_grads,
-    trace,
 )
 from fnn.io import load, save
 from fnn.network import MLP, apply, forward, init, summary
+from fnn.traces import backprop_trace
 
 __version__ = "0.1.0"
 
@@ -62,11 +64,13 @@ __all__ = [
     "activations",
     "apply",
     "backprop",
+    "backprop_trace",
     "clipped_grad",
     "cost_model",
     "curvature",
     "derivatives",
     "distributed",
+    "draw",
     "extensions",
     "forward",
     "forward_mode",
@@ -91,7 +95,7 @@ __all__ = [
     "save",
     "summary",
     "symmetry",
-    "trace",
+    "traces",
     "training",
     "value_and_grad",
 ]

@@ -55,13 +55,14 @@ __all__ = [
     "jvp",
     "param_grads",
     "param_grads_batch",
+    "param_grads_norm_terms",
     "param_grads_per_example",
-    "param_grads_sq_norm",
     "param_grads_sq_sum",
     "param_hessian_block",
     "param_hessian_diagonal",
     "r_backward",
     "r_forward",
+    "row_norms",
     "split_augmented",
     "vjp",
     "vjp_batch",
@@ -256,6 +257,8 @@ def jvp(p: dict, f: str, z: jax.Array, z_dot, p_dot=None):
 # ---------------------------------------------------------------------------------------
 # Per example (S24, S25): the rows of G and Δ kept apart, each row its own example's loss.
 # :mod:`fnn.extensions` folds these; ``G`` and ``Δ`` are ``(B, M)`` and NOT divided by B.
+# Norms are of products, never products of squares: ‖δ‖² ‖z‖² is 0 · ∞ when ‖z‖² overflows
+# and δ = 0, where the gradient δ ⊗ z itself is 0.
 # ---------------------------------------------------------------------------------------
 
 
@@ -266,21 +269,44 @@ def param_grads_per_example(p: dict, f: str, cache: Cache, G: jax.Array, Delta: 
     return {"W": outer, "b": Delta, **_alpha_grads(p, f, cache, G)}
 
 
-def param_grads_sq_norm(p: dict, f: str, cache: Cache, G: jax.Array, Delta: jax.Array):
-    """``‖∂L_b/∂θ‖²`` over this layer's parameters, for every row b, without forming the
-    gradients (S24): ``‖δ_b ⊗ z_b‖²_F = ‖δ_b‖² ‖z_b‖²``, plus ``‖δ_b‖²`` for the bias and
-    ``(∂L_b/∂α)²`` for the activation's parameters. Returns ``(B,)``."""
-    d2 = jnp.sum(Delta**2, axis=-1)
-    alpha = sum(g**2 for g in _alpha_grads(p, f, cache, G).values())
-    return d2 * jnp.sum(cache.z_prev**2, axis=-1) + d2 + alpha
+def row_norms(v: jax.Array) -> jax.Array:
+    """``‖v_b‖₂`` over the last axis, scaled so that it overflows only where the norm does:
+    ``m ‖v / m‖`` with ``m = max |v_b|`` (``‖(1e20, 1e20)‖`` is ``1.4e20`` in float32, where
+    ``Σ v²`` is ``inf``). A zero row has norm 0, a row with an inf has norm inf."""
+    m = jnp.max(jnp.abs(v), axis=-1)
+    scale = jnp.where(m > 0, m, 1)[..., None]  # 0 for a zero row; inf, NaN pass through
+    n = m * jnp.sqrt(jnp.sum((v / scale) ** 2, axis=-1))
+    return jnp.where(jnp.isinf(m), m, n)
+
+
+def param_grads_norm_terms(p: dict, f: str, cache: Cache, G: jax.Array, Delta: jax.Array):
+    """Terms whose 2-norm per row is ``‖∂L_b/∂θ‖`` over this layer's parameters, without
+    forming the gradients (S24): ``‖(δ_b ⊗ z_b, δ_b)‖_F = ‖δ_b‖ ‖(z_b, 1)‖`` for ``W`` and
+    ``b``, then ``|∂L_b/∂α|`` per activation parameter. Returns ``(B, 1 + #α)``; the term
+    is 0 where ``δ_b = 0`` even if ``‖z_b‖`` overflows (the gradient is 0 there)."""
+    d = row_norms(Delta)
+    z1 = jnp.hypot(row_norms(cache.z_prev), 1)
+    wb = jnp.where(d == 0, 0, d * z1)
+    return jnp.stack([wb, *(jnp.abs(g) for g in _alpha_grads(p, f, cache, G).values())], -1)
+
+
+def _column_scaled(v: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """``(v / s, s)`` with ``s = max_b |v_bj|`` per column (1 where the column is 0)."""
+    s = jnp.max(jnp.abs(v), axis=0)
+    return v / jnp.where(s > 0, s, 1), s
 
 
 def param_grads_sq_sum(p: dict, f: str, cache: Cache, G: jax.Array, Delta: jax.Array) -> dict:
     """``Σ_b (∂L_b/∂θ)²`` elementwise, like ``p``, without forming the gradients (S25):
     ``W``: ``(Δ ⊙ Δ)ᵀ (Z ⊙ Z)`` (entry ``(m, d)`` is ``Σ_b δ_bm² z_bd²``), ``b``: ``Σ_b δ_b²``,
-    ``α``: ``Σ_b (∂L_b/∂α)²``."""
+    ``α``: ``Σ_b (∂L_b/∂α)²``. For ``W`` the columns of ``Δ`` and ``Z`` are scaled by their
+    largest entries ``t_m``, ``s_d`` first, ``(t_m s_d √S_md)²`` with ``S`` the scaled
+    product: no ``z²`` overflows (nor meets a ``δ = 0``) where ``δ z`` is finite."""
     alpha = {k: jnp.sum(g**2) for k, g in _alpha_grads(p, f, cache, G).items()}
-    return {"W": (Delta**2).T @ cache.z_prev**2, "b": jnp.sum(Delta**2, axis=0), **alpha}
+    D, t = _column_scaled(Delta)
+    Z, s = _column_scaled(cache.z_prev)
+    W = (t[:, None] * jnp.sqrt((D**2).T @ Z**2) * s[None, :]) ** 2
+    return {"W": W, "b": jnp.sum(Delta**2, axis=0), **alpha}
 
 
 # =======================================================================================

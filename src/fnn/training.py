@@ -158,7 +158,14 @@ def train_step(
         grads = grads["params"]
     else:
         L, grads = extensions.clipped_grad(
-            net, params, x, y, clip_norm, loss, noise_multiplier=noise_multiplier, key=key
+            net,
+            params,
+            x,
+            y,
+            loss=loss,
+            max_norm=clip_norm,
+            noise_multiplier=noise_multiplier,
+            key=key,
         )
     updates, opt_state = optimizer.update(grads, opt_state, params)
     return optax.apply_updates(params, updates), opt_state, L
