@@ -34,8 +34,12 @@ $(DOCS_STAMP): $(STAMP) pyproject.toml
 
 # The site, strict: a warning, a broken cross-reference or a failing tutorial cell fails it.
 # PYTHONPATH=src: the API pages and the tutorials use this checkout's fnn.
+# It executes every tutorial: a few minutes on two cores; it prints how long it took.
 docs: $(DOCS_STAMP)
-	NO_MKDOCS_2_WARNING=1 PYTHONPATH=src $(BIN)/python -m mkdocs build --strict
+	@echo "make docs: building site/ (runs every tutorial; a few minutes on two cores)"
+	@start=$$(date +%s); \
+	NO_MKDOCS_2_WARNING=1 PYTHONPATH=src $(BIN)/python -m mkdocs build --strict && \
+	echo "make docs: site/ built in $$(( $$(date +%s) - start )) s"
 
 # Every page of the built site/ (run `make docs` first) in headless Chromium
 # (apt-get install chromium chromium-driver). Not rebuilt here: CI builds once, checks once.
