@@ -301,8 +301,9 @@ def main(argv=None) -> int:
     if "index.html" not in pages:
         sys.exit(f"no index.html under {args.site}: run `make docs` first")
     missing = [p for p in screenshots if p not in pages]
-    if missing:
-        sys.exit(f"pages to screenshot are not in the site: {missing}")
+    if missing:  # a page left out of this build (mkdocs.yml extra.pending_merge)
+        print(f"not in the site, no screenshot: {missing}")
+        screenshots = {p: n for p, n in screenshots.items() if p in pages}
 
     server, base = serve(args.site)
     driver = browser(*LAPTOP)
