@@ -60,9 +60,12 @@ __all__ = [
 ]
 
 HIDDEN = ("sigmoid", "tanh", "relu")
+"""The hidden activations an exercise draws from; the output is always linear."""
 RIGHT, FOLLOWS, WRONG, BLANK = "right", "right given your earlier value", "wrong", "blank"
-_SUP = str.maketrans("0123456789", "⁰¹²³⁴⁵⁶⁷⁸⁹")
+"""The four marks a number can get (:attr:`Mark.status`)."""
 SYMBOL = {RIGHT: "✓", FOLLOWS: "✓*", WRONG: "✗", BLANK: "·"}
+"""How each mark is printed."""
+_SUP = str.maketrans("0123456789", "⁰¹²³⁴⁵⁶⁷⁸⁹")
 
 
 class Exercise(NamedTuple):
@@ -70,11 +73,17 @@ class Exercise(NamedTuple):
     example ``x`` with target ``y``, and how many decimals answers are given to."""
 
     seed: int
+    """The seed the exercise was made from."""
     net: MLP
+    """The network: ``2 → 2 → 1`` or ``2 → 2 → 2 → 1``, a linear output."""
     params: list
+    """``[{"W": (M, D), "b": (M,)}, …]`` as NumPy arrays with one decimal."""
     x: np.ndarray
+    """The input, shape ``(2,)``."""
     y: np.ndarray
+    """The target, shape ``(1,)``."""
     decimals: int
+    """How many decimals answers are given to."""
 
     def __str__(self) -> str:
         arrows = " → ".join(map(str, self.net.sizes))
@@ -275,12 +284,18 @@ class Mark(NamedTuple):
     right value, the status (right, right given your earlier value, wrong, blank)."""
 
     key: str
+    """The quantity, as :func:`keys` names it (``"delta[2]"``)."""
     index: tuple
+    """The entry within it, 0-based (``()`` for the loss)."""
     given: float
+    """The student's number (NaN: blank)."""
     right: float
+    """The right number, from :func:`solution`."""
     status: str
+    """One of ``RIGHT``, ``FOLLOWS``, ``WRONG``, ``BLANK``."""
 
     def label(self) -> str:
+        """The number's name on the sheet, 1-based: ``"dL/dW[1][2,1]"``."""
         entry = ",".join(str(k + 1) for k in self.index)
         return self.key + (f"[{entry}]" if entry else "")
 
@@ -290,12 +305,17 @@ class Marking(NamedTuple):
     mistakes that explain it (``[]``: none of the common ones; ``None``: nothing wrong)."""
 
     exercise: Exercise
+    """The exercise that was marked."""
     marks: list
+    """One :class:`Mark` per number, in the order the passes compute them."""
     first_wrong: Mark | None
+    """The first number marked wrong, or ``None``."""
     likely: list | None
+    """The common mistakes that give the first wrong number (``None``: nothing wrong)."""
 
     @property
     def all_right(self) -> bool:
+        """Every number filled in and right."""
         return all(m.status == RIGHT for m in self.marks)
 
     def __str__(self) -> str:
