@@ -75,11 +75,18 @@ for key, blank in sheet["answers"].items():
 # $z^{(2)}$ — a very common slip, because $σ'(a) = σ(a)(1 - σ(a))$ *is* written with
 # $z = σ(a)$ — and then carried on correctly from that wrong value.
 
+
 # %%
-sig = lambda t: 1 / (1 + np.exp(-t))  # noqa: E731
+def sig(t):
+    return 1 / (1 + np.exp(-t))
+
+
+def r4(v):  # written down to four decimals
+    return np.round(v, 4)
+
+
 W = [p["W"] for p in ex.params]
 b = [p["b"] for p in ex.params]
-r4 = lambda v: np.round(v, 4)  # noqa: E731
 
 a1 = r4(W[0] @ ex.x + b[0])
 z1 = r4(sig(a1))
