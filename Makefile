@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 # The docs toolchain has its own stamp: `make test` never installs it.
 DOCS_STAMP := $(VENV)/.installed-docs
 
-.PHONY: demo test lint bench figures clean docs docs-check
+.PHONY: demo test lint bench figures clean docs docs-check docs-serve
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -45,6 +45,10 @@ docs: $(DOCS_STAMP)
 # (apt-get install chromium chromium-driver). Not rebuilt here: CI builds once, checks once.
 docs-check: $(DOCS_STAMP)
 	$(BIN)/python docs/_tools/docs_check.py --site site --out results/docs
+
+# Browse the built site on this machine only (127.0.0.1, not every interface).
+docs-serve:
+	$(BIN)/python -m http.server --directory site --bind 127.0.0.1 8000
 
 clean:
 	rm -rf $(VENV) results site .pytest_cache .hypothesis
