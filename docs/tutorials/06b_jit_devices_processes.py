@@ -11,7 +11,7 @@
 # ---
 
 # %% [markdown]
-# # 6b. One program, many devices: `jit`, meshes and several processes
+# # 6b. One program, many devices: jit, meshes and several processes
 #
 # Every derivative in fnn is a pure function of arrays (S22). That is what lets
 # `jax.jit` compile it once for whatever device is there — CPU, GPU or TPU — and what lets
@@ -44,7 +44,7 @@ from fnn import distributed
 print(jax.devices())
 
 # %% [markdown]
-# ## `jax.jit`: compile once, run many times
+# ## jax.jit: compile once, run many times
 #
 # A network and a batch; the gradient of the L2 loss by fnn's hand-written reverse mode.
 # The network `net` is static configuration (a hashable, frozen dataclass), so it can be

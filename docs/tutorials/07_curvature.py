@@ -68,16 +68,18 @@ for name, y in [("l2", jnp.array([0.0, 1.0, 0.5])), ("softmax_cross_entropy", jn
 # ## S27 — Hessian-vector products
 #
 # $Hv$ costs a few gradients, never the $P \times P$ matrix: the forward pass also pushes
-# $R\{a\}, R\{z\}$, the backward pass pulls $R\{δ\}$ (Bishop 5.4.6).
+# $R\lbrace a\rbrace, R\lbrace z\rbrace$, the backward pass pulls $R\lbrace δ\rbrace$
+# (Bishop 5.4.6).
 # [`fnn.hvp`][fnn.hvp] against `jax.jvp` of `jax.grad` (forward-over-reverse):
 
 # %% [markdown]
 # ### The R-operator, derived on a 2-2-1 network, number by number
 #
 # Pearlmutter's idea: $Hv$ is the directional derivative of the gradient,
-# $Hv = \frac{d}{dt} ∇L(θ + t v)\big|_{t=0}$. Write $R\{\cdot\}$ for that derivative of
-# any quantity of the passes; then $R\{θ\} = v$, $R\{x\} = R\{y\} = 0$, and $R$ obeys the
-# product and chain rules. Apply it to every line of the forward and the backward pass.
+# $Hv = \frac{d}{dt} ∇L(θ + t v)\big|_{t=0}$. Write $R\lbrace \cdot\rbrace$ for that
+# derivative of any quantity of the passes; then $R\lbrace θ\rbrace = v$,
+# $R\lbrace x\rbrace = R\lbrace y\rbrace = 0$, and $R$ obeys the product and chain rules.
+# Apply it to every line of the forward and the backward pass.
 # A network with two tanh hidden units, a linear output and $L = (\hat y - y)^2$, one
 # example, and a direction $v = (V^{(1)}, c^{(1)}, V^{(2)}, c^{(2)})$:
 
@@ -96,10 +98,11 @@ np.set_printoptions(precision=4, suppress=True)
 
 # %% [markdown]
 # **Forward, and $R$ of it.** $a^{(1)} = W^{(1)}x + b^{(1)}$ gives
-# $R\{a^{(1)}\} = V^{(1)} x + c^{(1)}$ (x is data: $R\{x\} = 0$);
-# $z^{(1)} = f(a^{(1)})$ gives $R\{z^{(1)}\} = f'(a^{(1)}) \odot R\{a^{(1)}\}$;
+# $R\lbrace a^{(1)}\rbrace = V^{(1)} x + c^{(1)}$ (x is data: $R\lbrace x\rbrace = 0$);
+# $z^{(1)} = f(a^{(1)})$ gives
+# $R\lbrace z^{(1)}\rbrace = f'(a^{(1)}) \odot R\lbrace a^{(1)}\rbrace$;
 # $\hat y = W^{(2)} z^{(1)} + b^{(2)}$ gives, by the product rule,
-# $R\{\hat y\} = W^{(2)} R\{z^{(1)}\} + V^{(2)} z^{(1)} + c^{(2)}$.
+# $R\lbrace \hat y\rbrace = W^{(2)} R\lbrace z^{(1)}\rbrace + V^{(2)} z^{(1)} + c^{(2)}$.
 
 # %%
 a1 = W1 @ x1 + b1
@@ -113,12 +116,15 @@ print(f"R{{a¹}} = {Ra1},  R{{z¹}} = {Rz1},  R{{ŷ}} = {Ry_hat}")
 
 # %% [markdown]
 # **Backward, and $R$ of it.** $δ^{(2)} = 2(\hat y - y)$ gives
-# $R\{δ^{(2)}\} = 2 R\{\hat y\} = H_L R\{\hat y\}$;
+# $R\lbrace δ^{(2)}\rbrace = 2 R\lbrace \hat y\rbrace = H_L R\lbrace \hat y\rbrace$;
 # $∂L/∂z^{(1)} = W^{(2)\top} δ^{(2)}$ gives
-# $R\{∂L/∂z^{(1)}\} = W^{(2)\top} R\{δ^{(2)}\} + V^{(2)\top} δ^{(2)}$;
+# $R\lbrace ∂L/∂z^{(1)}\rbrace = W^{(2)\top} R\lbrace δ^{(2)}\rbrace + V^{(2)\top} δ^{(2)}$;
 # $δ^{(1)} = f'(a^{(1)}) \odot ∂L/∂z^{(1)}$ gives the one new term of second order,
-# $R\{δ^{(1)}\} = f''(a^{(1)}) \odot R\{a^{(1)}\} \odot ∂L/∂z^{(1)}
-# + f'(a^{(1)}) \odot R\{∂L/∂z^{(1)}\}$.
+#
+# $$
+# R\lbrace δ^{(1)}\rbrace = f''(a^{(1)}) \odot R\lbrace a^{(1)}\rbrace \odot ∂L/∂z^{(1)} +
+# f'(a^{(1)}) \odot R\lbrace ∂L/∂z^{(1)}\rbrace .
+# $$
 
 # %%
 d2 = 2 * (y_hat1 - y1)
@@ -133,8 +139,9 @@ print(f"δ¹ = {d1},  R{{δ¹}} = {Rd1}")
 
 # %% [markdown]
 # **The gradient, and $R$ of it: that is $Hv$.** $∂L/∂W^{(i)} = δ^{(i)} z^{(i-1)\top}$ gives
-# $R\{∂L/∂W^{(i)}\} = R\{δ^{(i)}\} z^{(i-1)\top} + δ^{(i)} R\{z^{(i-1)}\}^\top$ (the
-# second term vanishes for $i = 1$: $R\{x\} = 0$), and $R\{∂L/∂b^{(i)}\} = R\{δ^{(i)}\}$.
+# $R\lbrace ∂L/∂W^{(i)}\rbrace = R\lbrace δ^{(i)}\rbrace z^{(i-1)\top} +
+# δ^{(i)} R\lbrace z^{(i-1)}\rbrace^\top$ (the second term vanishes for $i = 1$:
+# $R\lbrace x\rbrace = 0$), and $R\lbrace ∂L/∂b^{(i)}\rbrace = R\lbrace δ^{(i)}\rbrace$.
 # One forward and one backward pass, each about twice the work of the plain one: $Hv$ at a
 # few times the cost of a gradient, and no $P \times P$ matrix. Against
 # [`fnn.hvp`][fnn.hvp]:
