@@ -164,7 +164,7 @@ def serve(root: Path) -> tuple[http.server.ThreadingHTTPServer, str]:
     return server, f"http://127.0.0.1:{server.server_address[1]}/"
 
 
-def browser(width: int, height: int) -> webdriver.Chrome:
+def browser(width: int, height: int, phone: bool = False) -> webdriver.Chrome:
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     driver_path = shutil.which("chromedriver")
     if not chromium or not driver_path:
@@ -182,6 +182,9 @@ def browser(width: int, height: int) -> webdriver.Chrome:
         "--hide-scrollbars",
     ):
         options.add_argument(arg)
+    if phone:  # a window narrower than 500 px is widened by Chromium; a phone's screen is not
+        metrics = {"width": width, "height": height, "pixelRatio": 1.0}
+        options.add_experimental_option("mobileEmulation", {"deviceMetrics": metrics})
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     driver = webdriver.Chrome(service=Service(driver_path), options=options)
     driver.set_page_load_timeout(30)
@@ -264,7 +267,7 @@ def screenshot(driver, height: int, path: Path) -> None:
 def phone_pass(base: str, shots: Path, screenshots: dict) -> dict:
     """At 390 px: a screenshot of each page in ``screenshots`` and how many of its code
     blocks scroll sideways there (reported, not failed)."""
-    driver = browser(*PHONE)
+    driver = browser(*PHONE, phone=True)
     scrolling = {}
     try:
         for page, name in screenshots.items():
@@ -273,7 +276,12 @@ def phone_pass(base: str, shots: Path, screenshots: dict) -> dict:
             layout = driver.execute_script(LAYOUT_JS)
             scrolling[page] = len(layout["wide"])
             height = driver.execute_script("return document.documentElement.scrollHeight")
-            screenshot(driver, height, shots / name.replace(".png", "_390.png"))
+            metrics = {"width": PHONE[0], "height": min(max(height, PHONE[1]), 2400)}
+            driver.execute_cdp_cmd(  # the emulated screen, not the window, sets the height
+                "Emulation.setDeviceMetricsOverride",
+                {**metrics, "deviceScaleFactor": 1, "mobile": True},
+            )
+            driver.save_screenshot(str(shots / name.replace(".png", "_390.png")))
     finally:
         driver.quit()
     return scrolling
