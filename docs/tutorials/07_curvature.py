@@ -70,7 +70,6 @@ for name, y in [("l2", jnp.array([0.0, 1.0, 0.5])), ("softmax_cross_entropy", jn
 # $Hv$ costs a few gradients, never the $P \times P$ matrix: the forward pass also pushes
 # $R\lbrace a\rbrace, R\lbrace z\rbrace$, the backward pass pulls $R\lbrace δ\rbrace$
 # (Bishop 5.4.6).
-# [`fnn.hvp`][fnn.hvp] against `jax.jvp` of `jax.grad` (forward-over-reverse):
 
 # %% [markdown]
 # ### The R-operator, derived on a 2-2-1 network, number by number
@@ -198,6 +197,9 @@ print(f"max |H_a¹ ⊗ x xᵀ − jax.hessian w.r.t. W¹|: {float(np.abs(block -
 # the diagonals and blocks of S28 below form only the small ones.
 #
 # ### A bigger network
+#
+# On a $4 \to 12 \to 12 \to 3$ network and a batch, [`fnn.hvp`][fnn.hvp] against `jax.jvp`
+# of `jax.grad` (forward-over-reverse):
 
 # %%
 net = fnn.MLP((4, 12, 12, 3), ("tanh", "softplus", "identity"))
