@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 # The docs toolchain has its own stamp: `make test` never installs it.
 DOCS_STAMP := $(VENV)/.installed-docs
 
-.PHONY: demo test lint bench figures clean docs docs-check
+.PHONY: demo test lint bench figures clean docs docs-check docs-serve
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,13 +34,21 @@ $(DOCS_STAMP): $(STAMP) pyproject.toml
 
 # The site, strict: a warning, a broken cross-reference or a failing tutorial cell fails it.
 # PYTHONPATH=src: the API pages and the tutorials use this checkout's fnn.
+# It executes every tutorial: a few minutes on two cores; it prints how long it took.
 docs: $(DOCS_STAMP)
-	NO_MKDOCS_2_WARNING=1 PYTHONPATH=src $(BIN)/python -m mkdocs build --strict
+	@echo "make docs: building site/ (runs every tutorial; a few minutes on two cores)"
+	@start=$$(date +%s); \
+	NO_MKDOCS_2_WARNING=1 PYTHONPATH=src $(BIN)/python -m mkdocs build --strict && \
+	echo "make docs: site/ built in $$(( $$(date +%s) - start )) s"
 
 # Every page of the built site/ (run `make docs` first) in headless Chromium
 # (apt-get install chromium chromium-driver). Not rebuilt here: CI builds once, checks once.
 docs-check: $(DOCS_STAMP)
 	$(BIN)/python docs/_tools/docs_check.py --site site --out results/docs
+
+# Browse the built site on this machine only (127.0.0.1, not every interface).
+docs-serve:
+	$(BIN)/python -m http.server --directory site --bind 127.0.0.1 8000
 
 clean:
 	rm -rf $(VENV) results site .pytest_cache .hypothesis

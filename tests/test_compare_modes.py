@@ -92,3 +92,13 @@ def test_bad_flags_are_argparse_errors(compare_modes, argv, message, capsys):
         compare_modes.main(argv)
     assert exit_info.value.code == 2
     assert message in capsys.readouterr().err
+
+
+def test_verdict_tells_a_missed_target_from_the_runs_noise(compare_modes):
+    samples = {"a": [1.0, 1.2, 0.9, 1.1], "b": [1.0, 1.0, 1.0, 1.0]}
+    assert compare_modes.spread(samples, "a", "b") == pytest.approx((0.975, 1.125))
+    noise = compare_modes.target("≤ 1.05×", 1.08, (0.98, 1.12), 1.05, at_most=True)
+    assert "within this run's noise" in noise and "0.98–1.12×" in noise
+    assert "missed" in compare_modes.target("≤ 1.05×", 1.3, (1.2, 1.4), 1.05, at_most=True)
+    assert compare_modes.target("≥ 10×", 12.0, (9.0, 13.0), 10, at_most=False).endswith("met)")
+    assert compare_modes.target("≥ 10×", 8.0, (7.0, 9.0), 10, at_most=False, show=False) == ""

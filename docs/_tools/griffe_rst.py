@@ -16,7 +16,11 @@ names resolve):
 * a ``Raises:`` section of prose (``As :func:`hvp`; …``) -> one paragraph ``Raises: As …``;
 * a run of ``>>>``/``...`` lines and their output -> a fenced ``pycon`` block;
 * bullet-list continuation lines indented by 2 (reST) -> by 4 (Python-Markdown); a blank
-  line before the next bullet when an item holds a formula or a literal block.
+  line before the next bullet when an item holds a formula or a literal block;
+* the first sentence on the first line: mkdocstrings' lists of a module's functions and
+  classes show an entry's first line only, so a first sentence wrapped over two lines would
+  be cut off there. The first paragraph is re-flowed (the page renders it the same): its
+  first sentence on line one, the rest of the paragraph on line two.
 
 The sources stay as they are: ``help()`` and the doctests read the same text.
 """
@@ -197,6 +201,43 @@ def _separate_items(lines: list[str]) -> list[str]:
     return out
 
 
+_ABBREVIATIONS = ("e.g", "i.e", "cf", "vs", "etc", "Fig", "ch", "resp", "approx")
+_BLOCK_START = re.compile(r"^\s*(\$\$|```|[*-] |>>>|\.\. |\|)")
+
+
+def _sentence_end(text: str) -> int | None:
+    """The index just past the first sentence of ``text`` (a ``.``, ``!`` or ``?`` before a
+    space, outside `code` and $maths$, not ending an abbreviation), or ``None``."""
+    code = math = False
+    for i, ch in enumerate(text):
+        if ch == "`":
+            code = not code
+        elif ch == "$" and not code:
+            math = not math
+        elif ch in ".!?" and not (code or math) and text[i + 1 : i + 2] == " ":
+            word = text[:i].rsplit(" ", 1)[-1].lstrip("(")
+            if word not in _ABBREVIATIONS and not (len(word) == 1 and word.isalpha()):
+                return i + 1
+    return None
+
+
+def _first_sentence_first(lines: list[str]) -> list[str]:
+    """The first paragraph re-flowed: its first sentence as line one, the rest as line two."""
+    k = 0
+    while (
+        k < len(lines)
+        and lines[k].strip()
+        and not (k and (_BLOCK_START.match(lines[k]) or _SECTION.match(lines[k])))
+    ):
+        k += 1
+    if k < 2 or _BLOCK_START.match(lines[0]):
+        return lines
+    text = " ".join(line.strip() for line in lines[:k])
+    end = _sentence_end(text)
+    head = [text] if end is None else [text[:end], text[end:].strip()]
+    return [h for h in head if h] + lines[k:]
+
+
 def _unique_member(obj: griffe.Object, name: str) -> str | None:
     """A bare name that the object's module does not import (``run_layers`` written in
     ``fnn.network``): the one module of the package that defines it, if exactly one does."""
@@ -252,7 +293,7 @@ def _private_helper(obj: griffe.Object, path: str) -> bool:
 
 def convert(text: str, obj: griffe.Object) -> str:
     """One docstring, reST-flavoured -> Markdown (see the module docstring)."""
-    lines = text.split("\n")
+    lines = _first_sentence_first(text.split("\n"))
     lines = _raises_prose(lines)
     lines = _math_blocks(lines)
     lines = _literal_blocks(lines)

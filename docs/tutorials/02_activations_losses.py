@@ -20,6 +20,8 @@
 # differentiation; fnn's tests add central differences in float64.
 
 # %%
+import textwrap
+
 import jax
 import jax.numpy as jnp
 import matplotlib.pyplot as plt
@@ -37,7 +39,7 @@ from fnn import activations, jacobians, layer, losses
 # operation. None of them calls `jax.grad`.
 
 # %%
-print(activations.names())
+print(textwrap.fill(", ".join(activations.names()), 88))
 
 a = jnp.linspace(-3, 3, 601)
 fig, axes = plt.subplots(2, 6, figsize=(15, 4.6), sharex=True)

@@ -48,25 +48,19 @@ x = jnp.array([1.0, 2.0])
 y = jnp.array(1.0)
 
 z, cache = backprop.neuron_forward(w, b, x, "sigmoid")
-print(
-    f"a = {float(cache.a):.4f}, z = σ(a) = {float(z):.4f}, L = (z − y)² = {float((z - y) ** 2):.4f}"
-)
+L1 = (z - y) ** 2
+print(f"a = {float(cache.a):.4f}, z = σ(a) = {float(z):.4f}, L = (z − y)² = {float(L1):.4f}")
 g = backprop.neuron_backward(w, cache, 2 * (z - y), "sigmoid")
-print("∂L/∂a =", g.a, " ∂L/∂b =", g.b, " ∂L/∂w =", g.w, " ∂L/∂x =", g.x)
+print("∂L/∂a =", g.a, " ∂L/∂b =", g.b)
+print("∂L/∂w =", g.w, " ∂L/∂x =", g.x)
 
 
 def neuron_loss(w, b, x):
     return (jax.nn.sigmoid(w @ x + b) - y) ** 2
 
 
-print(
-    "jax.grad: ∂L/∂w =",
-    jax.grad(neuron_loss, 0)(w, b, x),
-    " ∂L/∂b =",
-    jax.grad(neuron_loss, 1)(w, b, x),
-    " ∂L/∂x =",
-    jax.grad(neuron_loss, 2)(w, b, x),
-)
+dw, db, dx = jax.grad(neuron_loss, argnums=(0, 1, 2))(w, b, x)
+print("jax.grad: ∂L/∂w =", dw, " ∂L/∂b =", db, " ∂L/∂x =", dx)
 
 # %% [markdown]
 # ## A worked example, number by number
@@ -95,7 +89,8 @@ z1 = jax.nn.sigmoid(a1)
 a2 = W2 @ z1 + b2
 y_hat = a2
 L = jnp.sum((y_hat - y) ** 2)
-print("a¹ = W¹x + b¹ =", np.asarray(a1), "  (0.1·1 + 0.2·2 + 0 = 0.5;  −0.3·1 + 0.4·2 + 0.1 = 0.6)")
+print("a¹ = W¹x + b¹ =", np.asarray(a1))
+print("     (0.1·1 + 0.2·2 + 0 = 0.5;  −0.3·1 + 0.4·2 + 0.1 = 0.6)")
 print("z¹ = σ(a¹)    =", np.asarray(z1))
 print("ŷ = W²z¹ + b² =", np.asarray(a2))
 print("L = (ŷ − y)²  =", float(L))
@@ -149,16 +144,49 @@ def network_loss(params, x):
 
 by_jax = dict(zip(["params", "x"], jax.grad(network_loss, argnums=(0, 1))(params, x)))
 print(f"{'method':<10} {'loss':>8}  max |grad − hand|")
+
+
+def max_diff(u, v):
+    return max(float(jnp.abs(a - b).max()) for a, b in zip(jax.tree.leaves(u), jax.tree.leaves(v)))
+
+
 for method in ["explicit", "reverse", "forward"]:
     value, grads = fnn.value_and_grad(net, params, x, y, loss="l2", method=method)
-    diff = max(
-        float(jnp.abs(a - b).max()) for a, b in zip(jax.tree.leaves(grads), jax.tree.leaves(hand))
-    )
-    print(f"{method:<10} {float(value):>8.5f}  {diff:.1e}")
-diff = max(
-    float(jnp.abs(a - b).max()) for a, b in zip(jax.tree.leaves(by_jax), jax.tree.leaves(hand))
-)
-print(f"{'jax.grad':<10} {float(network_loss(params, x)):>8.5f}  {diff:.1e}")
+    print(f"{method:<10} {float(value):>8.5f}  {max_diff(grads, hand):.1e}")
+print(f"{'jax.grad':<10} {float(network_loss(params, x)):>8.5f}  {max_diff(by_jax, hand):.1e}")
+
+# %% [markdown]
+# **What the numbers mean.** A derivative is a slope: $∂L/∂W^{(1)}_{11}$ says how fast the
+# loss changes when that one weight moves and everything else stays. Moving $W^{(1)}_{11}$
+# along a line and recomputing the loss shows the curve; the backward pass's number is the
+# slope of its tangent at the current weight — and the slope of every other weight's curve,
+# all from one pass.
+
+# %%
+import matplotlib.pyplot as plt  # noqa: E402
+
+fig, axes = plt.subplots(1, 2, figsize=(8, 3), sharey=True)
+for ax, (name, i, j) in zip(axes, [("W¹₁₁", 0, 0), ("W²₁₂", 1, 0)]):
+    col = 0 if name == "W¹₁₁" else 1
+    w0 = float(params[i]["W"][j, col])
+    ts = np.linspace(w0 - 2, w0 + 2, 81)
+    curve = [
+        float(network_loss([dict(p, W=p["W"].at[j, col].set(t)) if k == i else p
+                            for k, p in enumerate(params)], x))
+        for t in ts
+    ]  # fmt: skip
+    slope = float(hand["params"][i]["W"][j, col])
+    L0 = float(network_loss(params, x))
+    ax.plot(ts, curve, label="L as the weight moves")
+    ax.plot(ts, L0 + slope * (ts - w0), "--", label=f"tangent, slope ∂L/∂{name} = {slope:.3f}")
+    ax.plot([w0], [L0], "ko")
+    ax.set_xlabel(name)
+    ax.set_ylim(0, max(curve) * 1.05)
+    ax.legend(fontsize=7, loc="upper center")
+axes[0].set_ylabel("L")
+fig.suptitle("the backward pass gives the slope of the loss along every weight at once")
+plt.tight_layout()
+plt.show()
 
 # %%
 # The whole pass on one picture (fnn.backprop_trace, drawn by Trace.plot): a, z and δ on the
@@ -223,10 +251,8 @@ Y_hat, caches = backprop.forward_batch(net, params, x[None, :])
 G = jax.vmap(losses.get("l2").jacobian)(Y_hat, y[None, :])  # (B, M_out)
 for i in reversed(range(net.num_layers)):
     grads_i, G = layer.vjp_batch(params[i], net.activations[i], caches[i], G)
-    print(
-        f"layer {i + 1}: ∂L/∂W = {np.asarray(grads_i['W']).ravel()},"
-        f" ∂L/∂b = {np.asarray(grads_i['b'])}"
-    )
+    dW, db = np.asarray(grads_i["W"]).ravel(), np.asarray(grads_i["b"])
+    print(f"layer {i + 1}: ∂L/∂W = {dW}, ∂L/∂b = {db}")
 print("∂L/∂x =", np.asarray(G[0]))
 
 # %% [markdown]
@@ -247,14 +273,10 @@ for acts in [("tanh", "relu", "identity"), ("gelu", "softplus", "softmax")]:
         for m in ["explicit", "reverse", "forward"]
     }
     ref = results["reverse"][1]
-    print(
-        acts,
-        loss,
-        {
-            m: f"{max(float(jnp.abs(a - b).max()) for a, b in zip(*map(jax.tree.leaves, (g, ref)))):.1e}"  # noqa: E501
-            for m, (_, g) in results.items()
-        },
+    diffs = ", ".join(
+        f"{m} {max_diff(g, ref):.0e}" for m, (_, g) in results.items() if g is not ref
     )
+    print(f"{' → '.join(acts):26} {loss:14} max |grad − reverse|  {diffs}")
 
 # %% [markdown]
 # ## S20 — the lecture's PyTorch example, ported
@@ -288,11 +310,8 @@ b = [p["b"] for p in params]
 gW, gb, gx = jax.grad(lecture_loss, argnums=(0, 1, 2))(W, b, x)
 loss, grads = fnn.value_and_grad(net, params, x, y, loss="l2", method="reverse")
 print(f"Loss = {float(loss):.4f}")
-print(
-    "x.grad    =",
-    np.asarray(grads["x"]),
-    f"  max diff to jax.grad {float(jnp.abs(grads['x'] - gx).max()):.1e}",
-)
+print("x.grad =", np.asarray(grads["x"]).round(2))
+print(f"x.grad: max diff to jax.grad {float(jnp.abs(grads['x'] - gx).max()):.1e}")
 for k in range(3):
     print(
         f"W[{k}].grad: max diff {float(jnp.abs(grads['params'][k]['W'] - gW[k]).max()):.1e},"
