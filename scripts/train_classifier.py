@@ -76,7 +76,6 @@ def main(argv=None):
     for name, optimizer in optimizers(args).items():
         start = time.perf_counter()
         params, history = training.fit(
-            shuffle_key,
             net,
             params0,
             x_train,
@@ -86,6 +85,7 @@ def main(argv=None):
             method=args.method,
             epochs=args.epochs,
             batch_size=args.batch_size,
+            key=shuffle_key,
         )
         seconds = time.perf_counter() - start
         results[name] = {

@@ -49,7 +49,7 @@ CHILD = textwrap.dedent(
     tag = sys.argv[2]
 
     def fit(epochs, x=x, y=y, batch_size=16, **kwargs):
-        return training.fit(jax.random.key(3), net, params, x, y, optimizer, epochs=epochs,
+        return training.fit(net, params, x, y, optimizer, key=jax.random.key(3), epochs=epochs,
                             loss="softmax_cross_entropy", batch_size=batch_size, **kwargs)
 
     def save(name, p):
@@ -69,7 +69,7 @@ CHILD = textwrap.dedent(
 
     step = training.make_train_step(net, optimizer, loss="softmax_cross_entropy")
     b = 16 // P  # each process passes its rows of the global batch X[:16]
-    p1, _, L = step(params, optimizer.init(params), X[me * b:(me + 1) * b], Y[me * b:(me + 1) * b])
+    p1, _, L = step(params, X[me * b:(me + 1) * b], Y[me * b:(me + 1) * b], optimizer.init(params))
     save("step", p1)
     result["step_loss"] = float(L)
 
@@ -81,7 +81,7 @@ CHILD = textwrap.dedent(
             except (OSError, ValueError) as err:
                 errors[name] = f"{type(err).__name__}: {err}"
         refusal("fit_batch", lambda: fit(1, batch_size=6))
-        refusal("step_batch", lambda: step(params, optimizer.init(params), x[:3], y[:3]))
+        refusal("step_batch", lambda: step(params, x[:3], y[:3], optimizer.init(params)))
         refusal("unequal", lambda: fit(1, x=x[: n - 2 * me], y=y[: n - 2 * me]))
         x_bad = x.copy()
         x_bad[0, 0] = np.nan if me == 1 else 0.0
@@ -195,10 +195,12 @@ def test_bad_batches_and_data_are_refused_in_every_process_S30(runs):
     assert "process(es) [1] refused their data" in first["nan"]
 
 
-def test_a_checkpoint_that_cannot_be_written_stops_every_process_S30(runs):
+def test_a_checkpoint_that_cannot_be_written_stops_every_process_before_training_S30(runs):
     first, second = (r["errors"] for r in runs["processes"])
-    assert first["write"].startswith("FileNotFoundError")  # process 0's own error
-    assert "process 0 could not write the checkpoint" in second["write"]
+    assert first["write"].startswith("ValueError: checkpoint = ")  # process 0's own error
+    assert "missing/run_0.npz': the directory" in first["write"]
+    assert "does not exist" in first["write"]
+    assert "process 0 refused it; see its message" in second["write"]
 
 
 # ---------------------------------------------------------------------------------------

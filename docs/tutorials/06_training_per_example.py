@@ -58,7 +58,6 @@ fig, ax = plt.subplots(figsize=(6.5, 3.6))
 trained = {}
 for name, optimizer in optimizers.items():
     params, history = training.fit(
-        jax.random.key(1),
         net,
         params0,
         X[train],
@@ -68,6 +67,7 @@ for name, optimizer in optimizers.items():
         epochs=20,
         batch_size=32,
         progress=False,
+        key=jax.random.key(1),
     )
     accuracy = float(jnp.mean(jnp.argmax(fnn.apply(net, params, X[test]), axis=1) == labels[test]))
     trained[name] = params
@@ -178,7 +178,7 @@ noise = jnp.concatenate(
 print(f"std of the noise {float(noise.std()):.5f}, σC/B = {sigma * C / len(xb):.5f}")
 
 # %% [markdown]
-# DP-SGD training is then [`training.fit`][fnn.training.fit] with `clip_norm=C` (every
+# DP-SGD training is then [`training.fit`][fnn.training.fit] with `max_norm=C` (every
 # step's gradient is the clipped mean) and `noise_multiplier=σ` (the noise of step $k$
 # drawn from a key split off `fit`'s own key, so a run is reproducible and resumable).
 # Beside it, from the same key, the run with clipping only and plain training. (No privacy
@@ -187,13 +187,12 @@ print(f"std of the noise {float(noise.std()):.5f}, σC/B = {sigma * C / len(xb):
 # %%
 runs = {
     "plain": {},
-    f"clipped (C = {C})": {"clip_norm": C},
-    f"DP-SGD (C = {C}, σ = {sigma})": {"clip_norm": C, "noise_multiplier": sigma},
+    f"clipped (C = {C})": {"max_norm": C},
+    f"DP-SGD (C = {C}, σ = {sigma})": {"max_norm": C, "noise_multiplier": sigma},
 }
 for name, dp in runs.items():
     start = time.perf_counter()
     params_dp, _ = training.fit(
-        jax.random.key(2),
         net,
         params0,
         X[train],
@@ -204,6 +203,7 @@ for name, dp in runs.items():
         batch_size=64,
         progress=False,
         **dp,
+        key=jax.random.key(2),
     )
     logits = fnn.apply(net, params_dp, X[test])
     accuracy = float(jnp.mean(jnp.argmax(logits, axis=1) == labels[test]))
