@@ -424,7 +424,7 @@ def _answers_as_coordinator(connection: socket.socket) -> bool:
     """JAX's coordinator speaks gRPC (HTTP/2): to a client's preface and empty SETTINGS
     frame it answers with a frame of its own, a SETTINGS frame (type 4), within a second."""
     try:
-        connection.settimeout(2.0)
+        connection.settimeout(1.0)
         connection.sendall(_GRPC_PREFACE)
         frame = b""
         while len(frame) < 9:
