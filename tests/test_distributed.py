@@ -128,10 +128,10 @@ def runs(tmp_path_factory):
             [sys.executable, "-c", CHILD, str(out), "distributed"],
             2,
             devices_per_process=2,
-            timeout=120,
+            timeout=240,
             env=SRC,
         )
-        ref_out, ref_err = reference.communicate(timeout=120)
+        ref_out, ref_err = reference.communicate(timeout=240)
     finally:
         if reference.poll() is None:
             reference.kill()
@@ -162,7 +162,7 @@ def test_two_processes_with_two_devices_each_S30(runs):
         assert (r["process"], r["processes"], r["devices"], r["local_devices"]) == (i, 2, 4, 2)
         assert r["replicated"]
     assert runs["reference"]["devices"] == 1
-    assert runs["seconds"] < 120
+    assert runs["seconds"] < 240  # bounded, on a busy machine
 
 
 @pytest.mark.parametrize("name", ["fit3", "fit5", "step"])

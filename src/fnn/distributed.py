@@ -1,30 +1,24 @@
 r"""Devices and processes: the data mesh, its shardings, and JAX's multi-process runtime (S22, S30).
 
-Data parallelism (S22) needs only three things, all here:
-
-* :func:`data_mesh`: a one-axis ``Mesh(devices, ("data",))``, by default over every device of
-  every process, in process order;
-* :func:`shardings`: the two ``NamedSharding``\ s of training — parameters and optimizer state
-  *replicated* (``PartitionSpec()``), a batch of shape ``(B, D)`` *split* along its leading
-  axis (``PartitionSpec("data")``), so that each of the ``|mesh|`` devices holds
-  ``B / |mesh|`` rows and ``jax.jit`` sums the per-device partial gradients;
-* :func:`check_batch_size`: ``B mod |mesh| = 0``, checked in Python before tracing.
+Data parallelism (S22): :func:`data_mesh` is a one-axis ``Mesh(devices, ("data",))`` over
+every device of every process, in process order; :func:`shardings` are training's two
+``NamedSharding``\ s — parameters and optimizer state *replicated* (``PartitionSpec()``), a
+batch ``(B, D)`` *split* along its leading axis (``PartitionSpec("data")``), so that each of
+the ``|mesh|`` devices holds ``B / |mesh|`` rows and ``jax.jit`` sums the per-device partial
+gradients; :func:`check_batch_size` checks ``B mod |mesh| = 0`` in Python before tracing.
 
 Several processes (S30): :func:`initialize_distributed` joins a process to a
 ``jax.distributed`` run, with a bounded wait for the coordinator and messages that say what
-is missing. Each process then holds only its own rows of the data; :func:`assemble` checks
-that all processes passed the same number (every process learns whether every other one
-refused its data, so none is left waiting in a collective) and builds the global arrays, the
-concatenation in process order, with ``jax.make_array_from_process_local_data``.
-:func:`on_process_0` runs a side effect (a checkpoint write or read) on process 0 only and
+is missing. Each process holds only its own rows of the data; :func:`assemble` checks that
+all passed the same number and builds the global arrays (their concatenation in process
+order). :func:`on_process_0` runs a side effect (a checkpoint write) on process 0 only and
 lets every process learn whether it failed; :func:`broadcast_exact` hands its result to all,
-bit for bit.
+bit for bit; :func:`check_agreement` compares settings across processes by digest and
+refuses, in every process, what differs. No process is ever left waiting in a collective
+for one that has stopped.
 
-This module knows nothing of networks or training; :mod:`fnn.training` builds on it.
-:func:`check_agreement` compares settings across processes (by digest) and refuses, in
-every process, what differs, naming the setting and the processes.
-
-In one process every function here is a no-op or a plain check.
+This module knows nothing of networks or training; :mod:`fnn.training` builds on it. In one
+process every function here is a no-op or a plain check.
 """
 
 from __future__ import annotations
@@ -417,7 +411,7 @@ def _check_port_free(host: str, port: int, who: str) -> None:
             ) from err
 
 
-_GRPC_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes(9)[:3] + b"\x04" + bytes(5)
+_GRPC_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes([0, 0, 0, 4, 0, 0, 0, 0, 0])
 
 
 def _answers_as_coordinator(connection: socket.socket) -> bool:
@@ -426,15 +420,10 @@ def _answers_as_coordinator(connection: socket.socket) -> bool:
     try:
         connection.settimeout(1.0)
         connection.sendall(_GRPC_PREFACE)
-        frame = b""
-        while len(frame) < 9:
-            chunk = connection.recv(9 - len(frame))
-            if not chunk:
-                return False
-            frame += chunk
-        return frame[3] == 4
+        frame = connection.recv(9, socket.MSG_WAITALL)
     except OSError:
         return False
+    return len(frame) == 9 and frame[3] == 4
 
 
 def _wait_for_coordinator(host: str, port: int, deadline: float, who: str, timeout: int):
@@ -443,23 +432,21 @@ def _wait_for_coordinator(host: str, port: int, deadline: float, who: str, timeo
     accepts the connection but does not answer as a coordinator three times in a row is
     another program on the port: an error at once, not at the deadline."""
     error, strangers = None, 0
-    while time.monotonic() < deadline:
+    while time.monotonic() < deadline and strangers < 3:
         try:
             with socket.create_connection((host, port), timeout=1.0) as connection:
                 if _answers_as_coordinator(connection):
                     return
-            strangers += 1
-            if strangers == 3:
-                raise ConnectionError(
-                    f"{who}: a program at {host}:{port} accepts connections but is not JAX's "
-                    "coordinator; the port is in use by another program (process 0 says so "
-                    "in its own message). Pick a free port for every process."
-                )
+                strangers += 1
         except OSError as err:
-            if isinstance(err, ConnectionError) and strangers == 3:
-                raise
             error = err
         time.sleep(0.1)
+    if strangers == 3:
+        raise ConnectionError(
+            f"{who}: a program at {host}:{port} accepts connections but is not JAX's "
+            "coordinator; the port is in use by another program (process 0 says so in its own "
+            "message). Pick a free port for every process."
+        )
     raise TimeoutError(
         f"{who} could not reach the coordinator at {host}:{port} within timeout = {timeout} s "
         f"({error}). Start process 0 (it runs the coordinator) with the same address, check "
