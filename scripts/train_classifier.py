@@ -81,11 +81,11 @@ def main(argv=None):
             x_train,
             y_train,
             optimizer,
+            key=shuffle_key,
             loss="softmax_cross_entropy",
             method=args.method,
             epochs=args.epochs,
             batch_size=args.batch_size,
-            key=shuffle_key,
         )
         seconds = time.perf_counter() - start
         results[name] = {

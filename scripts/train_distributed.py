@@ -199,12 +199,12 @@ def train(args):
         x_train[mine],
         y_train[mine],
         optax.adam(args.lr),
+        key=shuffle_key,
         loss="softmax_cross_entropy",
         epochs=args.epochs,
         batch_size=args.batch_size,
         checkpoint=args.checkpoint,
         every=args.every,
-        key=shuffle_key,
     )
     seconds = time.perf_counter() - start
     if me != 0:

@@ -63,11 +63,11 @@ for name, optimizer in optimizers.items():
         X[train],
         labels[train],
         optimizer,
+        key=jax.random.key(1),
         loss="softmax_cross_entropy",
         epochs=20,
         batch_size=32,
         progress=False,
-        key=jax.random.key(1),
     )
     accuracy = float(jnp.mean(jnp.argmax(fnn.apply(net, params, X[test]), axis=1) == labels[test]))
     trained[name] = params
@@ -198,12 +198,12 @@ for name, dp in runs.items():
         X[train],
         labels[train],
         optax.sgd(0.2, momentum=0.9),
+        key=jax.random.key(2),
         loss="softmax_cross_entropy",
         epochs=15,
         batch_size=64,
         progress=False,
         **dp,
-        key=jax.random.key(2),
     )
     logits = fnn.apply(net, params_dp, X[test])
     accuracy = float(jnp.mean(jnp.argmax(logits, axis=1) == labels[test]))

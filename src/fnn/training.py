@@ -193,7 +193,7 @@ def fit(
         the first epoch (optimizers with other hyperparameters).
       FloatingPointError: the loss became NaN or ±inf; the message names epoch and step.
 
-    >>> import fnn, jax, optax
+    >>> import fnn, jax, jax.numpy as jnp, optax
     >>> net = fnn.MLP((1, 3, 1), ("tanh", "identity"))
     >>> x = jnp.linspace(-1, 1, 50)[:, None]
     >>> params = fnn.init(jax.random.key(0), net)
