@@ -277,6 +277,7 @@ def _run_script(name, out):
         text=True,
         timeout=300,
         cwd=ROOT,
+        env=dict(os.environ, PYTHONPATH=str(ROOT / "src")),  # this checkout's fnn
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc.stdout
@@ -775,3 +776,16 @@ def test_a_restored_state_of_another_dtype_is_refused_S30(written, problem):
     match = r"params\[0\]\['W'\] is stored with shape \(8, 2\) and dtype float64; this run has"
     with pytest.raises(ValueError, match=rf"{path}: {match} \(8, 2\) and float32"):
         fit(params=params32)
+
+
+def test_the_compiled_step_casts_integer_features_and_takes_a_loss_record_S21():
+    net = fnn.MLP((4, 6, 3), ("tanh", "identity"))
+    params = fnn.init(jax.random.key(0), net, dtype=jnp.float32)
+    pixels = jax.random.randint(jax.random.key(1), (8, 4), 0, 17)
+    labels = jnp.arange(8) % 3
+    record = fnn.losses.get("softmax_cross_entropy")
+    step = training.make_train_step(net, SGD, loss=record)
+    new, _, L = step(params, pixels, labels, SGD.init(params))
+    same, _, L_float = step(params, pixels.astype(jnp.float32), labels, SGD.init(params))
+    chex.assert_trees_all_equal((new, L), (same, L_float))
+    chex.assert_trees_all_equal_dtypes(new, params)

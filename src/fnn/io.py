@@ -67,7 +67,7 @@ def save(path: str | os.PathLike, net: MLP, params: Params) -> None:
 
     Raises:
       TypeError: ``path`` is not a file path (``None``, a number).
-      ValueError: ``path`` is a directory, or its directory does not exist.
+      ValueError: ``path`` is a directory, or its directory does not exist or is not writable.
       TypeError, ValueError: ``net`` or ``params`` do not fit (named in the message).
       OSError: the file cannot be written (the old file, if any, is left as it was).
 
@@ -224,7 +224,8 @@ def key_data(key) -> np.ndarray:
 
 def check_path(path, name: str = "path") -> str:
     """``path`` as a string; ``TypeError`` unless it is a file path, ``ValueError`` when it
-    names a directory or its directory does not exist (checked before anything is written)."""
+    names a directory or its directory does not exist or is not writable (checked before
+    anything is written)."""
     if not isinstance(path, (str, os.PathLike)):
         raise TypeError(f"{name} must be a file path (str or os.PathLike); got {path!r}.")
     path = os.fspath(path)
@@ -233,6 +234,8 @@ def check_path(path, name: str = "path") -> str:
     directory = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(directory):
         raise ValueError(f"{name} = {path!r}: the directory {directory!r} does not exist.")
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise ValueError(f"{name} = {path!r}: the directory {directory!r} is not writable.")
     return path
 
 
