@@ -96,6 +96,7 @@ CHILD = textwrap.dedent(
         refusal("agree_epochs", lambda: fit_with(epochs=1 + me))
         refusal("agree_batch", lambda: fit_with(batch_size=16 if me == 0 else 8))
         refusal("agree_clip", lambda: fit_with(max_norm=None if me == 0 else 1.0))
+        refusal("agree_checkpoint", lambda: fit_with(checkpoint=None if me else out / "a.npz"))
         refusal("agree_params", lambda: fit_with(params=jax.tree.map(lambda p: p + me, params)))
         refusal("agree_optimizer", lambda: fit_with(optimizer=optax.sgd(0.1) if me else optimizer))
         # … and what cannot be compared before, after the first epoch.
@@ -215,6 +216,7 @@ def test_bad_batches_and_data_are_refused_in_every_process_S30(runs):
         ("agree_epochs", "epochs"),
         ("agree_batch", "batch_size"),
         ("agree_clip", "max_norm"),
+        ("agree_checkpoint", "checkpoint (given or not)"),
         ("agree_params", "params"),
         ("agree_optimizer", "optimizer state (structure)"),
     ],

@@ -211,15 +211,18 @@ def fit(
     if batch_size is not None:
         batch_size = check_positive_int(batch_size, "batch_size")
     x, y, N, digest = _check_fit_data(net, params, loss_fn, x, y, mesh, checkpoint is not None)
+    run = _Run(net, optimizer, loss, method, mesh, 0, batch_size, max_norm, noise_multiplier,
+               key, epochs, checkpoint, every)  # fmt: skip
+    _check_processes_agree(run, params, loss_fn.name)  # before any collective they may skip
     batch_size = _check_batch_size(N if batch_size is None else batch_size, N, mesh)
     checkpoint = fnn_checkpoint.check_checkpoint_path(checkpoint)
-    run = _Run(net, optimizer, loss, method, mesh, N // batch_size, batch_size, max_norm,
-               noise_multiplier, key, epochs, checkpoint, every)  # fmt: skip
+    if checkpoint is not None and jax.process_count() > 1:
+        digest = distributed.combined_digest(digest)
+    run = run._replace(steps=N // batch_size, batch_size=batch_size, checkpoint=checkpoint)
     settings = {
         "N": N, "batch_size": batch_size, "loss": loss_fn.name, "method": method,
         "max_norm": max_norm, "noise_multiplier": noise_multiplier, "data": digest,
     }  # fmt: skip
-    _check_processes_agree(run, params, settings)
     params, opt_state, start, step_losses = _start(run, params, settings)
     params, step_losses = _train(run, params, opt_state, x, y, start, step_losses, progress,
                                  settings)  # fmt: skip
@@ -346,7 +349,7 @@ _cached_epoch_fn = functools.lru_cache(maxsize=32)(_epoch_fn)
 # ---------------------------------------------------------------------------------------
 
 
-def _check_processes_agree(run: _Run, params, settings) -> None:
+def _check_processes_agree(run: _Run, params, loss_name: str) -> None:
     """Every setting that can be compared is the same in every process, before training."""
     if jax.process_count() == 1:
         return
@@ -356,7 +359,7 @@ def _check_processes_agree(run: _Run, params, settings) -> None:
             "key": np.asarray(jax.random.key_data(run.key) if _typed(run.key) else run.key),
             "epochs": run.epochs,
             "batch_size": run.batch_size,
-            "loss": settings["loss"],
+            "loss": loss_name,
             "method": run.method,
             "max_norm": run.max_norm,
             "noise_multiplier": run.noise_multiplier,
@@ -396,18 +399,16 @@ def _typed(key) -> bool:
 def _check_fit_data(net, params, loss_fn, x, y, mesh, digest: bool):
     """:func:`_check_data`, then :func:`fnn.distributed.assemble`: with several processes,
     every one learns whether every other one passed, and their rows become one global data
-    set. Returns ``(x, y, N, digest)``: N global, the data's digest (over all processes)
-    when asked for, else ``None``."""
+    set. Returns ``(x, y, N, digest)``: N global, this process's data digest when asked
+    for, else ``None``."""
     error = None
     try:
         x, y = step.check_data(net, params, loss_fn, x, y)
     except (TypeError, ValueError) as err:
         error = err
-    local = fnn_checkpoint.data_digest(x, y) if digest and error is None else ""
+    local = fnn_checkpoint.data_digest(x, y) if digest and error is None else None
     (x, y), N = distributed.assemble((x, y), error, mesh)
-    if digest and jax.process_count() > 1:
-        local = distributed.combined_digest(local)
-    return x, y, N, local or None
+    return x, y, N, local
 
 
 def _check_batch_size(batch_size: int, N: int, mesh) -> int:
