@@ -51,7 +51,7 @@ def train(keys, x, y, *, steps, lr):
 
         def step(carry, _):
             params, state = carry
-            params, state, L = training.train_step(NET, params, state, x, y, optimizer)
+            params, state, L = training.train_step(NET, params, x, y, optimizer, state)
             return (params, state), L
 
         (params, _), losses = jax.lax.scan(step, (params, optimizer.init(params)), length=steps)

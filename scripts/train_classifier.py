@@ -76,12 +76,12 @@ def main(argv=None):
     for name, optimizer in optimizers(args).items():
         start = time.perf_counter()
         params, history = training.fit(
-            shuffle_key,
             net,
             params0,
             x_train,
             y_train,
             optimizer,
+            key=shuffle_key,
             loss="softmax_cross_entropy",
             method=args.method,
             epochs=args.epochs,
@@ -99,7 +99,12 @@ def main(argv=None):
             f"{name:<10} {history.epoch_loss[-1]:10.4f} {r['train_accuracy']:9.2%} "
             f"{r['test_accuracy']:9.2%} {seconds:7.2f}"
         )
+    write_results(args, net, results)
+    return results
 
+
+def write_results(args, net, results):
+    """The loss curves as a PNG and the results as JSON, under ``--out``."""
     fig, ax = plt.subplots(figsize=(6, 4))
     for name, r in results.items():
         epochs = np.arange(1, len(r["epoch_loss"]) + 1)
@@ -120,7 +125,6 @@ def main(argv=None):
         json.dumps({"settings": settings, "optimizers": results}, indent=2)
     )
     print(f"wrote {png} and {args.out / 'optimizers.json'}")
-    return results
 
 
 if __name__ == "__main__":

@@ -194,12 +194,12 @@ def train(args):
     params = fnn.init(init_key, net, dtype=jnp.float32)
     start = time.perf_counter()
     params, history = training.fit(
-        shuffle_key,
         net,
         params,
         x_train[mine],
         y_train[mine],
         optax.adam(args.lr),
+        key=shuffle_key,
         loss="softmax_cross_entropy",
         epochs=args.epochs,
         batch_size=args.batch_size,
@@ -216,8 +216,15 @@ def train(args):
     for epoch, loss in enumerate(history.epoch_loss, 1):
         print(f"{epoch:5d} {loss:9.4f}")
     print(f"test accuracy {test_accuracy:.2%} after {args.epochs} epochs, {seconds:.2f} s")
+    layout = {"processes": processes, "devices": jax.device_count(), "local": local}
+    _write_results(args, history, test_accuracy, layout, share, seconds)
+    return 0
 
+
+def _write_results(args, history, test_accuracy, layout, share, seconds):
+    """The loss curve as a PNG and the run as JSON, under ``--out``."""
     import matplotlib
+    import numpy as np
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -228,15 +235,18 @@ def train(args):
     ax.set_yscale("log")
     ax.set_xlabel("epoch")
     ax.set_ylabel("mean training loss (softmax cross-entropy)")
-    ax.set_title(f"8×8 digits, {processes} processes × {local} devices, test {test_accuracy:.1%}")
+    ax.set_title(
+        f"8×8 digits, {layout['processes']} processes × {layout['local']} devices, "
+        f"test {test_accuracy:.1%}"
+    )
     fig.tight_layout()
     fig.savefig(args.out / "distributed.png", dpi=60 if args.quick else 120)
     plt.close(fig)
     settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
     result = {
         "settings": settings,
-        "processes": processes,
-        "devices": jax.device_count(),
+        "processes": layout["processes"],
+        "devices": layout["devices"],
         "examples_per_process": share,
         "epoch_loss": history.epoch_loss.tolist(),
         "test_accuracy": test_accuracy,
@@ -244,7 +254,6 @@ def train(args):
     }
     (args.out / "distributed.json").write_text(json.dumps(result, indent=2))
     print(f"wrote {args.out / 'distributed.png'} and {args.out / 'distributed.json'}")
-    return 0
 
 
 if __name__ == "__main__":

@@ -235,12 +235,12 @@ def test_fit_and_make_train_step_refuse_nan_data_the_same_way():
     match = r"x must be finite; got nan at index \(2, 1\)"
     with pytest.raises(ValueError, match=match):
         fnn.training.fit(
-            jax.random.key(0), NET, PARAMS, x, y, optax.sgd(0.1), epochs=1, batch_size=4
+            NET, PARAMS, x, y, optax.sgd(0.1), epochs=1, batch_size=4, key=jax.random.key(0)
         )
     step = fnn.training.make_train_step(NET, optax.sgd(0.1))
     with pytest.raises(ValueError, match=match):
-        step(PARAMS, optax.sgd(0.1).init(PARAMS), x, y)
+        step(PARAMS, x, y, optax.sgd(0.1).init(PARAMS))
     y_bad = np.zeros((8, 2))
     y_bad[0, 0] = np.inf
     with pytest.raises(ValueError, match=r"y must be finite; got inf at index \(0, 0\)"):
-        step(PARAMS, optax.sgd(0.1).init(PARAMS), np.ones((8, 3)), y_bad)
+        step(PARAMS, np.ones((8, 3)), y_bad, optax.sgd(0.1).init(PARAMS))

@@ -90,7 +90,7 @@ def test_the_optimizer_sees_the_parameters(problem):
     step = training.make_train_step(net, optimizer)
     got, state = params, optimizer.init(params)
     for _ in range(3):
-        got, state, _ = step(got, state, x, y)
+        got, state, _ = step(got, x, y, state)
     chex.assert_trees_all_close(got, expected, rtol=1e-10)
     fitted, _ = training.fit(
         jax.random.key(0), net, params, x, y, optimizer, epochs=3, batch_size=None

@@ -49,7 +49,7 @@ CHILD = textwrap.dedent(
     tag = sys.argv[2]
 
     def fit(epochs, x=x, y=y, batch_size=16, **kwargs):
-        return training.fit(jax.random.key(3), net, params, x, y, optimizer, epochs=epochs,
+        return training.fit(net, params, x, y, optimizer, key=jax.random.key(3), epochs=epochs,
                             loss="softmax_cross_entropy", batch_size=batch_size, **kwargs)
 
     def save(name, p):
@@ -69,7 +69,7 @@ CHILD = textwrap.dedent(
 
     step = training.make_train_step(net, optimizer, loss="softmax_cross_entropy")
     b = 16 // P  # each process passes its rows of the global batch X[:16]
-    p1, _, L = step(params, optimizer.init(params), X[me * b:(me + 1) * b], Y[me * b:(me + 1) * b])
+    p1, _, L = step(params, X[me * b:(me + 1) * b], Y[me * b:(me + 1) * b], optimizer.init(params))
     save("step", p1)
     result["step_loss"] = float(L)
 
@@ -81,12 +81,26 @@ CHILD = textwrap.dedent(
             except (OSError, ValueError) as err:
                 errors[name] = f"{type(err).__name__}: {err}"
         refusal("fit_batch", lambda: fit(1, batch_size=6))
-        refusal("step_batch", lambda: step(params, optimizer.init(params), x[:3], y[:3]))
+        refusal("step_batch", lambda: step(params, x[:3], y[:3], optimizer.init(params)))
         refusal("unequal", lambda: fit(1, x=x[: n - 2 * me], y=y[: n - 2 * me]))
         x_bad = x.copy()
         x_bad[0, 0] = np.nan if me == 1 else 0.0
         refusal("nan", lambda: fit(1, x=x_bad))
         refusal("write", lambda: fit(1, checkpoint=out / "missing" / f"run_{me}.npz"))
+        # Settings that differ between the processes: refused in both, before training …
+        def fit_with(epochs=1, key=3, params=params, optimizer=optimizer, batch_size=16, **kw):
+            return training.fit(net, params, x, y, optimizer, key=jax.random.key(key),
+                                epochs=epochs, loss="softmax_cross_entropy",
+                                batch_size=batch_size, **kw)
+        refusal("agree_key", lambda: fit_with(key=3 + me))
+        refusal("agree_epochs", lambda: fit_with(epochs=1 + me))
+        refusal("agree_batch", lambda: fit_with(batch_size=16 if me == 0 else 8))
+        refusal("agree_clip", lambda: fit_with(max_norm=None if me == 0 else 1.0))
+        refusal("agree_checkpoint", lambda: fit_with(checkpoint=None if me else out / "a.npz"))
+        refusal("agree_params", lambda: fit_with(params=jax.tree.map(lambda p: p + me, params)))
+        refusal("agree_optimizer", lambda: fit_with(optimizer=optax.sgd(0.1) if me else optimizer))
+        # … and what cannot be compared before, after the first epoch.
+        refusal("agree_lr", lambda: fit_with(optimizer=optax.adam(1e-2 if me == 0 else 1e-1)))
         result["errors"] = errors
     print(json.dumps(result), flush=True)
     """
@@ -115,10 +129,10 @@ def runs(tmp_path_factory):
             [sys.executable, "-c", CHILD, str(out), "distributed"],
             2,
             devices_per_process=2,
-            timeout=120,
+            timeout=240,
             env=SRC,
         )
-        ref_out, ref_err = reference.communicate(timeout=120)
+        ref_out, ref_err = reference.communicate(timeout=240)
     finally:
         if reference.poll() is None:
             reference.kill()
@@ -149,7 +163,7 @@ def test_two_processes_with_two_devices_each_S30(runs):
         assert (r["process"], r["processes"], r["devices"], r["local_devices"]) == (i, 2, 4, 2)
         assert r["replicated"]
     assert runs["reference"]["devices"] == 1
-    assert runs["seconds"] < 120
+    assert runs["seconds"] < 240  # bounded, on a busy machine
 
 
 @pytest.mark.parametrize("name", ["fit3", "fit5", "step"])
@@ -195,10 +209,41 @@ def test_bad_batches_and_data_are_refused_in_every_process_S30(runs):
     assert "process(es) [1] refused their data" in first["nan"]
 
 
-def test_a_checkpoint_that_cannot_be_written_stops_every_process_S30(runs):
+@pytest.mark.parametrize(
+    ("case", "setting"),
+    [
+        ("agree_key", "key"),
+        ("agree_epochs", "epochs"),
+        ("agree_batch", "batch_size"),
+        ("agree_clip", "max_norm"),
+        ("agree_checkpoint", "checkpoint (given or not)"),
+        ("agree_params", "params"),
+        ("agree_optimizer", "optimizer state (structure)"),
+    ],
+)
+def test_settings_that_differ_between_processes_are_refused_in_every_process_S30(
+    runs, case, setting
+):
+    for r in runs["processes"]:
+        message = r["errors"][case]
+        assert message.startswith("ValueError: fit: the processes disagree on ")
+        assert f"{setting} (process(es) [1] differ from process 0)" in message
+        assert message.count("differ from process 0") == 1  # only that setting
+
+
+def test_optimizers_that_differ_are_caught_after_the_first_epoch_S30(runs):
+    for r in runs["processes"]:
+        message = r["errors"]["agree_lr"]
+        assert "the parameters after the first epoch (process(es) [1] differ" in message
+        assert "pass the same optimizer in every process" in message
+
+
+def test_a_checkpoint_that_cannot_be_written_stops_every_process_before_training_S30(runs):
     first, second = (r["errors"] for r in runs["processes"])
-    assert first["write"].startswith("FileNotFoundError")  # process 0's own error
-    assert "process 0 could not write the checkpoint" in second["write"]
+    assert first["write"].startswith("ValueError: checkpoint = ")  # process 0's own error
+    assert "missing/run_0.npz': the directory" in first["write"]
+    assert "does not exist" in first["write"]
+    assert "process 0 refused it; see its message" in second["write"]
 
 
 # ---------------------------------------------------------------------------------------
@@ -244,6 +289,25 @@ def test_a_coordinator_alone_stops_after_the_timeout_with_a_message_S30():
     )
     assert "DEADLINE_EXCEEDED" in proc.stderr
     assert seconds < 30
+
+
+def test_a_port_in_use_is_an_error_on_process_0_that_process_1_hears_of_S30():
+    import socket
+
+    with socket.socket() as squatter:  # another program holds the port
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen(8)
+        port = squatter.getsockname()[1]
+        first, _ = _initialize(0, port, timeout=20)
+        second, seconds = _initialize(1, port, timeout=20)
+    assert first.returncode == 1
+    assert (
+        f"OSError: [Errno 98] process 0 of 2 cannot start the coordinator: port {port} on "
+        "127.0.0.1 is in use by another program" in first.stderr
+    )
+    assert second.returncode == 1
+    assert f"a program at 127.0.0.1:{port} accepts connections but is not JAX's" in second.stderr
+    assert seconds < 19  # within seconds, not at its timeout of 20 s
 
 
 def test_the_launcher_stops_every_process_when_one_fails_S30():

@@ -105,7 +105,10 @@ def test_a_file_of_a_newer_version_is_refused_S30(saved):
         (lambda h: h.update(version="1"), r"format version '1' is not valid"),
         (lambda h: h["net"].update(depth=3), r"field\(s\) \['depth'\] that this fnn's MLP"),
         (lambda h: h["net"].update(sizes=[3, 4, 2]), r"stored network configuration is invalid"),
-        (lambda h: h["dtypes"].update({"params/0/W": "int8"}), r"stored as float32, not as int8"),
+        (lambda h: h["dtypes"].update({"params/0/W": "float16"}), r"stored as float32, not as"),
+        (lambda h: h["dtypes"].update({"params/0/W": "int8"}), r"'params/0/W' has dtype int8;"),
+        (lambda h: h["dtypes"].update({"params/0/W": "uint32"}), r"dtype uint32; parameters must"),
+        (lambda h: h["dtypes"].update({"params/0/W": "u16"}), r"'params/0/W' has an unknown dtype"),
         (lambda h: h["dtypes"].pop("params/1/b"), r"'params/1/b' is missing"),
     ],
 )
@@ -189,3 +192,54 @@ def test_save_refuses_bad_arguments_and_writes_nothing_S30(tmp_path, net, params
     with pytest.raises(error, match=match):
         fnn.save(tmp_path / "x.npz", net, params)
     assert os.listdir(tmp_path) == []
+
+
+# ---------------------------------------------------------------------------------------
+# Paths: refused before anything is written; links followed; debris of killed writers gone.
+# ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("path", "error", "match"),
+    [
+        (None, TypeError, r"path must be a file path \(str or os.PathLike\); got None"),
+        (3, TypeError, r"path must be a file path .*; got 3"),
+        (".", ValueError, r"path must be a file path; '.*' is a directory"),
+        ("missing/net.npz", ValueError, r"path = '.*missing/net.npz': the directory .* not exist"),
+    ],
+)
+def test_save_refuses_a_path_that_is_not_a_file_path_S30(tmp_path, path, error, match):
+    if isinstance(path, str):
+        path = str(tmp_path / path)
+    with pytest.raises(error, match=match):
+        fnn.save(path, NET, _params(jnp.float32))
+    assert os.listdir(tmp_path) == []
+
+
+def test_load_of_none_is_a_type_error_S30():
+    with pytest.raises(TypeError, match=r"path must be a file path .*; got None"):
+        fnn.load(None)
+
+
+def test_save_to_a_symbolic_link_writes_its_target_S30(tmp_path):
+    target = tmp_path / "real.npz"
+    fnn.save(target, NET, _params(jnp.float32))
+    link = tmp_path / "link.npz"
+    link.symlink_to(target)
+    params = _params(jnp.float16)
+    fnn.save(link, NET, params)
+    assert link.is_symlink() and os.readlink(link) == str(target)
+    _, loaded = fnn.load(target)  # the target holds the new parameters
+    assert loaded[0]["W"].dtype == jnp.float16
+    assert sorted(os.listdir(tmp_path)) == ["link.npz", "real.npz"]
+
+
+def test_stale_temporary_files_are_removed_at_the_next_write_S30(tmp_path):
+    path = tmp_path / "net.npz"
+    stale = [tmp_path / ".net.npz.abc123.tmp", tmp_path / ".net.npz.zz_9.tmp"]
+    for p in stale:
+        p.write_bytes(b"half a file")  # what a writer killed mid-write leaves
+    other = tmp_path / ".other.npz.abc.tmp"  # another file's: left alone
+    other.write_bytes(b"x")
+    fnn.save(path, NET, _params(jnp.float32))
+    assert sorted(os.listdir(tmp_path)) == [".other.npz.abc.tmp", "net.npz"]

@@ -53,17 +53,17 @@ CHECK = textwrap.dedent(
     state = optimizer.init(params)
     step1 = training.make_train_step(net, optimizer, loss="softmax_cross_entropy")
     step8 = training.make_train_step(net, optimizer, loss="softmax_cross_entropy", mesh=mesh)
-    p1, _, l1 = step1(params, state, x, labels)
-    p8, _, l8 = step8(params, state, x, labels)
+    p1, _, l1 = step1(params, x, labels, state)
+    p8, _, l8 = step8(params, x, labels, state)
     out["step_rel_diff"] = max_rel((l8, p8), (l1, p1))
     out["step_params_replicated"] = all(
         leaf.sharding.is_fully_replicated and len(leaf.sharding.device_set) == 8
         for leaf in jax.tree.leaves(p8))
 
     # 3. A few epochs of fit.
-    fit = lambda mesh: training.fit(jax.random.key(3), net, params, x, labels, optimizer,
+    fit = lambda mesh: training.fit(net, params, x, labels, optimizer,
                                     loss="softmax_cross_entropy", epochs=3, batch_size=16,
-                                    mesh=mesh)
+                                    mesh=mesh, key=jax.random.key(3))
     (f1, h1), (f8, h8) = fit(None), fit(mesh)
     out["fit_rel_diff"] = max_rel((h8.loss, f8), (h1.loss, f1))
     out["fit_params_devices"] = len(jax.tree.leaves(f8)[0].sharding.device_set)
@@ -77,9 +77,10 @@ CHECK = textwrap.dedent(
         return None
 
     errors = [
-        refusal(lambda: training.fit(jax.random.key(3), net, params, x, labels, optimizer,
-                                     loss="softmax_cross_entropy", batch_size=12, mesh=mesh)),
-        refusal(lambda: step8(params, state, x[:12], labels[:12])),
+        refusal(lambda: training.fit(net, params, x, labels, optimizer,
+                                     loss="softmax_cross_entropy", batch_size=12, mesh=mesh,
+                                     key=jax.random.key(3))),
+        refusal(lambda: step8(params, x[:12], labels[:12], state)),
     ]
     out["errors"] = errors
     print(json.dumps(out))

@@ -227,7 +227,7 @@ def train(keys, x, y):
 
         def step(carry, _):
             p, s = carry
-            p, s, L = training.train_step(bishop, p, s, x, y, optimizer)
+            p, s, L = training.train_step(bishop, p, x, y, optimizer, s)
             return (p, s), L
 
         (p, _), L = jax.lax.scan(step, (p, optimizer.init(p)), length=steps)

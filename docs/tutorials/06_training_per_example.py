@@ -58,12 +58,12 @@ fig, ax = plt.subplots(figsize=(6.5, 3.6))
 trained = {}
 for name, optimizer in optimizers.items():
     params, history = training.fit(
-        jax.random.key(1),
         net,
         params0,
         X[train],
         labels[train],
         optimizer,
+        key=jax.random.key(1),
         loss="softmax_cross_entropy",
         epochs=20,
         batch_size=32,
@@ -178,7 +178,7 @@ noise = jnp.concatenate(
 print(f"std of the noise {float(noise.std()):.5f}, σC/B = {sigma * C / len(xb):.5f}")
 
 # %% [markdown]
-# DP-SGD training is then [`training.fit`][fnn.training.fit] with `clip_norm=C` (every
+# DP-SGD training is then [`training.fit`][fnn.training.fit] with `max_norm=C` (every
 # step's gradient is the clipped mean) and `noise_multiplier=σ` (the noise of step $k$
 # drawn from a key split off `fit`'s own key, so a run is reproducible and resumable).
 # Beside it, from the same key, the run with clipping only and plain training. (No privacy
@@ -187,18 +187,18 @@ print(f"std of the noise {float(noise.std()):.5f}, σC/B = {sigma * C / len(xb):
 # %%
 runs = {
     "plain": {},
-    f"clipped (C = {C})": {"clip_norm": C},
-    f"DP-SGD (C = {C}, σ = {sigma})": {"clip_norm": C, "noise_multiplier": sigma},
+    f"clipped (C = {C})": {"max_norm": C},
+    f"DP-SGD (C = {C}, σ = {sigma})": {"max_norm": C, "noise_multiplier": sigma},
 }
 for name, dp in runs.items():
     start = time.perf_counter()
     params_dp, _ = training.fit(
-        jax.random.key(2),
         net,
         params0,
         X[train],
         labels[train],
         optax.sgd(0.2, momentum=0.9),
+        key=jax.random.key(2),
         loss="softmax_cross_entropy",
         epochs=15,
         batch_size=64,

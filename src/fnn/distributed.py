@@ -1,33 +1,31 @@
 r"""Devices and processes: the data mesh, its shardings, and JAX's multi-process runtime (S22, S30).
 
-Data parallelism (S22) needs only three things, all here:
-
-* :func:`data_mesh`: a one-axis ``Mesh(devices, ("data",))``, by default over every device of
-  every process, in process order;
-* :func:`shardings`: the two ``NamedSharding``\ s of training — parameters and optimizer state
-  *replicated* (``PartitionSpec()``), a batch of shape ``(B, D)`` *split* along its leading
-  axis (``PartitionSpec("data")``), so that each of the ``|mesh|`` devices holds
-  ``B / |mesh|`` rows and ``jax.jit`` sums the per-device partial gradients;
-* :func:`check_batch_size`: ``B mod |mesh| = 0``, checked in Python before tracing.
+Data parallelism (S22): :func:`data_mesh` is a one-axis ``Mesh(devices, ("data",))`` over
+every device of every process, in process order; :func:`shardings` are training's two
+``NamedSharding``\ s — parameters and optimizer state *replicated* (``PartitionSpec()``), a
+batch ``(B, D)`` *split* along its leading axis (``PartitionSpec("data")``), so that each of
+the ``|mesh|`` devices holds ``B / |mesh|`` rows and ``jax.jit`` sums the per-device partial
+gradients; :func:`check_batch_size` checks ``B mod |mesh| = 0`` in Python before tracing.
 
 Several processes (S30): :func:`initialize_distributed` joins a process to a
 ``jax.distributed`` run, with a bounded wait for the coordinator and messages that say what
-is missing. Each process then holds only its own rows of the data; :func:`assemble` checks
-that all processes passed the same number (every process learns whether every other one
-refused its data, so none is left waiting in a collective) and builds the global arrays, the
-concatenation in process order, with ``jax.make_array_from_process_local_data``.
-:func:`on_process_0` runs a side effect (a checkpoint write or read) on process 0 only and
+is missing. Each process holds only its own rows of the data; :func:`assemble` checks that
+all passed the same number and builds the global arrays (their concatenation in process
+order). :func:`on_process_0` runs a side effect (a checkpoint write) on process 0 only and
 lets every process learn whether it failed; :func:`broadcast_exact` hands its result to all,
-bit for bit.
+bit for bit; :func:`check_agreement` compares settings across processes by digest and
+refuses, in every process, what differs. No process is ever left waiting in a collective
+for one that has stopped.
 
-This module knows nothing of networks or training; :mod:`fnn.training` builds on it.
-In one process every function here is a no-op or a plain check. It runs a little past ~300
-lines because ``initialize_distributed`` spends half of them on refusing bad arguments and
-explaining, within a bounded wait, a coordinator that cannot be reached.
+This module knows nothing of networks or training; :mod:`fnn.training` builds on it. In one
+process every function here is a no-op or a plain check.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import hashlib
 import math
 import os
 import socket
@@ -47,8 +45,10 @@ from fnn._checks import check_positive_int
 __all__ = [
     "assemble",
     "broadcast_exact",
+    "check_agreement",
     "check_batch_size",
     "check_mesh",
+    "combined_digest",
     "data_mesh",
     "default_mesh",
     "initialize_distributed",
@@ -204,9 +204,57 @@ def _unbits(bits, like) -> jax.Array:
     return jnp.asarray(np.asarray(bits).view(np.asarray(like).dtype))
 
 
+def _digest_words(value) -> np.ndarray:
+    """The first 8 bytes of a SHA-256 digest of ``value`` (arrays by shape, dtype and bytes,
+    anything else by its ``repr``) as two ``uint32``: small enough to gather."""
+    digest = hashlib.sha256()
+    for item in value if isinstance(value, list) else [value]:
+        if isinstance(item, (np.ndarray, jax.Array)):
+            item = np.asarray(item)
+            digest.update(f"{item.shape}{item.dtype.str}".encode())
+            digest.update(np.ascontiguousarray(item).tobytes())
+        else:
+            digest.update(repr(item).encode())
+    return np.frombuffer(digest.digest()[:8], dtype="<u4").copy()
+
+
+def check_agreement(settings: dict, who: str, *, hint: str | None = None) -> None:
+    """Raise the same ``ValueError`` in every process unless every process passed the same
+    value for every setting (S30), naming each setting that differs and the processes that
+    differ from process 0. ``settings`` maps a name to a value (a number, string, array or
+    list of arrays), compared by digest. In one process: nothing to compare."""
+    if jax.process_count() == 1:
+        return
+    names = list(settings)
+    mine = np.stack([_digest_words(settings[name]) for name in names])
+    every = np.asarray(multihost_utils.process_allgather(mine))  # (processes, settings, 2)
+    differ = []
+    for i, name in enumerate(names):
+        others = [p for p in range(len(every)) if not np.array_equal(every[p, i], every[0, i])]
+        if others:
+            differ.append(f"{name} (process(es) {others} differ from process 0)")
+    if differ:
+        raise ValueError(
+            f"{who}: the processes disagree on "
+            + "; ".join(differ)
+            + ". "
+            + (hint or "Pass the same arguments in every process")
+            + "."
+        )
+
+
+def combined_digest(local: str) -> str:
+    """One digest of every process's ``local`` digest, in process order (S30): the same
+    string in every process."""
+    every = np.asarray(multihost_utils.process_allgather(_digest_words(local)))
+    return hashlib.sha256(every.tobytes()).hexdigest()[:16]
+
+
 # ---------------------------------------------------------------------------------------
 # Joining a multi-process run (S30).
 # ---------------------------------------------------------------------------------------
+
+
 def initialize_distributed(
     coordinator_address: str | None = None,
     num_processes: int | None = None,
@@ -224,10 +272,11 @@ def initialize_distributed(
     left to JAX's own cluster auto-detection (SLURM, Open MPI, Kubernetes, Cloud TPU).
     Collectives between CPU devices of different processes go through gloo.
 
-    A process other than 0 first waits, up to ``timeout`` seconds, until the coordinator
-    (process 0, at ``coordinator_address``) accepts connections; then JAX registers every
-    process, again within ``timeout`` seconds. A coordinator on a loopback address
-    (``127.0.0.1:port``) is bound to loopback only.
+    Process 0 first checks that the coordinator's port is free. Every other process waits,
+    up to ``timeout`` seconds, until the coordinator (process 0, at ``coordinator_address``)
+    answers as one (a program of another kind on that port is an error within seconds);
+    then JAX registers every process, again within ``timeout`` seconds. A coordinator on a
+    loopback address (``127.0.0.1:port``) is bound to loopback only.
 
     Args:
       coordinator_address: ``"host:port"`` of process 0.
@@ -241,14 +290,38 @@ def initialize_distributed(
 
     Raises:
       ValueError: a bad argument, or no coordinator given and none detected.
-      TimeoutError: the coordinator did not accept a connection within ``timeout`` seconds.
-        If it does but the other processes do not all register in time, JAX itself stops
-        the process (after a message on stderr from fnn saying so).
+      OSError: (process 0) the coordinator's port is in use by another program.
+      TimeoutError: the coordinator did not answer within ``timeout`` seconds.
+      ConnectionError: something else answers at the coordinator's address. If the
+        coordinator answers but the other processes do not all register in time, JAX itself
+        stops the process (after a message on stderr from fnn saying so).
     """
-    env = os.environ
-    coordinator_address = coordinator_address or env.get("JAX_COORDINATOR_ADDRESS")
     num_processes = _int_from(num_processes, "num_processes", "JAX_NUM_PROCESSES")
     process_id = _int_from(process_id, "process_id", "JAX_PROCESS_ID")
+    _check_processes(num_processes, process_id, timeout)
+    address = coordinator_address or os.environ.get("JAX_COORDINATOR_ADDRESS")
+    host, port = _parse_address(address)
+    jax.config.update("jax_cpu_collectives_implementation", cpu_collectives)
+    known = process_id is not None and num_processes is not None
+    who = f"process {process_id} of {num_processes}" if known else "this process"
+    deadline = time.monotonic() + timeout
+    if host is not None and process_id == 0:
+        _check_port_free(host, port, who)
+    elif host is not None and process_id is not None:
+        _wait_for_coordinator(host, port, deadline, who, timeout)
+    loopback = host in ("127.0.0.1", "localhost", "::1")
+    message = (
+        f"fnn: {who} is still waiting for all processes ({num_processes or 'detected'}) to "
+        f"register at {address or 'the detected coordinator'}; JAX will stop this process "
+        f"when timeout = {timeout} s is up. Are all of them started, with the same address "
+        "and num_processes?"
+    )
+    with _watchdog(max(0.9 * (deadline - time.monotonic()), 0.5), message):
+        _initialize(address, num_processes, process_id, local_device_ids, deadline,
+                    address if loopback else None, known)  # fmt: skip
+
+
+def _check_processes(num_processes, process_id, timeout) -> None:
     check_positive_int(timeout, "timeout")
     if process_id is not None and process_id < 0:
         raise ValueError(f"process_id must be a non-negative integer; got {process_id}.")
@@ -259,53 +332,19 @@ def initialize_distributed(
                 f"process_id must be in 0 … {num_processes - 1} for num_processes = "
                 f"{num_processes}; got {process_id}."
             )
-    host = port = None
-    if coordinator_address is not None:
-        host, _, port = coordinator_address.rpartition(":")
-        if not host or not port.isdigit():
-            raise ValueError(
-                f"coordinator_address must be 'host:port', e.g. '127.0.0.1:1234'; "
-                f"got {coordinator_address!r}."
-            )
-    jax.config.update("jax_cpu_collectives_implementation", cpu_collectives)
-    known = process_id is not None and num_processes is not None
-    who = f"process {process_id} of {num_processes}" if known else "this process"
-    deadline = time.monotonic() + timeout
-    if host is not None and process_id not in (None, 0):
-        _wait_for_coordinator(host.strip("[]"), int(port), deadline, who, timeout)
-    loopback = host in ("127.0.0.1", "localhost", "[::1]")
-    watchdog = threading.Timer(
-        max(0.9 * (deadline - time.monotonic()), 0.5),
-        lambda: print(
-            f"fnn: {who} is still waiting for all processes ({num_processes or 'detected'}) "
-            f"to register at {coordinator_address or 'the detected coordinator'}; JAX will "
-            f"stop this process when timeout = {timeout} s "
-            "is up. Are all of them started, with the same address and num_processes?",
-            file=sys.stderr,
-            flush=True,
-        ),
-    )
-    watchdog.daemon = True
-    watchdog.start()
-    try:
-        jax.distributed.initialize(
-            coordinator_address,
-            num_processes,
-            process_id,
-            local_device_ids=local_device_ids,
-            initialization_timeout=max(1, math.ceil(deadline - time.monotonic())),
-            coordinator_bind_address=coordinator_address if loopback else None,
-        )
-    except ValueError as err:
-        if known and coordinator_address is not None:
-            raise
+
+
+def _parse_address(address):
+    """``(host, port)`` of ``"host:port"`` (brackets of an IPv6 host removed), or
+    ``(None, None)``."""
+    if address is None:
+        return None, None
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
         raise ValueError(
-            f"{err} No cluster was detected: pass coordinator_address, num_processes and "
-            "process_id (or set JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES and "
-            "JAX_PROCESS_ID) in every process."
-        ) from err
-    finally:
-        watchdog.cancel()
+            f"coordinator_address must be 'host:port', e.g. '127.0.0.1:1234'; got {address!r}."
+        )
+    return host.strip("[]"), int(port)
 
 
 def _int_from(value, name: str, variable: str) -> int | None:
@@ -319,17 +358,95 @@ def _int_from(value, name: str, variable: str) -> int | None:
     return None if value is None else int(value)
 
 
-def _wait_for_coordinator(host: str, port: int, deadline: float, who: str, timeout: int):
-    """Try to open a TCP connection to the coordinator until ``deadline``: JAX itself would
-    abort the process when it cannot register, so fail first, in Python, with a message."""
-    error = None
-    while time.monotonic() < deadline:
+@contextlib.contextmanager
+def _watchdog(seconds: float, message: str):
+    """Print ``message`` on stderr if the block still runs after ``seconds``: JAX stops the
+    process at its deadline with a message of its own that does not say what to check."""
+    timer = threading.Timer(seconds, lambda: print(message, file=sys.stderr, flush=True))
+    timer.daemon = True
+    timer.start()
+    try:
+        yield
+    finally:
+        timer.cancel()
+
+
+def _initialize(address, num_processes, process_id, local_device_ids, deadline, bind, known):
+    try:
+        jax.distributed.initialize(
+            address,
+            num_processes,
+            process_id,
+            local_device_ids=local_device_ids,
+            initialization_timeout=max(1, math.ceil(deadline - time.monotonic())),
+            coordinator_bind_address=bind,
+        )
+    except ValueError as err:
+        if known and address is not None:
+            raise
+        raise ValueError(
+            f"{err} No cluster was detected: pass coordinator_address, num_processes and "
+            "process_id (or set JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES and "
+            "JAX_PROCESS_ID) in every process."
+        ) from err
+
+
+def _check_port_free(host: str, port: int, who: str) -> None:
+    """Bind the coordinator's port once, in Python: JAX's own failure to bind is a raw RPC
+    error (or a crash) that says nothing of the port."""
+    loopback = host in ("127.0.0.1", "localhost", "::1")
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
-            with socket.create_connection((host, port), timeout=1.0):
-                return
+            probe.bind((host if loopback else "", port))
+        except OSError as err:
+            if err.errno != errno.EADDRINUSE:
+                raise
+            raise OSError(
+                errno.EADDRINUSE,
+                f"{who} cannot start the coordinator: port {port} on {host} is in use by "
+                "another program. Pick a free port and pass the same address to every "
+                "process (the others stop within seconds when they find no coordinator there).",
+            ) from err
+
+
+_GRPC_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes([0, 0, 0, 4, 0, 0, 0, 0, 0])
+
+
+def _answers_as_coordinator(connection: socket.socket) -> bool:
+    """JAX's coordinator speaks gRPC (HTTP/2): to a client's preface and empty SETTINGS
+    frame it answers with a frame of its own, a SETTINGS frame (type 4), within a second."""
+    try:
+        connection.settimeout(1.0)
+        connection.sendall(_GRPC_PREFACE)
+        frame = connection.recv(9, socket.MSG_WAITALL)
+    except OSError:
+        return False
+    return len(frame) == 9 and frame[3] == 4
+
+
+def _wait_for_coordinator(host: str, port: int, deadline: float, who: str, timeout: int):
+    """Try to reach the coordinator until ``deadline``: JAX itself would abort the process
+    when it cannot register, so fail first, in Python, with a message. A program that
+    accepts the connection but does not answer as a coordinator three times in a row is
+    another program on the port: an error at once, not at the deadline."""
+    error, strangers = None, 0
+    while time.monotonic() < deadline and strangers < 3:
+        try:
+            with socket.create_connection((host, port), timeout=1.0) as connection:
+                if _answers_as_coordinator(connection):
+                    return
+                strangers += 1
         except OSError as err:
             error = err
-            time.sleep(0.1)
+        time.sleep(0.1)
+    if strangers == 3:
+        raise ConnectionError(
+            f"{who}: a program at {host}:{port} accepts connections but is not JAX's "
+            "coordinator; the port is in use by another program (process 0 says so in its own "
+            "message). Pick a free port for every process."
+        )
     raise TimeoutError(
         f"{who} could not reach the coordinator at {host}:{port} within timeout = {timeout} s "
         f"({error}). Start process 0 (it runs the coordinator) with the same address, check "

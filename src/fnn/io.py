@@ -15,16 +15,22 @@ format version gets a ``ValueError`` naming the path and what is wrong.
 
 Every write is atomic: the archive goes to a temporary file in the same directory, is flushed
 to disk, then renamed over ``path`` with ``os.replace`` — a reader (or a run restarted after a
-crash) sees the old file or the new one, never half of one.
+crash) sees the old file or the new one, never half of one. A ``path`` that is a symbolic
+link gets its target written (the link stays a link), and temporary files that a killed
+writer left beside ``path`` are removed by the next write to it.
 
 The training checkpoints of :func:`fnn.training.fit` are such files too, with the optimizer
-state, the epoch, the key and the losses so far added (``write_checkpoint``,
-``read_checkpoint``); ``fnn.load`` reads the network and parameters out of one.
+state, the epoch, the key and the losses so far added (:mod:`fnn.checkpoint`); ``fnn.load``
+reads the network and parameters out of one. The helpers below the public pair
+(``encode``/``decode``, ``write_archive``/``read_archive``) are what :mod:`fnn.checkpoint`
+builds on.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import glob
 import io
 import json
 import os
@@ -38,7 +44,7 @@ import numpy as np
 from fnn._checks import check_params
 from fnn.network import MLP, Params, check_net
 
-__all__ = ["FORMAT", "VERSION", "load", "read_checkpoint", "save", "write_checkpoint"]
+__all__ = ["FORMAT", "VERSION", "load", "save"]
 
 FORMAT = "fnn"
 VERSION = 1  # the format version this fnn writes, and the newest it reads
@@ -54,11 +60,14 @@ def save(path: str | os.PathLike, net: MLP, params: Params) -> None:
     """Write ``net`` and ``params`` to one ``.npz`` file at exactly ``path``, atomically (S30).
 
     Args:
-      path: the file to write (no suffix is added); its directory must exist.
+      path: the file to write (no suffix is added); its directory must exist. A symbolic link
+        is followed: its target is replaced, the link kept.
       net: the architecture; every dataclass field of it is stored.
       params: parameters of ``net`` (as :func:`fnn.init` makes them), any float dtype.
 
     Raises:
+      TypeError: ``path`` is not a file path (``None``, a number).
+      ValueError: ``path`` is a directory, or its directory does not exist or is not writable.
       TypeError, ValueError: ``net`` or ``params`` do not fit (named in the message).
       OSError: the file cannot be written (the old file, if any, is left as it was).
 
@@ -72,7 +81,7 @@ def save(path: str | os.PathLike, net: MLP, params: Params) -> None:
     ...                     zip(jax.tree.leaves(params2), jax.tree.leaves(params)))
     True
     """
-    _write(path, *_encode(net, params))
+    write_archive(path, *encode(net, params))
 
 
 def load(path: str | os.PathLike) -> tuple[MLP, Params]:
@@ -83,89 +92,15 @@ def load(path: str | os.PathLike) -> tuple[MLP, Params]:
       they were saved in, bit for bit.
 
     Raises:
+      TypeError: ``path`` is not a file path.
       FileNotFoundError: no file at ``path``.
-      ValueError: the file is not an fnn file, is truncated or damaged, was written by a
-        newer fnn (format version), or holds float64 arrays while ``jax_enable_x64`` is off;
+      ValueError: the file is not an fnn file, is truncated or damaged, names a parameter
+        dtype that is not a float, was written by a newer fnn (format version), or holds
+        float64 arrays while ``jax_enable_x64`` is off;
         the message names the path and what is wrong.
     """
-    header, arrays = _read(path)
-    return _decode(path, header, arrays)
-
-
-# ---------------------------------------------------------------------------------------
-# Checkpoints of fit (S30): the same file, plus the state of the run.
-# ---------------------------------------------------------------------------------------
-
-
-def write_checkpoint(path, net, params, opt_state, *, epoch: int, key, loss, run: dict) -> None:
-    """Write a resumable training state to ``path`` atomically (used by ``fit``).
-
-    ``opt_state`` is any optax state pytree: its leaves are stored in ``jax.tree.leaves``
-    order (a PRNG key leaf as its key data); ``run`` holds the settings a resumed run must
-    share (batch size, number of examples, loss, method); ``key`` is the run's PRNG key.
-    """
-    header, arrays = _encode(net, params)
-    for i, leaf in enumerate(jax.tree.leaves(opt_state)):
-        _put(arrays, header, f"opt_state/{i}", _key_data(leaf))
-    _put(arrays, header, "loss", np.asarray(loss))
-    header["checkpoint"] = {"epoch": int(epoch), "key": _key_data(key).tolist(), "run": run}
-    _write(path, header, arrays)
-
-
-def read_checkpoint(path, net, params, opt_state, *, key, run: dict):
-    """The state written by :func:`write_checkpoint`, or ``None`` when there is no file.
-
-    ``params`` and ``opt_state`` are the fresh ones of the run being resumed: the file must
-    hold the same network, the same parameter shapes and dtypes, an optimizer state with
-    the same tree structure, shapes and dtypes, the same key and the same ``run`` settings;
-    otherwise a ``ValueError`` names the path and the difference.
-
-    Returns:
-      ``(params, opt_state, epoch, loss)``, or ``None``.
-    """
-    if not os.path.exists(path):
-        return None
-    header, arrays = _read(path)
-    saved_net, saved_params = _decode(path, header, arrays)
-    state = header.get("checkpoint")
-    if not isinstance(state, dict):
-        raise ValueError(f"{path}: an fnn network file, but not a training checkpoint of fit.")
-    if not (
-        isinstance(state.get("epoch"), int)
-        and isinstance(state.get("key"), list)
-        and isinstance(state.get("run"), dict)
-    ):
-        raise ValueError(f"{path}: the checkpoint's epoch, key or run settings are damaged.")
-    if saved_net != net:
-        raise ValueError(f"{path}: the checkpoint holds {saved_net}; this run trains {net}.")
-    for name in sorted(set(run) | set(state["run"])):
-        if state["run"].get(name) != run.get(name):
-            raise ValueError(
-                f"{path}: the checkpoint was written by a run with {name} = "
-                f"{state['run'].get(name)!r}; this run has {name} = {run.get(name)!r}. Pass "
-                "the same arguments to resume, or another checkpoint path to start afresh."
-            )
-    if state["key"] != _key_data(key).tolist():
-        raise ValueError(
-            f"{path}: the checkpoint was written by a run with another key; pass the same key "
-            "to resume, or another checkpoint path to start afresh."
-        )
-    _check_like(path, "params", saved_params, params)
-    leaves, treedef = jax.tree.flatten(opt_state)
-    count = sum(name.startswith("opt_state/") for name in header["dtypes"])
-    if count != len(leaves):
-        raise ValueError(
-            f"{path}: the checkpoint holds {count} optimizer state arrays; this run's "
-            f"optimizer has {len(leaves)}. Resume with the same optimizer."
-        )
-    restored = [
-        _wrap_like(leaf, _array(path, header, arrays, f"opt_state/{i}"))
-        for i, leaf in enumerate(leaves)
-    ]
-    restored = jax.tree.unflatten(treedef, restored)
-    _check_like(path, "the optimizer state", restored, opt_state)
-    loss = np.asarray(_array(path, header, arrays, "loss"))
-    return saved_params, restored, int(state["epoch"]), loss
+    header, arrays = read_archive(path)
+    return decode(path, header, arrays)
 
 
 # ---------------------------------------------------------------------------------------
@@ -173,22 +108,24 @@ def read_checkpoint(path, net, params, opt_state, *, key, run: dict):
 # ---------------------------------------------------------------------------------------
 
 
-def _encode(net, params) -> tuple[dict, dict]:
+def encode(net, params) -> tuple[dict, dict]:
+    """The header (every field of ``net``) and the arrays of ``params``, checked."""
     check_net(net)
     check_params(net, params)
     fields = {}
     for field in dataclasses.fields(net):
         if field.init:
-            fields[field.name] = _jsonable(getattr(net, field.name), f"net.{field.name}")
+            fields[field.name] = jsonable(getattr(net, field.name), f"net.{field.name}")
     header = {"format": FORMAT, "version": VERSION, "net": fields, "dtypes": {}}
     arrays = {}
     for i, layer in enumerate(params):
         for name in sorted(layer):
-            _put(arrays, header, f"params/{i}/{name}", np.asarray(layer[name]))
+            put_array(arrays, header, f"params/{i}/{name}", np.asarray(layer[name]))
     return header, arrays
 
 
-def _decode(path, header, arrays) -> tuple[MLP, Params]:
+def decode(path, header, arrays) -> tuple[MLP, Params]:
+    """The network and parameters of a file read by :func:`read_archive`, checked."""
     names = {f.name for f in dataclasses.fields(MLP) if f.init}
     fields = header.get("net")
     if not isinstance(fields, dict):
@@ -204,7 +141,10 @@ def _decode(path, header, arrays) -> tuple[MLP, Params]:
     except (TypeError, ValueError) as err:
         raise ValueError(f"{path}: the stored network configuration is invalid: {err}") from err
     params = [
-        {name: _array(path, header, arrays, f"params/{i}/{name}") for name in shapes}
+        {
+            name: get_array(path, header, arrays, f"params/{i}/{name}", floating=True)
+            for name in shapes
+        }
         for i, shapes in enumerate(net.layer_shapes())
     ]
     try:
@@ -214,7 +154,8 @@ def _decode(path, header, arrays) -> tuple[MLP, Params]:
     return net, params
 
 
-def _put(arrays, header, name, value: np.ndarray) -> None:
+def put_array(arrays, header, name, value: np.ndarray) -> None:
+    """Store ``value`` as ``arrays[name]``, its dtype name in the header (ml_dtypes as bits)."""
     value = np.asarray(value)
     header["dtypes"][name] = value.dtype.name
     if value.dtype.type.__module__ != "numpy":  # ml_dtypes (bfloat16, float8_*): raw bits
@@ -222,13 +163,20 @@ def _put(arrays, header, name, value: np.ndarray) -> None:
     arrays[name] = value
 
 
-def _array(path, header, arrays, name) -> jax.Array:
+def get_array(path, header, arrays, name, *, floating: bool = False) -> jax.Array:
+    """``arrays[name]`` as a JAX array of the header's dtype; ``ValueError`` naming the path
+    and the array when it is missing, damaged, not a float (``floating``) or would be
+    rounded by JAX."""
     if name not in arrays or name not in header["dtypes"]:
         raise ValueError(f"{path}: the array {name!r} is missing; the file is damaged.")
     try:
         dtype = jnp.dtype(header["dtypes"][name])
     except TypeError as err:
         raise ValueError(f"{path}: {name!r} has an unknown dtype: {err}") from err
+    if floating and not jnp.issubdtype(dtype, jnp.floating):
+        raise ValueError(
+            f"{path}: {name!r} has dtype {dtype}; parameters must be floats. The file is damaged."
+        )
     value = arrays[name]
     if value.dtype != dtype:
         if value.dtype != np.dtype(f"u{dtype.itemsize}"):
@@ -245,13 +193,16 @@ def _array(path, header, arrays, name) -> jax.Array:
     return jnp.asarray(value)
 
 
-def _jsonable(value, name):
+def jsonable(value, name):
+    """``value`` as JSON (tuples as lists, NumPy numbers as Python ones), or ``TypeError``."""
     if isinstance(value, (tuple, list)):
-        return [_jsonable(v, name) for v in value]
+        return [jsonable(v, name) for v in value]
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
     if isinstance(value, np.integer):
         return int(value)
+    if isinstance(value, np.floating):
+        return float(value)
     raise TypeError(f"{name} = {value!r} cannot be stored: not a number, string or tuple.")
 
 
@@ -259,26 +210,11 @@ def _from_json(value):
     return tuple(_from_json(v) for v in value) if isinstance(value, list) else value
 
 
-def _key_data(key) -> np.ndarray:
+def key_data(key) -> np.ndarray:
+    """A PRNG key's raw data (a legacy ``uint32`` key as it is), as NumPy."""
     if jax.dtypes.issubdtype(getattr(key, "dtype", None), jax.dtypes.prng_key):
         key = jax.random.key_data(key)
     return np.asarray(key)
-
-
-def _wrap_like(fresh, value):
-    if jax.dtypes.issubdtype(getattr(fresh, "dtype", None), jax.dtypes.prng_key):
-        return jax.random.wrap_key_data(value, impl=jax.random.key_impl(fresh))
-    return value
-
-
-def _check_like(path, what, saved, fresh) -> None:
-    for (where, a), b in zip(jax.tree_util.tree_leaves_with_path(saved), jax.tree.leaves(fresh)):
-        if np.shape(a) != np.shape(b) or jnp.result_type(a) != jnp.result_type(b):
-            raise ValueError(
-                f"{path}: {what}{jax.tree_util.keystr(where)} is stored with shape "
-                f"{np.shape(a)} and dtype {jnp.result_type(a)}; this run has {np.shape(b)} and "
-                f"{jnp.result_type(b)}."
-            )
 
 
 # ---------------------------------------------------------------------------------------
@@ -286,10 +222,31 @@ def _check_like(path, what, saved, fresh) -> None:
 # ---------------------------------------------------------------------------------------
 
 
-def _write(path, header: dict, arrays: dict) -> None:
+def check_path(path, name: str = "path") -> str:
+    """``path`` as a string; ``TypeError`` unless it is a file path, ``ValueError`` when it
+    names a directory or its directory does not exist or is not writable (checked before
+    anything is written)."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"{name} must be a file path (str or os.PathLike); got {path!r}.")
     path = os.fspath(path)
+    if os.path.isdir(path):
+        raise ValueError(f"{name} must be a file path; {path!r} is a directory.")
     directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
+    if not os.path.isdir(directory):
+        raise ValueError(f"{name} = {path!r}: the directory {directory!r} does not exist.")
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise ValueError(f"{name} = {path!r}: the directory {directory!r} is not writable.")
+    return path
+
+
+def write_archive(path, header: dict, arrays: dict) -> None:
+    """Write the archive atomically: a temporary file in the target's directory, flushed,
+    then renamed over it. A symbolic link is followed: its target is written, the link stays.
+    Temporary files of earlier writes to the same path that were cut off (a killed process)
+    are removed once the new file is in place."""
+    path = os.path.realpath(check_path(path))
+    directory, base = os.path.split(path)
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{base}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
             np.savez(f, **{_HEADER: np.asarray(json.dumps(header))}, **arrays)
@@ -300,9 +257,15 @@ def _write(path, header: dict, arrays: dict) -> None:
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
+    for stale in glob.glob(os.path.join(glob.escape(directory), f".{glob.escape(base)}.*.tmp")):
+        with contextlib.suppress(OSError):
+            os.remove(stale)
 
 
-def _read(path) -> tuple[dict, dict]:
+def read_archive(path) -> tuple[dict, dict]:
+    """The JSON header and the arrays of an fnn file, read without pickle, checked."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"path must be a file path (str or os.PathLike); got {path!r}.")
     path = os.fspath(path)
     with open(path, "rb") as f:  # FileNotFoundError as it is
         data = f.read()
