@@ -125,7 +125,13 @@ def test_names_are_the_zoo_in_spec_order():
     assert set(CLOSED_FORM) == set(ELEMENTWISE)
 
 
-@pytest.mark.parametrize("name", ["swish", "ReLU", "", None, 3])
+@pytest.mark.parametrize("name", [None, 3, 1.5])
+def test_neither_a_name_nor_a_record_is_a_type_error(name):
+    with pytest.raises(TypeError, match="activation must be a name .* or an .*Activation"):
+        activations.get(name)
+
+
+@pytest.mark.parametrize("name", ["swish", "ReLU", ""])
 def test_unknown_name_raises_listing_the_valid_ones(name):
     with pytest.raises(ValueError, match="Unknown activation") as info:
         activations.get(name)

@@ -50,7 +50,7 @@ ENTRY_POINTS = {
 SINGLE = {
     "jacobian": lambda net=NET, params=PARAMS, x=X[0]: fnn.jacobian(net, params, x),
     "jacobian explicit": lambda net=NET, params=PARAMS, x=X[0]: fnn.jacobian(
-        net, params, x, mode="explicit"
+        net, params, x, method="explicit"
     ),
 }
 ALL = {**ENTRY_POINTS, **SINGLE}
@@ -168,7 +168,7 @@ def test_forward_mode_gradient_has_a_cost_guard_naming_reverse():
         (lambda: fnn.activations.get("tahn"), "activation"),
         (lambda: fnn.losses.get("softmax_crossentropy"), "loss"),
         (lambda: fnn.value_and_grad(NET, PARAMS, X, Y, method="revers"), "method"),
-        (lambda: fnn.jacobian(NET, PARAMS, X[0], mode="reverse_mode"), "mode"),
+        (lambda: fnn.jacobian(NET, PARAMS, X[0], method="reverse_mode"), "method"),
         (lambda: fnn.MLP((3, 2), ("sigmod",)), "activation"),
     ],
 )

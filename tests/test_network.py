@@ -199,7 +199,11 @@ def test_mlp_is_frozen_hashable_and_static():
         ("32", ("tanh",), "sequence of widths"),
         ((3, 4, 2), ("tanh",), "one activation per layer: 2"),
         ((3, 2), ("tanh", "tanh"), "one activation per layer"),
-        ((3, 2), ("tanhh",), r"activation in activations\[0\] 'tanhh' \(did you mean 'tanh'\?\)"),
+        (
+            (3, 2),
+            ("tanhh",),
+            r"activations\[0\]: Unknown activation 'tanhh' \(did you mean 'tanh'\?\)",
+        ),
         ((3, 2), "tanh", "sequence of names"),
     ],
 )

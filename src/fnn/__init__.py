@@ -7,7 +7,7 @@ reference and the tutorials)::
     params = fnn.init(jax.random.key(0), net)
     y_hat = fnn.apply(net, params, x)
     loss, grads = fnn.value_and_grad(net, params, x, y, loss="l2", method="reverse")
-    J = fnn.jacobian(net, params, x, mode="auto")
+    J = fnn.jacobian(net, params, x, method="auto")
     t = fnn.trace(net, params, x, y)                                   # S23
     losses_b, grads_b = fnn.per_example_grads(net, params, x, y)        # S24
     Hv = fnn.hvp(net, params, x, y, v)                                  # S27

@@ -45,9 +45,9 @@ hard_tanh at ±1, ELU at 0). Every ``fn``, ``derivative``, ``second_derivative``
 
 from __future__ import annotations
 
+import functools
 import math
-from collections.abc import Callable, Mapping
-from types import MappingProxyType
+from collections.abc import Callable, Iterator, Mapping
 from typing import NamedTuple
 
 import jax
@@ -55,13 +55,59 @@ import jax.numpy as jnp
 
 from fnn._checks import unknown_name
 
-__all__ = ["Activation", "curvature", "curvature_vp", "get", "jvp", "names", "vjp"]
+__all__ = [
+    "Activation",
+    "FrozenMapping",
+    "canonical",
+    "curvature",
+    "curvature_vp",
+    "elementwise",
+    "get",
+    "jvp",
+    "name_of",
+    "names",
+    "vjp",
+]
 
-_NO_PARAMS: Mapping[str, float] = MappingProxyType({})
+
+class FrozenMapping(Mapping):
+    """A read-only, hashable mapping: an :class:`Activation` is static configuration of a
+    network (its :class:`fnn.MLP` is a static jit argument), so every field must hash.
+
+    >>> FrozenMapping({"alpha": 0.25}) == FrozenMapping(alpha=0.25)
+    True
+    """
+
+    def __init__(self, *args, **kwargs):
+        self._items = dict(*args, **kwargs)
+
+    def __getitem__(self, key):
+        return self._items[key]
+
+    def __iter__(self) -> Iterator:
+        return iter(self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __hash__(self) -> int:
+        return hash(tuple(sorted(self._items.items())))
+
+    def __repr__(self) -> str:
+        return f"FrozenMapping({self._items!r})"
+
+
+_NO_PARAMS: Mapping[str, float] = FrozenMapping()
 
 
 class Activation(NamedTuple):
-    """A named activation ``f`` with its hand-written derivatives and Jacobian (S6, S7, S26)."""
+    """A named activation ``f`` with its hand-written derivatives and Jacobian (S6, S7, S26).
+
+    Build an elementwise one with :func:`elementwise`; a record works wherever a name does
+    (``MLP(sizes, activations=(record, …))``, every engine, :func:`get`). Its fields are
+    hashable (functions, tuples, :class:`FrozenMapping`), so a network holding it stays a
+    static jit argument: two networks built with the same record share their compilation.
+    """
 
     name: str
     fn: Callable[..., jax.Array]
@@ -98,37 +144,81 @@ def _check_one_example(a, name: str = "a") -> None:
         )
 
 
-def _elementwise(
-    name,
-    fn,
-    derivative,
-    second_derivative,
-    params=_NO_PARAMS,
-    param_derivatives=_NO_PARAMS,
-    param_second_derivatives=_NO_PARAMS,
-    from_output=None,
-    kinks=(),
-    flip_offset=None,
-):
-    """An elementwise activation: its Jacobian is ``diag(f′(a))`` (S16)."""
+@functools.cache
+def _diagonal_jacobian(derivative: Callable) -> Callable:
+    """``J_f(a) = diag(f′(a))`` for one example (S16); one function per ``derivative``, so
+    that two records built from the same functions are equal (and hash alike)."""
 
     def jacobian(a, **p):
         _check_one_example(a)
         return jnp.diag(derivative(a, **p))
 
+    return jacobian
+
+
+def elementwise(
+    name: str,
+    fn: Callable,
+    derivative: Callable,
+    second_derivative: Callable,
+    *,
+    kinks: tuple[float, ...] = (),
+    flip_offset: float | None = None,
+    derivative_from_output: Callable | None = None,
+    params: Mapping[str, float] = _NO_PARAMS,
+    param_derivatives: Mapping[str, Callable] = _NO_PARAMS,
+    param_second_derivatives: Mapping[str, Callable] = _NO_PARAMS,
+) -> Activation:
+    r"""An elementwise activation record from ``f``, ``f′`` and ``f″`` (S6, S16, S26): its
+    Jacobian is ``diag(f′(a))``.
+
+    Args:
+      name: how errors and summaries call it (not one of :func:`names`: those are taken).
+      fn, derivative, second_derivative: ``f(a, **p)``, ``f′(a, **p)``, ``f″(a, **p)``,
+        elementwise on arrays of any shape.
+      kinks: the points where ``f′`` jumps (a gradient check leaves out central differences
+        that straddle one).
+      flip_offset: ``c`` with ``f(−a) = c − f(a)`` (0 for odd ``f``), or ``None`` (S8).
+      derivative_from_output: optional ``f′`` from the output ``z = f(a)``.
+      params, param_derivatives, param_second_derivatives: learnable parameters with their
+        initial values, ``∂f/∂p`` and ``∂²f/∂a∂p`` (PReLU's ``alpha``).
+
+    Returns:
+      The :class:`Activation`.
+
+    Raises:
+      TypeError: ``name`` is not a string, or a function is not callable.
+
+    SiLU (swish), ``f = a σ(a)``, ``f′ = σ (1 + a σ(−a))``, ``f″ = σ σ(−a) (2 + a (σ(−a) − σ))``:
+
+    >>> sig = jax.nn.sigmoid
+    >>> silu = elementwise("silu", lambda a: a * sig(a), lambda a: sig(a) * (1 + a * sig(-a)),
+    ...                    lambda a: sig(a) * sig(-a) * (2 + a * (sig(-a) - sig(a))))
+    >>> float(silu.derivative(jnp.array(0.0)))
+    0.5
+    """
+    if not isinstance(name, str):
+        raise TypeError(f"name must be a string; got {type(name).__name__}.")
+    for arg, f in (
+        ("fn", fn),
+        ("derivative", derivative),
+        ("second_derivative", second_derivative),
+    ):
+        if not callable(f):
+            raise TypeError(f"{arg} must be a function of a; got {type(f).__name__}.")
     return Activation(
         name,
         fn,
         derivative,
-        jacobian,
+        _diagonal_jacobian(derivative),
         second_derivative,
         True,
-        MappingProxyType(dict(params)),
-        MappingProxyType(dict(param_derivatives)),
-        MappingProxyType(dict(param_second_derivatives)),
-        from_output,
+        FrozenMapping(params),
+        FrozenMapping(param_derivatives),
+        FrozenMapping(param_second_derivatives),
+        derivative_from_output,
         second_derivative is _zeros,
-        tuple(kinks),
+        tuple(float(k) for k in kinks),
         flip_offset,
     )
 
@@ -371,23 +461,23 @@ def _softmax_second_diagonal(a):
 _REGISTRY: dict[str, Activation] = {
     act.name: act
     for act in (
-        _elementwise(
+        elementwise(
             "sigmoid",
             _sigmoid,
             _sigmoid_derivative,
             _sigmoid_second_derivative,
-            from_output=_sigmoid_derivative_from_output,
+            derivative_from_output=_sigmoid_derivative_from_output,
             flip_offset=1.0,
         ),
-        _elementwise(
+        elementwise(
             "tanh",
             jnp.tanh,
             _tanh_derivative,
             _tanh_second_derivative,
-            from_output=_tanh_derivative_from_output,
+            derivative_from_output=_tanh_derivative_from_output,
             flip_offset=0.0,
         ),
-        _elementwise(
+        elementwise(
             "hard_tanh",
             _hard_tanh,
             _hard_tanh_derivative,
@@ -395,9 +485,9 @@ _REGISTRY: dict[str, Activation] = {
             kinks=(-1.0, 1.0),
             flip_offset=0.0,
         ),
-        _elementwise("relu", _relu, _relu_derivative, _zeros, kinks=(0.0,)),
-        _elementwise("leaky_relu", _leaky_relu, _leaky_relu_derivative, _zeros, kinks=(0.0,)),
-        _elementwise(
+        elementwise("relu", _relu, _relu_derivative, _zeros, kinks=(0.0,)),
+        elementwise("leaky_relu", _leaky_relu, _leaky_relu_derivative, _zeros, kinks=(0.0,)),
+        elementwise(
             "prelu",
             _prelu,
             _prelu_derivative,
@@ -407,15 +497,13 @@ _REGISTRY: dict[str, Activation] = {
             param_second_derivatives={"alpha": _prelu_alpha_second_derivative},
             kinks=(0.0,),
         ),
-        _elementwise("softplus", _softplus, _sigmoid, _sigmoid_derivative),
-        _elementwise("elu", _elu, _elu_derivative, _elu_second_derivative),
-        _elementwise("gelu", _gelu, _gelu_derivative, _gelu_second_derivative),
-        _elementwise("gelu_tanh", _gelu_tanh, _gelu_tanh_derivative, _gelu_tanh_second_derivative),
-        _elementwise("sin", jnp.sin, jnp.cos, _sin_second_derivative, flip_offset=0.0),
-        _elementwise("cos", jnp.cos, _cos_derivative, _cos_second_derivative),
-        _elementwise(
-            "identity", _identity, _identity_derivative, _zeros, flip_offset=0.0
-        ),
+        elementwise("softplus", _softplus, _sigmoid, _sigmoid_derivative),
+        elementwise("elu", _elu, _elu_derivative, _elu_second_derivative),
+        elementwise("gelu", _gelu, _gelu_derivative, _gelu_second_derivative),
+        elementwise("gelu_tanh", _gelu_tanh, _gelu_tanh_derivative, _gelu_tanh_second_derivative),
+        elementwise("sin", jnp.sin, jnp.cos, _sin_second_derivative, flip_offset=0.0),
+        elementwise("cos", jnp.cos, _cos_derivative, _cos_second_derivative),
+        elementwise("identity", _identity, _identity_derivative, _zeros, flip_offset=0.0),
         Activation(
             "softmax",
             _softmax,
@@ -433,18 +521,50 @@ def names() -> tuple[str, ...]:
     return tuple(_REGISTRY)
 
 
-def get(name: str) -> Activation:
-    """Return the :class:`Activation` called ``name`` (S6, S7).
+def get(f: str | Activation) -> Activation:
+    """The :class:`Activation` called ``f``, or ``f`` itself when it is a record (S6, S7).
 
     Raises:
-      ValueError: ``name`` is not one of :func:`names` (with the nearest one as a hint).
+      TypeError: ``f`` is neither a name nor an :class:`Activation`.
+      ValueError: ``f`` is not one of :func:`names` (with the nearest one as a hint).
 
     >>> get("tanh").derivative(jnp.zeros(2))
     Array([1., 1.], dtype=float32)
+    >>> get(get("relu")).name
+    'relu'
     """
-    if not isinstance(name, str) or name not in _REGISTRY:
-        raise unknown_name("activation", name, names())
-    return _REGISTRY[name]
+    if isinstance(f, Activation):
+        return f
+    if not isinstance(f, str):
+        raise TypeError(
+            f"activation must be a name from fnn.activations.names() or an "
+            f"fnn.activations.Activation; got {type(f).__name__}."
+        )
+    if f not in _REGISTRY:
+        raise unknown_name("activation", f, names())
+    return _REGISTRY[f]
+
+
+def name_of(f: str | Activation) -> str:
+    """The name of an activation given by name or by record."""
+    return f if isinstance(f, str) else f.name
+
+
+def canonical(f: str | Activation) -> str | Activation:
+    """How a network stores ``f``: a built-in by its name (so ``MLP`` built from the name or
+    the record are equal), a user-defined record as itself.
+
+    Raises:
+      TypeError: ``f`` is neither a name nor an :class:`Activation`.
+      ValueError: an unknown name, or a user record that takes a built-in's name.
+    """
+    act = get(f)
+    if act.name in _REGISTRY and act != _REGISTRY[act.name]:
+        raise ValueError(
+            f"activation {act.name!r} is a built-in name; give the user-defined record "
+            f"another name."
+        )
+    return act.name if act.name in _REGISTRY else act
 
 
 def jvp(act: Activation, a: jax.Array, t: jax.Array, **p) -> jax.Array:

@@ -65,8 +65,11 @@ class MLP:
     """A multilayer perceptron's architecture (S4): widths and one activation per layer.
 
     ``sizes = (D, M¹, …, Mᴺ)`` are the widths from the input to the output;
-    ``activations = (f¹, …, fᴺ)`` name the activation of each of the ``N = len(sizes) − 1``
-    layers, the last one being the output activation ``f_out``.
+    ``activations = (f¹, …, fᴺ)`` give the activation of each of the ``N = len(sizes) − 1``
+    layers, the last one being the output activation ``f_out``: a name from
+    :func:`fnn.activations.names` or an :class:`fnn.activations.Activation` record (a
+    user-defined one too, see :func:`fnn.activations.elementwise`). A built-in is stored by
+    its name, so ``MLP`` built from ``"tanh"`` or from its record are equal.
 
     Two static fields say how the engines compile long networks (the numbers are the same
     either way; see :mod:`fnn._scan`): a run of at least ``scan_min_layers`` identical
@@ -77,14 +80,15 @@ class MLP:
     Raises:
       ValueError: fewer than two sizes, a width that is not a positive integer, not exactly
         one activation per layer, an unknown activation name (with the nearest valid one),
-        or a ``scan_min_layers`` that is neither ``None`` nor an integer ≥ 2.
+        a user record under a built-in's name, or a ``scan_min_layers`` that is neither
+        ``None`` nor an integer ≥ 2.
 
     >>> MLP((10, 10, 10, 10), ("sigmoid", "sigmoid", "identity")).num_layers
     3
     """
 
     sizes: tuple[int, ...]
-    activations: tuple[str, ...]
+    activations: tuple[str | activations.Activation, ...]
     scan_min_layers: int | None = 16
     scan_per_layer_results: bool = False
 
@@ -111,11 +115,7 @@ class MLP:
                 f"activations must name one activation per layer: {len(sizes) - 1} for "
                 f"sizes {sizes}; got {len(acts)}: {acts}."
             )
-        for i, name in enumerate(acts):
-            if not isinstance(name, str) or name not in activations.names():
-                raise _checks.unknown_name(
-                    f"activation in activations[{i}]", name, activations.names()
-                )
+        acts = tuple(_canonical(f, i) for i, f in enumerate(acts))
         m = self.scan_min_layers
         if m is not None and (isinstance(m, bool) or not isinstance(m, (int, np.integer)) or m < 2):
             raise ValueError(f"scan_min_layers must be None or an integer ≥ 2; got {m!r}.")
@@ -149,13 +149,17 @@ class MLP:
         return shapes
 
 
-def check_net(net) -> MLP:
-    """``net`` if it is an :class:`MLP`; else a ``TypeError`` naming what was passed (every
-    public function that takes ``net`` calls this first)."""
-    if not isinstance(net, MLP):
-        hint = " (arguments in the order net, params, …?)" if isinstance(net, (list, tuple)) else ""
-        raise TypeError(f"net must be an fnn.MLP; got {type(net).__name__}{hint}.")
-    return net
+check_net = _checks.check_net
+
+
+def _canonical(f, i: int):
+    """``activations[i]`` as the network stores it, errors naming the entry."""
+    try:
+        return activations.canonical(f)
+    except TypeError as e:
+        raise TypeError(f"activations[{i}]: {e}") from None
+    except ValueError as e:
+        raise ValueError(f"activations[{i}]: {e}") from None
 
 
 # ---------------------------------------------------------------------------------------
@@ -355,14 +359,15 @@ class Summary(NamedTuple):
     hidden_units: int  # units in all hidden layers
     num_params: int  # every W, b and learnable activation parameter
     sizes: tuple[int, ...]
-    activations: tuple[str, ...]
+    activations: tuple[str | activations.Activation, ...]
     scan_min_layers: int | None = 16
     scan_per_layer_results: bool = False
 
     def __str__(self) -> str:
         arch = " → ".join(str(s) for s in self.sizes)
         return (
-            f"MLP {arch} ({', '.join(self.activations)}): {self.num_layers}-layer network "
+            f"MLP {arch} ({', '.join(map(activations.name_of, self.activations))}): "
+            f"{self.num_layers}-layer network "
             f"(Bishop), {self.hidden_units} hidden units, {self.num_params} parameters"
         )
 
