@@ -19,7 +19,8 @@ Two engines compute exactly this (tested equal to ``jax.grad`` and to central di
 * :func:`explicit` — the lecture literally: per example, the dense matrices of
   :mod:`fnn.jacobians` (``J_f`` is ``(M, M)`` even when it is diagonal); a batch by
   ``jax.vmap``, then the mean. Memory O(M²) per example per layer, see
-  :func:`explicit_bytes`; a call above :data:`EXPLICIT_MAX_BYTES` is refused.
+  :func:`explicit_bytes`; :func:`fnn.value_and_grad` refuses a call above its
+  ``max_bytes`` (default :data:`EXPLICIT_MAX_BYTES`).
 * :func:`reverse` — the same loop with the structure used: ``δ · J_f = δ ⊙ f′(a)``
   (:func:`fnn.layer.delta`), never a diagonal matrix or a third-order tensor, and the
   batch axis kept inside the matrix products (``Δ`` of shape ``(B, M)``,
@@ -154,24 +155,12 @@ def explicit_bytes(net: MLP, batch: int, dtype) -> int:
     return batch * per_example * np.dtype(dtype).itemsize
 
 
-def explicit(net: MLP, params, x, y, loss: losses.Loss, *, max_bytes: int | None = None):
+def explicit(net: MLP, params, x, y, loss: losses.Loss):
     """The explicit engine (S17): the dense chain per example, ``jax.vmap`` over a batch
-    ``(B, D)``, then the mean over the batch. Allowed to be slow.
-
-    Raises:
-      ValueError: the call would need more than ``max_bytes`` (default
-        :data:`EXPLICIT_MAX_BYTES`, read at call time) by :func:`explicit_bytes`; use
-        ``method="reverse"``, which never builds the dense matrices.
-    """
-    max_bytes = EXPLICIT_MAX_BYTES if max_bytes is None else max_bytes
+    ``(B, D)``, then the mean over the batch. Allowed to be slow; memory
+    :func:`explicit_bytes`, which :func:`fnn.value_and_grad` checks against its
+    ``max_bytes`` before calling. Unchecked."""
     batch = 1 if x.ndim == 1 else x.shape[0]
-    needed = explicit_bytes(net, batch, jnp.result_type(x, *jax.tree.leaves(params)))
-    if needed > max_bytes:
-        raise ValueError(
-            f"method='explicit' would need about {needed / 2**20:.1f} MiB for sizes "
-            f"{net.sizes} and batch {batch} (dense Jacobians, O(M²) per example per layer); "
-            f"the limit is max_bytes={max_bytes / 2**20:.1f} MiB. Use method='reverse'."
-        )
     if x.ndim == 1:
         return _explicit_single(net, params, x, y, loss)
     values, grads = jax.vmap(lambda x, y: _explicit_single(net, params, x, y, loss))(x, y)
