@@ -105,11 +105,11 @@ MUTATIONS = (
     M("forward_mode.py", "z_dot = z_dot + df_dq(a, **p)[:, None] * layer_dot[q]",
       "z_dot = df_dq(a, **p)[:, None] * layer_dot[q]", ("test_forward_mode.py",),
       "forward: the α tangent replaces instead of adds"),
-    # jacobians.py
-    M("jacobians.py", "return jnp.eye(W.shape[0], dtype=x.dtype)[:, :, None] * x[None, None, :]",
+    # local_jacobians.py
+    M("local_jacobians.py", "return jnp.eye(W.shape[0], dtype=x.dtype)[:, :, None] * x[None, None, :]",
       "return jnp.ones((W.shape[0], W.shape[0]), x.dtype)[:, :, None] * x[None, None, :]",
-      ("test_jacobians.py",), "J_a(W) without the Kronecker delta"),
-    M("jacobians.py", "    return J_g @ J_f\n", "    return J_f @ J_g\n", ("test_jacobians.py",),
+      ("test_local_jacobians.py",), "J_a(W) without the Kronecker delta"),
+    M("local_jacobians.py", "    return J_g @ J_f\n", "    return J_f @ J_g\n", ("test_local_jacobians.py",),
       "chain rule in the wrong order"),
     # scan.py
     M("scan.py", "and acts[stop] == acts[start]", "and True", ("test_scan.py",),

@@ -267,11 +267,13 @@ def test_gradients_keep_their_variables_dtypes():
 
 
 @pytest.mark.parametrize("name", activations.names())
-def test_forward_batch_equals_network_forward(name):
-    """The batch-first twin A = Z Wᵀ + b gives network.forward's output and cache."""
+def test_the_batch_first_forward_pass_equals_one_example_at_a_time(name):
+    """One forward pass, rows are examples: a batch gives every example's output and cache."""
     net, params, x, _ = problem(4, (3, 5, 2), (name, name), "l2", 4)
     chex.assert_trees_all_close(
-        backprop.forward_batch(net, params, x), network.forward(net, params, x), **F64
+        fnn.forward_pass(net, params, x),
+        jax.vmap(lambda x: network.run_with_cache(net, params, x))(x),
+        **F64,
     )
 
 

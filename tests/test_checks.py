@@ -18,7 +18,7 @@ Y = jnp.zeros((5, 2))
 # Every public function of (net, params, x[, y]), as a call with keyword overrides.
 ENTRY_POINTS = {
     "apply": lambda net=NET, params=PARAMS, x=X, y=Y: fnn.apply(net, params, x),
-    "forward": lambda net=NET, params=PARAMS, x=X, y=Y: fnn.forward(net, params, x),
+    "forward_pass": lambda net=NET, params=PARAMS, x=X, y=Y: fnn.forward_pass(net, params, x),
     "apply_augmented": lambda net=NET, params=PARAMS, x=X, y=Y: network.apply_augmented(
         net, params, x
     ),
@@ -145,7 +145,7 @@ def test_forward_mode_gradient_has_a_cost_guard_naming_reverse():
     params = jax.eval_shape(lambda: fnn.init(jax.random.key(0), big))
     x = jax.ShapeDtypeStruct((256, 784), jnp.float32)
     y = jax.ShapeDtypeStruct((256, 10), jnp.float32)
-    with pytest.raises(ValueError, match=r"P · B = 669706 · 256 .* Use method='reverse'"):
+    with pytest.raises(ValueError, match=r"P · B = 669706 · 256.* Use method='reverse'"):
         jax.eval_shape(
             lambda p, x, y: fnn.value_and_grad(big, p, x, y, method="forward"), params, x, y
         )

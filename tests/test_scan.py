@@ -134,7 +134,9 @@ def test_apply_and_forward(problem):
     net, params, x, _ = problem
     got, expected = both_paths(lambda n: lambda p, x: fnn.apply(n, p, x), net, params, x, scans=2)
     chex.assert_trees_all_close(got, expected, **TIGHT)
-    got, expected = both_paths(lambda n: lambda p, x: fnn.forward(n, p, x), net, params, x, scans=2)
+    got, expected = both_paths(
+        lambda n: lambda p, x: fnn.forward_pass(n, p, x), net, params, x, scans=2
+    )
     chex.assert_trees_all_close(got, expected, **TIGHT)
     assert len(got[1]) == net.num_layers
 

@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import matplotlib.pyplot as plt
 
 import fnn
-from fnn import activations, jacobians, layer, losses
+from fnn import activations, layer, local_jacobians, losses
 
 # %% [markdown]
 # ## S6 — hidden activations, each with its hand-written derivative
@@ -182,7 +182,7 @@ for name, y in cases.items():
 # With respect to the input, $J_a(x) = W$; to the bias, $J_a(b) = I$; to the weights, a
 # third-order tensor $J_a(W) = I \otimes x$ with $∂a_i/∂w_{kl} = δ_{ik} x_l$. Backprop never
 # builds the last one: a row vector $δ$ times it is the outer product $δ \otimes x$
-# ([`jacobians.row_times`][fnn.jacobians.row_times]).
+# ([`local_jacobians.row_times`][fnn.local_jacobians.row_times]).
 
 # %%
 W = jax.random.normal(jax.random.key(1), (2, 3))
@@ -190,9 +190,9 @@ b = jnp.array([0.5, -0.5])
 x = jnp.array([1.0, 2.0, 3.0])
 affine = lambda W, b, x: W @ x + b  # noqa: E731
 
-J_x = jacobians.affine_x(W)
-J_b = jacobians.affine_b(b)
-J_W = jacobians.affine_W(W, x)
+J_x = local_jacobians.affine_x(W)
+J_b = local_jacobians.affine_b(b)
+J_W = local_jacobians.affine_W(W, x)
 print("J_a(x) = W:", bool(jnp.allclose(J_x, jax.jacfwd(affine, argnums=2)(W, b, x))))
 print("J_a(b) = I:", bool(jnp.allclose(J_b, jax.jacfwd(affine, argnums=1)(W, b, x))))
 print(
@@ -204,7 +204,8 @@ print(
 print("J_a(W)[0] =\n", J_W[0], "\n(row 0 of a depends only on row 0 of W, with weights x)")
 delta = jnp.array([0.1, -2.0])
 print(
-    "δ · J_a(W) = δ ⊗ x:", bool(jnp.allclose(jacobians.row_times(delta, J_W), jnp.outer(delta, x)))
+    "δ · J_a(W) = δ ⊗ x:",
+    bool(jnp.allclose(local_jacobians.row_times(delta, J_W), jnp.outer(delta, x))),
 )
 
 # %% [markdown]
@@ -220,7 +221,7 @@ print(
 layer_params = {"W": W, "b": b}
 _, cache = layer.forward(layer_params, "tanh", x)  # Cache(z_prev=x, a, z)
 J_layer = layer.jacobian(layer_params, "tanh", cache)
-J_chain = jacobians.chain(activations.get("tanh").jacobian(W @ x + b), W)
+J_chain = local_jacobians.chain(activations.get("tanh").jacobian(W @ x + b), W)
 by_jax = jax.jacfwd(lambda x: jnp.tanh(W @ x + b))(x)
 print(
     J_layer,
