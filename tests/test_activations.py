@@ -263,7 +263,7 @@ KINKS = [
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.float64])
 @pytest.mark.parametrize(("name", "a", "expected"), KINKS)
 def test_jax_grad_of_fn_at_the_kinks_is_the_documented_derivative(name, a, expected, dtype):
-    """Issue 13: jax.grad of fn takes fnn's branch at a kink (jnp.maximum, jnp.clip and
+    """jax.grad of fn takes fnn's branch at a kink (jnp.maximum, jnp.clip and
     jnp.minimum would give ½); f″ = 0 there, by hand and by jax.grad(jax.grad(fn)) (S26)."""
     act = activations.get(name)
     p = params_of(act, dtype)

@@ -188,7 +188,7 @@ def test_check_finite_names_the_first_bad_entry_and_skips_tracers():
 )
 def test_a_label_out_of_range_under_jit_is_nan_never_a_finite_wrong_number(method, loss, bad):
     """Under jax.jit the labels are tracers: no eager check can see them. The engines then
-    give NaN for the loss and every gradient entry the bad example touches (issue 13)."""
+    give NaN for the loss and every gradient entry the bad example touches."""
     out = "identity" if loss == "softmax_cross_entropy" else "softmax"
     net = fnn.MLP((3, 4, 3), ("tanh", out))
     params = fnn.init(jax.random.key(0), net)
@@ -219,7 +219,7 @@ def test_the_checked_loss_names_the_bad_label_under_jit():
 
 def test_fit_and_make_train_step_refuse_nan_data_the_same_way():
     """NaN or inf in the data: the same ValueError, naming the first bad entry, from fit and
-    from the step make_train_step returns (issue 13)."""
+    from the step make_train_step returns."""
     import optax
 
     x = np.ones((8, 3))

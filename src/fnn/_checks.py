@@ -28,6 +28,7 @@ __all__ = [
     "check_limit",
     "check_net",
     "check_number",
+    "check_one_example",
     "check_params",
     "check_positive_int",
     "format_size",
@@ -99,6 +100,17 @@ def check_choice(value, choices: Iterable[str], kind: str) -> str:
     if not isinstance(value, str) or value not in choices:
         raise unknown_name(kind, value, choices)
     return value
+
+
+def check_one_example(a, name: str = "a") -> None:
+    """``ValueError`` unless ``a`` is one example ``(n,)``: a dense ``(n, n)`` Jacobian is for
+    one example, and ``jnp.diag`` and ``jnp.outer`` would silently take a diagonal of, or
+    flatten, a batch."""
+    if np.ndim(a) != 1:
+        raise ValueError(
+            f"{name} must be one example of shape (n,) for a dense (n, n) matrix (jax.vmap it "
+            f"over a batch); got shape {np.shape(a)}."
+        )
 
 
 def check_positive_int(value, name: str) -> int:
