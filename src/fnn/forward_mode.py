@@ -39,7 +39,7 @@ __all__ = ["FORWARD_MAX_TANGENTS", "gradient", "jacobian_forward", "jvp"]
 FORWARD_MAX_TANGENTS = 2**22
 
 
-def _jvp_pair(p, f, carry, p_dot):
+def _jvp_pair(p, f, carry, p_dot=None):
     # The fold carries the primal with its tangent as one pair; layer.jvp keeps them apart,
     # as the lecture writes ȧ = W ż + Ẇ z + ḃ.
     return layer.jvp(p, f, *carry, p_dot)
