@@ -195,7 +195,8 @@ PENDING_MERGE = {
     "fnn.hessian", "fnn.curvature.hessian", "fnn.hessian_diagonal",
     "fnn.curvature.hessian_diagonal", "fnn.hvp", "fnn.curvature.hvp", "fnn.kfac_factors",
     "fnn.curvature.kfac_factors", "fnn.curvature.ggn_blocks", "fnn.curvature.hessian_blocks",
-    "fnn.gradcheck.check_directional", "fnn.gradcheck.check_hvp", "fnn.gradcheck.check_network", "fnn.gradcheck.kink_crossings",
+    "fnn.gradcheck.check_directional", "fnn.gradcheck.check_hvp",
+    "fnn.gradcheck.check_network", "fnn.gradcheck.kink_crossings",
     "fnn.gradcheck.network_central_difference", "fnn.gradcheck.network_loss",
     "fnn.training.fit", "fnn.training.make_train_step", "fnn.training.train_step",
 }  # fmt: skip

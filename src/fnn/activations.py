@@ -32,9 +32,9 @@ included, because each ``fn`` is written so that JAX's own rules take the docume
 derivative at a tie is ½).
 
 The built-ins' formulas live in :mod:`fnn.activation_zoo`, f, f′ and f″ side by side; the
-records are made here. The zoo, in registry order (:func:`names`): sigmoid, tanh, hard_tanh, relu, leaky_relu
-(α = 0.01), prelu (α learnable, starts at 0.25), softplus, elu (α = 1), gelu (exact, erf),
-gelu_tanh (tanh approximation), sin, cos, identity, softmax.
+records are made here. The zoo, in registry order (:func:`names`): sigmoid, tanh,
+hard_tanh, relu, leaky_relu (α = 0.01), prelu (α learnable, starts at 0.25), softplus,
+elu (α = 1), gelu (exact, erf), gelu_tanh (tanh approximation), sin, cos, identity, softmax.
 
 Conventions at the kinks, where f′ does not exist: ReLU′(0) = 0, LeakyReLU′(0) = α,
 PReLU′(0) = α (the left branch's slope, so ∂²f/∂a∂α = 1 there), hard_tanh′(±1) = 0,
