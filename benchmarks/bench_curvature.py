@@ -61,7 +61,7 @@ def candidates(net, loss="l2"):
         "jax hvp": jax.jit(
             lambda p, x, y, v: jax.jvp(lambda q: jax.grad(batch_loss)(q, x, y), (p,), (v,))[1]
         ),
-        "fnn gradient": jax.jit(lambda p, x, y, v: fnn.value_and_grad(net, p, x, y, loss)),
+        "fnn gradient": jax.jit(lambda p, x, y, v: fnn.value_and_grad(net, p, x, y, loss=loss)),
         "jax gradient": jax.jit(lambda p, x, y, v: jax_grad(p, x, y)),
     }
 

@@ -394,7 +394,7 @@ def compile_times(cfg, width=128, batch=32):
     engines = {
         "grad": lambda net, y: lambda p, x: fnn.value_and_grad(net, p, x, y),
         "apply": lambda net, y: lambda p, x: fnn.apply(net, p, x),
-        "jac": lambda net, y: lambda p, x: fnn.jacobian(net, p, x[0], mode="reverse"),
+        "jac": lambda net, y: lambda p, x: fnn.jacobian(net, p, x[0], method="reverse"),
     }
     ms = {v: {} for v in COMPILE_VARIANTS}
     for depth in cfg["depths"]:

@@ -5,8 +5,8 @@ forward accumulation and ``M_out`` cotangent passes by reverse accumulation (bac
 script measures it: for a sweep of networks ``D → hidden → M`` (input width fixed, output
 width from 1 to ≫ D, and the mirror) it times, jit-compiled, warmed up and interleaved,
 
-  fwd      fnn.jacobian(mode="forward")     tangent matrix I_D pushed input → output
-  rev      fnn.jacobian(mode="reverse")     row matrix I_M pulled output → input
+  fwd      fnn.jacobian(method="forward")     tangent matrix I_D pushed input → output
+  rev      fnn.jacobian(method="reverse")     row matrix I_M pulled output → input
   explicit the dense chain J_out·Wᴺ·…·J¹·W¹, left to right (S17, dense J_f = diag(f′))
   jacfwd   jax.jacfwd                       JAX's forward mode, the witness
   jacrev   jax.jacrev                       JAX's reverse mode, the reference
@@ -71,9 +71,9 @@ def contenders(net, with_central):
         return lambda x: fnn.apply(net, params, x)
 
     fns = {
-        "fwd": lambda p, x: fnn.jacobian(net, p, x, mode="forward"),
-        "rev": lambda p, x: fnn.jacobian(net, p, x, mode="reverse"),
-        "explicit": lambda p, x: fnn.jacobian(net, p, x, mode="explicit"),
+        "fwd": lambda p, x: fnn.jacobian(net, p, x, method="forward"),
+        "rev": lambda p, x: fnn.jacobian(net, p, x, method="reverse"),
+        "explicit": lambda p, x: fnn.jacobian(net, p, x, method="explicit"),
         "jacfwd": lambda p, x: jax.jacfwd(nn(p))(x),
         "jacrev": lambda p, x: jax.jacrev(nn(p))(x),
         "central": lambda p, x: central_differences(net, p, x),
@@ -131,7 +131,7 @@ def measure(sizes, hidden_act, dtype, reps, seed, rng, focus_reps=0):
     }
     tol = TOLERANCE[jnp.dtype(dtype).name]
     ok = {k: e <= scale * tol["central" if k == "central" else "ad"] for k, e in errors.items()}
-    macs = {m: cost_model.jacobian_macs(net, m) for m in cost_model.JACOBIAN_MODES}
+    macs = {m: cost_model.jacobian_macs(net, m) for m in cost_model.JACOBIAN_METHODS}
     focus = {k: fns[k] for k in FOCUS} if focus_reps else {}
     return {
         "sizes": list(sizes),

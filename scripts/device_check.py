@@ -59,7 +59,7 @@ def derivatives(params, x, y):
         out[method] = L, (grads["params"], grads["x"])
     for mode, witness in (("forward", jax.jacfwd), ("reverse", jax.jacrev)):
         J_witness = witness(lambda x: fnn.apply(net, params, x))(x[0])
-        out[f"jacobian[{mode}]"] = fnn.jacobian(net, params, x[0], mode=mode), J_witness
+        out[f"jacobian[{mode}]"] = fnn.jacobian(net, params, x[0], method=mode), J_witness
     return out
 
 

@@ -18,6 +18,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import fnn
 from conftest import load_script
 from fnn import activations
 
@@ -125,7 +126,13 @@ def test_names_are_the_zoo_in_spec_order():
     assert set(CLOSED_FORM) == set(ELEMENTWISE)
 
 
-@pytest.mark.parametrize("name", ["swish", "ReLU", "", None, 3])
+@pytest.mark.parametrize("name", [None, 3, 1.5])
+def test_neither_a_name_nor_a_record_is_a_type_error(name):
+    with pytest.raises(TypeError, match="activation must be a name .* or an .*Activation"):
+        activations.get(name)
+
+
+@pytest.mark.parametrize("name", ["swish", "ReLU", ""])
 def test_unknown_name_raises_listing_the_valid_ones(name):
     with pytest.raises(ValueError, match="Unknown activation") as info:
         activations.get(name)
@@ -256,7 +263,7 @@ KINKS = [
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.float64])
 @pytest.mark.parametrize(("name", "a", "expected"), KINKS)
 def test_jax_grad_of_fn_at_the_kinks_is_the_documented_derivative(name, a, expected, dtype):
-    """Issue 13: jax.grad of fn takes fnn's branch at a kink (jnp.maximum, jnp.clip and
+    """jax.grad of fn takes fnn's branch at a kink (jnp.maximum, jnp.clip and
     jnp.minimum would give ½); f″ = 0 there, by hand and by jax.grad(jax.grad(fn)) (S26)."""
     act = activations.get(name)
     p = params_of(act, dtype)
@@ -672,3 +679,92 @@ def test_piecewise_linear_means_f_second_is_zero_everywhere(name):
     p = {k: jnp.asarray(v) for k, v in act.params.items()}
     zero = bool(jnp.all(act.second_derivative(a[None, :], **p) == 0))
     assert act.piecewise_linear == zero
+
+
+# ---------------------------------------------------------------------------------------
+# A user-defined activation: a record works wherever a name does.
+# ---------------------------------------------------------------------------------------
+
+
+def _sig(a):
+    return jax.nn.sigmoid(a)
+
+
+# SiLU (swish): f = a σ(a), f′ = σ (1 + a σ(−a)), f″ = σ σ(−a) (2 + a (σ(−a) − σ)).
+SILU = activations.elementwise(
+    "silu",
+    lambda a: a * _sig(a),
+    lambda a: _sig(a) * (1 + a * _sig(-a)),
+    lambda a: _sig(a) * _sig(-a) * (2 + a * (_sig(-a) - _sig(a))),
+)
+
+
+def test_a_user_record_has_the_derivatives_jax_finds():
+    a = jnp.linspace(-6.0, 6.0, 25, dtype=jnp.float64)
+    d = jax.vmap(jax.grad(SILU.fn))(a)
+    chex.assert_trees_all_close(SILU.derivative(a), d, rtol=1e-12)
+    chex.assert_trees_all_close(
+        SILU.second_derivative(a), jax.vmap(jax.grad(jax.grad(SILU.fn)))(a), rtol=1e-10
+    )
+    chex.assert_trees_all_close(SILU.jacobian(a[:3]), jnp.diag(d[:3]), rtol=1e-12)
+
+
+def test_a_user_record_is_static_and_hashable_two_equal_nets_share_a_compilation():
+    twin = activations.elementwise("silu", SILU.fn, SILU.derivative, SILU.second_derivative)
+    assert twin == SILU and hash(twin) == hash(SILU)
+    a, b = fnn.MLP((3, 4, 2), (SILU, "identity")), fnn.MLP((3, 4, 2), (twin, "identity"))
+    assert a == b and hash(a) == hash(b)
+    assert fnn.MLP((3, 2), (activations.get("tanh"),)) == fnn.MLP((3, 2), ("tanh",))
+    traces = []
+
+    @jax.jit
+    def f(net, params, x):
+        traces.append(1)
+        return fnn.apply(net, params, x)
+
+    params = fnn.init(jax.random.key(0), a)
+    f(a, params, jnp.ones(3))
+    f(b, params, jnp.ones(3))
+    assert len(traces) == 1
+
+
+def test_a_user_record_under_a_built_in_name_is_refused():
+    fake = activations.elementwise("relu", SILU.fn, SILU.derivative, SILU.second_derivative)
+    with pytest.raises(ValueError, match=r"activations\[0\]: activation 'relu' is a built-in"):
+        fnn.MLP((3, 2), (fake,))
+    with pytest.raises(TypeError, match=r"activations\[0\]: activation must be a name"):
+        fnn.MLP((3, 2), (jnp.tanh,))
+
+
+@pytest.mark.parametrize("method", ["reverse", "explicit", "forward"])
+def test_a_user_activation_runs_in_every_engine(method):
+    net = fnn.MLP((3, 5, 4, 2), (SILU, "tanh", SILU))
+    params = fnn.init(jax.random.key(1), net, dtype=jnp.float64)
+    x = jax.random.normal(jax.random.key(2), (4, 3), jnp.float64)
+    y = jax.random.normal(jax.random.key(3), (4, 2), jnp.float64)
+
+    def f(p, x):
+        z = x
+        for layer_params, act in zip(p, (SILU.fn, jnp.tanh, SILU.fn)):
+            z = act(z @ layer_params["W"].T + layer_params["b"])
+        return z
+
+    def mean_loss(p, x):
+        return jnp.mean(jnp.sum((f(p, x) - y) ** 2, axis=-1))
+
+    chex.assert_trees_all_close(fnn.apply(net, params, x), f(params, x), rtol=1e-12)
+    value, grads = fnn.value_and_grad(net, params, x, y, method=method)
+    want_value, (want_p, want_x) = jax.value_and_grad(mean_loss, argnums=(0, 1))(params, x)
+    chex.assert_trees_all_close((value, grads["params"], grads["x"]), (want_value, want_p, want_x),
+                                rtol=1e-10, atol=1e-12)  # fmt: skip
+    jac_method = "auto" if method == "reverse" else method
+    chex.assert_trees_all_close(
+        fnn.jacobian(net, params, x[0], method=jac_method),
+        jax.jacrev(lambda x: f(params, x))(x[0]),
+        rtol=1e-10,
+    )
+    _, y_dot = fnn.forward_mode.jvp(net, params, x[0], x_dot=jnp.ones(3, jnp.float64))
+    chex.assert_trees_all_close(
+        y_dot, jax.jvp(lambda x: f(params, x), (x[0],), (jnp.ones(3, jnp.float64),))[1], rtol=1e-10
+    )
+    assert "silu" in str(fnn.summary(net))

@@ -267,11 +267,13 @@ def test_gradients_keep_their_variables_dtypes():
 
 
 @pytest.mark.parametrize("name", activations.names())
-def test_forward_batch_equals_network_forward(name):
-    """The batch-first twin A = Z Wᵀ + b gives network.forward's output and cache."""
+def test_the_batch_first_forward_pass_equals_one_example_at_a_time(name):
+    """One forward pass, rows are examples: a batch gives every example's output and cache."""
     net, params, x, _ = problem(4, (3, 5, 2), (name, name), "l2", 4)
     chex.assert_trees_all_close(
-        backprop.forward_batch(net, params, x), network.forward(net, params, x), **F64
+        fnn.forward_pass(net, params, x),
+        jax.vmap(lambda x: network.run_with_cache(net, params, x))(x),
+        **F64,
     )
 
 
@@ -378,7 +380,9 @@ def test_explicit_refuses_above_its_memory_limit(small, monkeypatch):
         )
 
     monkeypatch.setattr(backprop, "EXPLICIT_MAX_BYTES", needed - 1)
-    with pytest.raises(ValueError, match="method='explicit' would need .* MiB"):
+    with pytest.raises(
+        ValueError, match="method='explicit' for sizes .* needs .*, over max_bytes="
+    ):
         shapes("explicit")
     shapes("reverse")  # the structured engine builds no dense matrices: no limit
     monkeypatch.setattr(backprop, "EXPLICIT_MAX_BYTES", needed)

@@ -1,6 +1,6 @@
-"""One checked boundary (issue 12, 13): every public entry point refuses the same bad input
-the same way — the same exception type, a message naming the argument — before anything
-is traced (``fnn._checks``)."""
+"""One checked boundary: every public entry point refuses the same bad input the same way —
+the same exception type, a message naming the argument — before anything is traced
+(``fnn._checks``); every limit of work that can explode honours the caller's value."""
 
 import jax
 import jax.numpy as jnp
@@ -18,7 +18,7 @@ Y = jnp.zeros((5, 2))
 # Every public function of (net, params, x[, y]), as a call with keyword overrides.
 ENTRY_POINTS = {
     "apply": lambda net=NET, params=PARAMS, x=X, y=Y: fnn.apply(net, params, x),
-    "forward": lambda net=NET, params=PARAMS, x=X, y=Y: fnn.forward(net, params, x),
+    "forward_pass": lambda net=NET, params=PARAMS, x=X, y=Y: fnn.forward_pass(net, params, x),
     "apply_augmented": lambda net=NET, params=PARAMS, x=X, y=Y: network.apply_augmented(
         net, params, x
     ),
@@ -45,14 +45,13 @@ ENTRY_POINTS = {
     "gradient_statistics": lambda net=NET, params=PARAMS, x=X, y=Y: fnn.gradient_statistics(
         net, params, x, y
     ),
-}
-# Those that take a single example (x of shape (D,)).
-SINGLE = {
-    "jacobian": lambda net=NET, params=PARAMS, x=X[0]: fnn.jacobian(net, params, x),
-    "jacobian explicit": lambda net=NET, params=PARAMS, x=X[0]: fnn.jacobian(
-        net, params, x, mode="explicit"
+    "jacobian": lambda net=NET, params=PARAMS, x=X, y=Y: fnn.jacobian(net, params, x),
+    "jacobian explicit": lambda net=NET, params=PARAMS, x=X, y=Y: fnn.jacobian(
+        net, params, x, method="explicit"
     ),
 }
+# Those that take a single example only (x of shape (D,)): none among these.
+SINGLE = {}
 ALL = {**ENTRY_POINTS, **SINGLE}
 
 
@@ -82,12 +81,6 @@ def test_complex_input_is_a_type_error(name):
 def test_an_empty_batch_is_a_value_error(name):
     with pytest.raises(ValueError, match=r"x must hold at least one example; got .*\(0, 3\)"):
         ENTRY_POINTS[name](x=jnp.ones((0, 3)), y=jnp.zeros((0, 2)))
-
-
-@pytest.mark.parametrize("name", SINGLE)
-def test_a_batch_where_one_example_belongs_is_a_value_error(name):
-    with pytest.raises(ValueError, match=r"x must be ONE example of shape \(D,\) = \(3,\)"):
-        SINGLE[name](x=X)
 
 
 @pytest.mark.parametrize("name", ALL)
@@ -152,7 +145,7 @@ def test_forward_mode_gradient_has_a_cost_guard_naming_reverse():
     params = jax.eval_shape(lambda: fnn.init(jax.random.key(0), big))
     x = jax.ShapeDtypeStruct((256, 784), jnp.float32)
     y = jax.ShapeDtypeStruct((256, 10), jnp.float32)
-    with pytest.raises(ValueError, match=r"P · B = 669706 · 256 .* Use method='reverse'"):
+    with pytest.raises(ValueError, match=r"P · B = 669706 · 256.* Use method='reverse'"):
         jax.eval_shape(
             lambda p, x, y: fnn.value_and_grad(big, p, x, y, method="forward"), params, x, y
         )
@@ -168,7 +161,7 @@ def test_forward_mode_gradient_has_a_cost_guard_naming_reverse():
         (lambda: fnn.activations.get("tahn"), "activation"),
         (lambda: fnn.losses.get("softmax_crossentropy"), "loss"),
         (lambda: fnn.value_and_grad(NET, PARAMS, X, Y, method="revers"), "method"),
-        (lambda: fnn.jacobian(NET, PARAMS, X[0], mode="reverse_mode"), "mode"),
+        (lambda: fnn.jacobian(NET, PARAMS, X[0], method="reverse_mode"), "method"),
         (lambda: fnn.MLP((3, 2), ("sigmod",)), "activation"),
     ],
 )
@@ -195,7 +188,7 @@ def test_check_finite_names_the_first_bad_entry_and_skips_tracers():
 )
 def test_a_label_out_of_range_under_jit_is_nan_never_a_finite_wrong_number(method, loss, bad):
     """Under jax.jit the labels are tracers: no eager check can see them. The engines then
-    give NaN for the loss and every gradient entry the bad example touches (issue 13)."""
+    give NaN for the loss and every gradient entry the bad example touches."""
     out = "identity" if loss == "softmax_cross_entropy" else "softmax"
     net = fnn.MLP((3, 4, 3), ("tanh", out))
     params = fnn.init(jax.random.key(0), net)
@@ -226,7 +219,7 @@ def test_the_checked_loss_names_the_bad_label_under_jit():
 
 def test_fit_and_make_train_step_refuse_nan_data_the_same_way():
     """NaN or inf in the data: the same ValueError, naming the first bad entry, from fit and
-    from the step make_train_step returns (issue 13)."""
+    from the step make_train_step returns."""
     import optax
 
     x = np.ones((8, 3))
@@ -244,3 +237,79 @@ def test_fit_and_make_train_step_refuse_nan_data_the_same_way():
     y_bad[0, 0] = np.inf
     with pytest.raises(ValueError, match=r"y must be finite; got inf at index \(0, 0\)"):
         step(PARAMS, np.ones((8, 3)), y_bad, optax.sgd(0.1).init(PARAMS))
+
+
+# ---------------------------------------------------------------------------------------
+# Limits: one helper (check_limit), the caller's value honoured, one example = batch 1.
+# ---------------------------------------------------------------------------------------
+
+
+def _explicit(max_bytes, x=X, y=Y):
+    return fnn.value_and_grad(NET, PARAMS, x, y, method="explicit", max_bytes=max_bytes)
+
+
+def _forward(max_tangents, x=X, y=Y):
+    return fnn.value_and_grad(NET, PARAMS, x, y, method="forward", max_tangents=max_tangents)
+
+
+def test_max_bytes_raised_above_the_default_is_obeyed(monkeypatch):
+    from fnn import backprop
+
+    needed = backprop.explicit_bytes(NET, X.shape[0], X.dtype)
+    monkeypatch.setattr(backprop, "EXPLICIT_MAX_BYTES", needed // 2)  # the default refuses
+    with pytest.raises(ValueError, match="over max_bytes="):
+        _explicit(None)
+    _explicit(needed)  # the caller's larger limit is the one that counts
+    with pytest.raises(ValueError, match=r"method='explicit'.*Use method='reverse'"):
+        _explicit(needed - 1)
+
+
+def test_max_tangents_is_obeyed_and_one_example_counts_as_batch_one():
+    P = fnn.summary(NET).num_params
+    _forward(P * X.shape[0])
+    with pytest.raises(ValueError, match=rf"P · B = {P} · 5.*over max_tangents={P * 5 - 1}"):
+        _forward(P * X.shape[0] - 1)
+    _forward(P, x=X[0], y=Y[0])  # one example (D,) is a batch of 1: P tangents suffice
+    with pytest.raises(ValueError, match=rf"P · B = {P} · 1"):
+        _forward(P - 1, x=X[0], y=Y[0])
+
+
+def test_max_paths_is_obeyed():
+    from fnn import graph
+
+    g = graph.layered_graph(3, 2)  # 8 paths
+    edges = {e: float(d) for e, d in graph.local_partials(g, graph.evaluate(g, 0.5)).items()}
+    assert graph.sum_over_paths(g, edges, max_paths=graph.MAX_PATHS * 10).num_paths == 8
+    with pytest.raises(ValueError, match="8 paths, over max_paths=7 paths.*forward_accumulation"):
+        graph.sum_over_paths(g, edges, max_paths=7)
+
+
+@pytest.mark.parametrize("bad", [0, -1, 2.5, True, None])
+def test_a_limit_must_be_a_positive_integer(bad):
+    with pytest.raises(ValueError, match=f"max_tangents must be a positive integer; got {bad}"):
+        _forward(bad) if bad is not None else _checks.check_positive_int(bad, "max_tangents")
+
+
+def test_check_limit_prints_sizes_in_their_unit_and_passes_at_the_limit():
+    _checks.check_limit(10, 10, name="max_paths", what="w", instead="i", unit="paths")
+    with pytest.raises(ValueError, match=r"w needs 3.0 MiB, over max_bytes=2.0 MiB\. i"):
+        _checks.check_limit(3 * 2**20, 2 * 2**20, name="max_bytes", what="w", instead="i")
+
+
+@pytest.mark.parametrize(
+    "name, kind, hint",
+    [("Relu", "activation", "relu"), ("TANH", "activation", "tanh"), ("mse", "loss", "l2")],
+)
+def test_unknown_name_hints_ignore_case_and_know_other_libraries_names(name, kind, hint):
+    get = fnn.activations.get if kind == "activation" else fnn.losses.get
+    with pytest.raises(ValueError, match=f"did you mean '{hint}'"):
+        get(name)
+
+
+def test_engines_check_nothing_the_explicit_engine_has_no_limit_of_its_own(monkeypatch):
+    from fnn import backprop
+
+    monkeypatch.setattr(backprop, "EXPLICIT_MAX_BYTES", 1)
+    loss = fnn.losses.get("l2")
+    value, _ = backprop.explicit(NET, PARAMS, X, Y, loss)  # the door checks, not the engine
+    assert jnp.isfinite(value)

@@ -62,8 +62,8 @@ def test_jacobian_both_modes_equal_jax_on_random_architectures(sizes, data, seed
     @jax.jit  # one compilation per example instead of one per primitive
     def all_four(params, x):
         return (
-            fnn.jacobian(net, params, x, mode="forward"),
-            fnn.jacobian(net, params, x, mode="reverse"),
+            fnn.jacobian(net, params, x, method="forward"),
+            fnn.jacobian(net, params, x, method="reverse"),
             jax.jacfwd(_f(net, params))(x),
             jax.jacrev(_f(net, params))(x),
         )
@@ -84,7 +84,7 @@ def test_jacobian_equals_central_differences(sizes, acts, mode):
     @jax.jit
     def both(params, x):
         numeric = numerical.central_difference(lambda x: v @ fnn.apply(net, params, x), x, 1e-6)
-        return v @ fnn.jacobian(net, params, x, mode=mode), numeric
+        return v @ fnn.jacobian(net, params, x, method=mode), numeric
 
     chex.assert_trees_all_close(*both(params, x), rtol=1e-6, atol=1e-8)
 
@@ -95,9 +95,9 @@ def test_jacobian_equals_central_differences(sizes, acts, mode):
 def test_auto_picks_the_mode_with_fewer_passes_and_agrees(sizes, acts):
     net, params, x = _setup(sizes, acts)
     expected = "forward" if net.in_features < net.out_features else "reverse"
-    assert fnn.cost_model.choose_mode(net) == expected
+    assert fnn.cost_model.choose_method(net) == expected
     chex.assert_trees_all_close(
-        fnn.jacobian(net, params, x, mode="auto"), jax.jacrev(_f(net, params))(x), rtol=1e-10
+        fnn.jacobian(net, params, x, method="auto"), jax.jacrev(_f(net, params))(x), rtol=1e-10
     )
 
 
@@ -107,7 +107,7 @@ def test_jacobian_float32_agrees_with_jax_and_keeps_dtype(mode):
     params = fnn.init(KEY, net, dtype=jnp.float32)
     x = jax.random.normal(jax.random.key(1), (5,), jnp.float32)
     J, J_jax = jax.jit(
-        lambda p, x: (fnn.jacobian(net, p, x, mode=mode), jax.jacrev(_f(net, p))(x))
+        lambda p, x: (fnn.jacobian(net, p, x, method=mode), jax.jacrev(_f(net, p))(x))
     )(params, x)
     assert J.dtype == jnp.float32
     chex.assert_trees_all_close(J, J_jax, rtol=1e-5, atol=1e-6)
@@ -117,26 +117,30 @@ def test_jacobian_float32_agrees_with_jax_and_keeps_dtype(mode):
 def test_jacobian_is_jit_and_vmap_compatible(mode):
     net, params, x = _setup((4, 7, 7, 7, 3), ("relu", "prelu", "gelu", "softmax"))
     X = jax.random.normal(jax.random.key(5), (3, 4))
-    jitted = jax.jit(fnn.jacobian, static_argnames="mode")
-    eager = fnn.jacobian(net, params, x, mode=mode)
-    chex.assert_trees_all_close(jitted(net, params, x, mode=mode), eager, rtol=1e-12)
-    batched = jax.jit(jax.vmap(lambda x: fnn.jacobian(net, params, x, mode=mode)))(X)
+    jitted = jax.jit(fnn.jacobian, static_argnames="method")
+    eager = fnn.jacobian(net, params, x, method=mode)
+    chex.assert_trees_all_close(jitted(net, params, x, method=mode), eager, rtol=1e-12)
+    batched = jax.jit(jax.vmap(lambda x: fnn.jacobian(net, params, x, method=mode)))(X)
     expected = jax.jit(jax.vmap(jax.jacrev(_f(net, params))))(X)
     chex.assert_trees_all_close(batched, expected, rtol=1e-10)
 
 
+def test_jacobian_of_a_batch_is_one_per_example():
+    net, params, x = _setup((3, 5, 2), ("tanh", "identity"))
+    X = jnp.stack([x, 2 * x])
+    J = fnn.jacobian(net, params, X)
+    chex.assert_shape(J, (2, 2, 3))
+    chex.assert_trees_all_close(J[1], fnn.jacobian(net, params, X[1]), rtol=1e-12)
+
+
 def test_jacobian_rejects_bad_input_before_tracing():
     net, params, x = _setup((3, 5, 2), ("tanh", "identity"))
-    with pytest.raises(
-        ValueError, match=r"x must be ONE example of shape \(D,\) = \(3,\); got \(2, 3\)"
-    ):
-        fnn.jacobian(net, params, jnp.ones((2, 3)))
-    with pytest.raises(ValueError, match=r"x must be .*got \(4,\)"):
+    with pytest.raises(ValueError, match=r"x must have shape .*got \(4,\)"):
         fnn.jacobian(net, params, jnp.ones(4))
     with pytest.raises(
-        ValueError, match=r"Unknown mode 'sideways'.*'auto', 'forward', 'reverse', 'explicit'"
+        ValueError, match=r"Unknown method 'sideways'.*'auto', 'forward', 'reverse', 'explicit'"
     ):
-        fnn.jacobian(net, params, x, mode="sideways")
+        fnn.jacobian(net, params, x, method="sideways")
     with pytest.raises(ValueError, match=r"params\[0\]\['W'\]"):
         fnn.jacobian(net, [{"W": jnp.ones((5, 4)), "b": jnp.ones(5)}, params[1]], x)
 
@@ -216,7 +220,7 @@ def _all_gradients(net, loss_name, params, x, y):
     """Forward mode, jax.grad, the reverse engine and the public dispatch, in one compilation."""
     loss = losses.get(loss_name)
     return (
-        fnn.value_and_grad(net, params, x, y, loss_name, method="forward", chunk_size=16),
+        fnn.value_and_grad(net, params, x, y, loss=loss_name, method="forward", chunk_size=16),
         jax.value_and_grad(_mean_loss(net, loss), argnums=(0, 1))(params, x, y),
         fnn.value_and_grad(net, params, x, y, loss=loss_name, method="reverse"),
         fnn.value_and_grad(net, params, x, y, loss=loss_name, method="forward"),
@@ -250,7 +254,7 @@ def test_forward_gradient_equals_central_differences():
 
     @jax.jit
     def both(params, x):
-        grads = fnn.value_and_grad(net, params, x, y, "l2", method="forward")[1]
+        grads = fnn.value_and_grad(net, params, x, y, loss="l2", method="forward")[1]
         tree = {"params": params, "x": x}
         return grads, numerical.central_difference(lambda t: fn(t["params"], t["x"], y), tree)
 
@@ -264,7 +268,8 @@ def test_chunk_size_does_not_change_the_gradient():
     sizes = (None, 1, 7, 27, 1000)
     results = jax.jit(
         lambda p, x: [
-            fnn.value_and_grad(net, p, x, y, "l2", method="forward", chunk_size=k) for k in sizes
+            fnn.value_and_grad(net, p, x, y, loss="l2", method="forward", chunk_size=k)
+            for k in sizes
         ]
     )(params, x)
     for got in results[1:]:
@@ -277,7 +282,7 @@ def test_forward_gradient_is_jit_compatible():
     jitted = jax.jit(fnn.value_and_grad, static_argnames=("loss", "method"))
     chex.assert_trees_all_close(
         jitted(net, params, x, y, loss="l2", method="forward"),
-        fnn.value_and_grad(net, params, x, y, "l2", method="forward"),
+        fnn.value_and_grad(net, params, x, y, loss="l2", method="forward"),
         rtol=1e-12,
     )
 
@@ -285,13 +290,15 @@ def test_forward_gradient_is_jit_compatible():
 def test_forward_gradient_rejects_bad_input():
     net, params, x = _setup((3, 5, 2), ("tanh", "softmax"))
     with pytest.raises(ValueError, match=r"chunk_size must be a positive integer; got 0"):
-        fnn.value_and_grad(net, params, x, jnp.ones(2), "l2", method="forward", chunk_size=0)
+        fnn.value_and_grad(net, params, x, jnp.ones(2), loss="l2", method="forward", chunk_size=0)
     with pytest.raises(ValueError, match=r"output activation must be 'identity'; got 'softmax'"):
-        fnn.value_and_grad(net, params, x, jnp.array(1), "softmax_cross_entropy", method="forward")
+        fnn.value_and_grad(
+            net, params, x, jnp.array(1), loss="softmax_cross_entropy", method="forward"
+        )
     with pytest.raises(ValueError, match=r"y for loss 'l2' must have the output's shape"):
-        fnn.value_and_grad(net, params, x, jnp.ones(3), "l2", method="forward")
+        fnn.value_and_grad(net, params, x, jnp.ones(3), loss="l2", method="forward")
     with pytest.raises(ValueError, match=r"Unknown loss"):
-        fnn.value_and_grad(net, params, x, jnp.ones(2), "l3", method="forward")
+        fnn.value_and_grad(net, params, x, jnp.ones(2), loss="l3", method="forward")
 
 
 def test_forward_gradient_float32_keeps_dtype_and_agrees():
@@ -301,7 +308,7 @@ def test_forward_gradient_float32_keeps_dtype_and_agrees():
     y = jnp.zeros((3, 2), jnp.float32)
     (value, grads), ref = jax.jit(
         lambda p, x: (
-            fnn.value_and_grad(net, p, x, y, "l2", method="forward"),
+            fnn.value_and_grad(net, p, x, y, loss="l2", method="forward"),
             jax.grad(_mean_loss(net, losses.get("l2")), argnums=(0, 1))(p, x, y),
         )
     )(params, x)

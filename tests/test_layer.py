@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from fnn import activations, jacobians, layer
+from fnn import activations, layer, local_jacobians
 
 TOL = {"rtol": 1e-10, "atol": 1e-12}
 D, M, B = 3, 4, 5
@@ -64,7 +64,7 @@ def test_delta_is_the_gradient_wrt_the_pre_activation(f):
     p, Z, G = _problem(f)
     _, cache = layer.forward_batch(p, f, Z)
     q = layer.activation_params(p)
-    dense = jax.vmap(lambda g, a: g @ jacobians.activation(f, a, **q))(G, cache.a)
+    dense = jax.vmap(lambda g, a: g @ local_jacobians.activation(f, a, **q))(G, cache.a)
     chex.assert_trees_all_close(layer.delta(p, f, cache, G), dense, **TOL)
     expected = jax.vmap(lambda g, a: jax.vjp(lambda a: activations.get(f).fn(a, **q), a)[1](g))(
         G, cache.a

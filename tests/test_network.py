@@ -118,14 +118,14 @@ def test_forward_cache_holds_x_a_z_of_every_layer():
     net = fnn.MLP((3, 4, 2), ("tanh", "identity"))
     params = fnn.init(KEY, net)
     x = jnp.array([0.5, -1.0, 2.0])
-    y, cache = fnn.forward(net, params, x)
+    y, cache = fnn.forward_pass(net, params, x)
     assert len(cache) == 2
     np.testing.assert_array_equal(cache[0].z_prev, x)
     chex.assert_trees_all_close(cache[0].a, params[0]["W"] @ x + params[0]["b"])
     chex.assert_trees_all_close(cache[0].z, jnp.tanh(cache[0].a))
     np.testing.assert_array_equal(cache[1].z_prev, cache[0].z)
     np.testing.assert_array_equal(cache[1].z, y)
-    _, batch_cache = fnn.forward(net, params, jnp.stack([x, x]))
+    _, batch_cache = fnn.forward_pass(net, params, jnp.stack([x, x]))
     chex.assert_shape(batch_cache[0].a, (2, 4))
 
 
@@ -199,7 +199,11 @@ def test_mlp_is_frozen_hashable_and_static():
         ("32", ("tanh",), "sequence of widths"),
         ((3, 4, 2), ("tanh",), "one activation per layer: 2"),
         ((3, 2), ("tanh", "tanh"), "one activation per layer"),
-        ((3, 2), ("tanhh",), r"activation in activations\[0\] 'tanhh' \(did you mean 'tanh'\?\)"),
+        (
+            (3, 2),
+            ("tanhh",),
+            r"activations\[0\]: Unknown activation 'tanhh' \(did you mean 'tanh'\?\)",
+        ),
         ((3, 2), "tanh", "sequence of names"),
     ],
 )

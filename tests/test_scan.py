@@ -134,7 +134,9 @@ def test_apply_and_forward(problem):
     net, params, x, _ = problem
     got, expected = both_paths(lambda n: lambda p, x: fnn.apply(n, p, x), net, params, x, scans=2)
     chex.assert_trees_all_close(got, expected, **TIGHT)
-    got, expected = both_paths(lambda n: lambda p, x: fnn.forward(n, p, x), net, params, x, scans=2)
+    got, expected = both_paths(
+        lambda n: lambda p, x: fnn.forward_pass(n, p, x), net, params, x, scans=2
+    )
     chex.assert_trees_all_close(got, expected, **TIGHT)
     assert len(got[1]) == net.num_layers
 
@@ -161,7 +163,7 @@ def test_jacobian(problem, mode):
     scans = {"forward": 2, "reverse": 4}[mode]
 
     def f(net):
-        return lambda params, x: fnn.jacobian(net, params, x, mode=mode)
+        return lambda params, x: fnn.jacobian(net, params, x, method=mode)
 
     got, expected = both_paths(f, net, params, x[0], scans=scans)
     chex.assert_trees_all_close(got, expected, **TIGHT)
@@ -204,7 +206,7 @@ def test_program_size_is_flat_in_depth():
 
     for f in (
         lambda net: lambda p, x: fnn.apply(net, p, x),
-        lambda net: lambda p, x: fnn.jacobian(net, p, x[0], mode="reverse"),
+        lambda net: lambda p, x: fnn.jacobian(net, p, x[0], method="reverse"),
     ):
         assert equations(8, f) == equations(32, f)
 

@@ -207,5 +207,5 @@ def test_refusals_name_the_argument_S9(call, match):
 )
 def test_a_net_that_is_not_an_mlp_is_refused_S9(call):
     _, params = _net_and_params((2, 3, 1), ("tanh", "identity"))
-    with pytest.raises(ValueError, match="net must be an fnn.MLP; got str"):
+    with pytest.raises(TypeError, match="net must be an fnn.MLP; got str"):
         call(params)

@@ -102,7 +102,7 @@ print(
 # The network function is the composition
 # $nn_θ(x) = f^{out}(W^{(3)} f^{(2)}(W^{(2)} f^{(1)}(W^{(1)} x + b^{(1)}) + b^{(2)}) + b^{(3)})$.
 # [`fnn.apply`][fnn.network.apply] takes one example `(D,)` or a batch `(B, D)`;
-# [`fnn.forward`][fnn.network.forward] also returns what backpropagation needs later, the
+# [`fnn.forward_pass`][fnn.network.forward_pass] also returns what backpropagation needs later, the
 # cache $(z^{(i-1)}, a^{(i)}, z^{(i)})$ of every layer. The composition written out by hand
 # gives the same numbers:
 
@@ -115,7 +115,7 @@ print("fnn.apply:", y, "  by hand:", z_)
 
 X = jax.random.normal(jax.random.key(1), (5, 3))
 print("a batch:", fnn.apply(net, params, X).shape)
-y, caches = fnn.forward(net, params, x)
+y, caches = fnn.forward_pass(net, params, x)
 print("cache of layer 1:", {k: v.shape for k, v in caches[0]._asdict().items()})
 print("the augmented network agrees:", jnp.allclose(network.apply_augmented(net, params, x), y))
 

@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import matplotlib.pyplot as plt
 
 import fnn
-from fnn import activations, jacobians, layer, losses
+from fnn import activations, layer, local_jacobians, losses
 
 # %% [markdown]
 # ## S6 — hidden activations, each with its hand-written derivative
@@ -184,7 +184,7 @@ for name, y in cases.items():
 # With respect to the input, $J_a(x) = W$; to the bias, $J_a(b) = I$; to the weights, a
 # third-order tensor $J_a(W) = I \otimes x$ with $∂a_i/∂w_{kl} = δ_{ik} x_l$. Backprop never
 # builds the last one: a row vector $δ$ times it is the outer product $δ \otimes x$
-# ([`jacobians.row_times`][fnn.jacobians.row_times]).
+# ([`local_jacobians.row_times`][fnn.local_jacobians.row_times]).
 
 # %%
 W = jax.random.normal(jax.random.key(1), (2, 3))
@@ -192,9 +192,9 @@ b = jnp.array([0.5, -0.5])
 x = jnp.array([1.0, 2.0, 3.0])
 affine = lambda W, b, x: W @ x + b  # noqa: E731
 
-J_x = jacobians.affine_x(W)
-J_b = jacobians.affine_b(b)
-J_W = jacobians.affine_W(W, x)
+J_x = local_jacobians.affine_x(W)
+J_b = local_jacobians.affine_b(b)
+J_W = local_jacobians.affine_W(W, x)
 print("J_a(x) = W:", bool(jnp.allclose(J_x, jax.jacfwd(affine, argnums=2)(W, b, x))))
 print("J_a(b) = I:", bool(jnp.allclose(J_b, jax.jacfwd(affine, argnums=1)(W, b, x))))
 print(
@@ -206,7 +206,8 @@ print(
 print("J_a(W)[0] =\n", J_W[0], "\n(row 0 of a depends only on row 0 of W, with weights x)")
 delta = jnp.array([0.1, -2.0])
 print(
-    "δ · J_a(W) = δ ⊗ x:", bool(jnp.allclose(jacobians.row_times(delta, J_W), jnp.outer(delta, x)))
+    "δ · J_a(W) = δ ⊗ x:",
+    bool(jnp.allclose(local_jacobians.row_times(delta, J_W), jnp.outer(delta, x))),
 )
 
 # %% [markdown]
@@ -222,7 +223,7 @@ print(
 layer_params = {"W": W, "b": b}
 _, cache = layer.forward(layer_params, "tanh", x)  # Cache(z_prev=x, a, z)
 J_layer = layer.jacobian(layer_params, "tanh", cache)
-J_chain = jacobians.chain(activations.get("tanh").jacobian(W @ x + b), W)
+J_chain = local_jacobians.chain(activations.get("tanh").jacobian(W @ x + b), W)
 by_jax = jax.jacfwd(lambda x: jnp.tanh(W @ x + b))(x)
 print(
     J_layer,
@@ -231,3 +232,57 @@ print(
     " jax.jacfwd:",
     bool(jnp.allclose(J_layer, by_jax)),
 )
+
+# %% [markdown]
+# ## Your own activation: SiLU as a record
+#
+# An activation is a record of functions, so a new one is one call to
+# [`activations.elementwise`][fnn.activations.elementwise] with $f$, $f'$ and $f''$ written
+# by hand. SiLU (swish), $f(a) = a\,σ(a)$:
+#
+# $$f'(a) = σ(a)\,(1 + a\,σ(-a)), \qquad f''(a) = σ(a)\,σ(-a)\,\bigl(2 + a\,(σ(-a) - σ(a))\bigr).$$
+#
+# It has no kink and no sign symmetry, so `kinks=()` and `flip_offset=None` (the defaults).
+# Before it goes into a network, its derivatives meet their witnesses: `jax.grad` and
+# central differences ([`fnn.numerical.central_difference`][fnn.numerical.central_difference])
+# in float64.
+
+# %%
+sig = jax.nn.sigmoid
+silu = activations.elementwise(
+    "silu",
+    lambda a: a * sig(a),
+    lambda a: sig(a) * (1 + a * sig(-a)),
+    lambda a: sig(a) * sig(-a) * (2 + a * (sig(-a) - sig(a))),
+)
+with jax.enable_x64(True):
+    a = jnp.linspace(-4.0, 4.0, 9, dtype=jnp.float64)
+    by_jax = jax.vmap(jax.grad(silu.fn))(a)
+    by_jax2 = jax.vmap(jax.grad(jax.grad(silu.fn)))(a)
+    by_cd = fnn.numerical.central_difference(lambda a: jnp.sum(silu.fn(a)), a)
+    print("f′ = jax.grad:", bool(jnp.allclose(silu.derivative(a), by_jax, rtol=1e-12)))
+    print("f′ = central differences:", bool(jnp.allclose(silu.derivative(a), by_cd, rtol=1e-6)))
+    print("f″ = jax.grad(jax.grad):", bool(jnp.allclose(silu.second_derivative(a), by_jax2)))
+
+# %% [markdown]
+# The record goes wherever a name goes: into `MLP`, and so through every engine. A few
+# steps of gradient descent on a small regression, with the hand-written backward pass:
+
+# %%
+net = fnn.MLP((1, 16, 1), (silu, "identity"))
+params = fnn.init(jax.random.key(0), net)
+x_train = jnp.linspace(-2.0, 2.0, 32)[:, None]
+y_train = jnp.sin(2 * x_train)
+
+
+@jax.jit
+def step(params):
+    value, grads = fnn.value_and_grad(net, params, x_train, y_train, loss="l2")
+    return value, jax.tree.map(lambda p, g: p - 0.1 * g, params, grads["params"])
+
+
+for i in range(201):
+    value, params = step(params)
+    if i % 50 == 0:
+        print(f"step {i:3d}  loss {float(value):.4f}")
+print(fnn.summary(net))

@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import fnn
-from fnn import backprop, jacobians, layer, losses
+from fnn import backprop, layer, local_jacobians, losses
 
 np.set_printoptions(precision=4, suppress=True)
 
@@ -206,19 +206,19 @@ fig = fnn.backprop_trace(net, params, x, y, loss="l2").plot()
 # Evaluated from the left, every partial product is a row vector, and the running product
 # at layer $i$ is $δ^{(i)}$: the same vector gives $∂L/∂b^{(i)} = δ^{(i)} \cdot I$ and
 # $∂L/∂W^{(i)} = δ^{(i)} \cdot (I \otimes z^{(i-1)})$. With the dense matrices of
-# [`fnn.jacobians`][fnn.jacobians]:
+# [`fnn.local_jacobians`][fnn.local_jacobians]:
 
 # %%
-J_L = jacobians.loss("l2", y_hat, y)  # (1,)   row vector
-J_fout = jacobians.activation("identity", a2)  # (1, 1)
-J_f1 = jacobians.activation("sigmoid", a1)  # (2, 2) = diag(σ′(a¹))
+J_L = local_jacobians.loss("l2", y_hat, y)  # (1,)   row vector
+J_fout = local_jacobians.activation("identity", a2)  # (1, 1)
+J_f1 = local_jacobians.activation("sigmoid", a1)  # (2, 2) = diag(σ′(a¹))
 print("J_L =", J_L, "\nJ_σ(a¹) =\n", J_f1)
 
 d2 = J_L @ J_fout  # δ²
 d1 = d2 @ W2 @ J_f1  # δ¹ = δ² W² J_σ(a¹)
 print("δ² =", d2, " δ¹ =", d1, " ∂L/∂x = δ¹ W¹ =", d1 @ W1)
-print("∂L/∂W¹ = δ¹ · (I ⊗ x):\n", jacobians.row_times(d1, jacobians.affine_W(W1, x)))
-print("∂L/∂b¹ = δ¹ · I:", d1 @ jacobians.affine_b(b1))
+print("∂L/∂W¹ = δ¹ · (I ⊗ x):\n", local_jacobians.row_times(d1, local_jacobians.affine_W(W1, x)))
+print("∂L/∂b¹ = δ¹ · I:", d1 @ local_jacobians.affine_b(b1))
 
 # %% [markdown]
 # `method="explicit"` ([`backprop.explicit`][fnn.backprop.explicit]) is exactly this loop,
@@ -247,7 +247,7 @@ for batch in [1, 64, 256]:
 # to the worked example (a batch of one, so $G = ∂L/∂\hat Y / B$ with $B = 1$):
 
 # %%
-Y_hat, caches = backprop.forward_batch(net, params, x[None, :])
+Y_hat, caches = fnn.forward_pass(net, params, x[None, :])
 G = jax.vmap(losses.get("l2").jacobian)(Y_hat, y[None, :])  # (B, M_out)
 for i in reversed(range(net.num_layers)):
     grads_i, G = layer.vjp_batch(params[i], net.activations[i], caches[i], G)

@@ -83,7 +83,7 @@ print("∂y/∂W²₀₀:", y_dot, "  jax.jvp:", by_jax)
 
 # %%
 for mode in ["forward", "reverse", "auto", "explicit"]:
-    J_mode = fnn.jacobian(net, params, x, mode=mode)
+    J_mode = fnn.jacobian(net, params, x, method=mode)
     print(
         f"{mode:<8} shape {J_mode.shape},"
         f" max |J − jax.jacfwd| = {float(jnp.abs(J_mode - J).max()):.1e}"
@@ -111,7 +111,7 @@ cases = {
 print(f"{'network':<30} {'forward MACs':>14} {'reverse MACs':>14} {'ratio':>7}  auto picks")
 for name, n in cases.items():
     fwd, rev = cost_model.jacobian_macs(n, "forward"), cost_model.jacobian_macs(n, "reverse")
-    print(f"{name:<30} {fwd:>14,} {rev:>14,} {fwd / rev:>7.2f}  {cost_model.choose_mode(n)}")
+    print(f"{name:<30} {fwd:>14,} {rev:>14,} {fwd / rev:>7.2f}  {cost_model.choose_method(n)}")
 print(
     "break-even output width for 10→256→256→M:",
     round(cost_model.crossover((256, 256), 10, "output"), 3),
@@ -145,7 +145,7 @@ for M in widths:
     n = fnn.MLP((16, 256, 256, M), ("tanh", "tanh", "identity"))
     p = fnn.init(jax.random.key(2), n)
     for mode in measured:
-        f = jax.jit(lambda p, x, mode=mode, n=n: fnn.jacobian(n, p, x, mode=mode))
+        f = jax.jit(lambda p, x, mode=mode, n=n: fnn.jacobian(n, p, x, method=mode))
         measured[mode].append(median_seconds(f, p, x16))
 
 print(f"{'M_out':>6} {'forward µs':>11} {'reverse µs':>11} {'rev ÷ fwd':>10}")

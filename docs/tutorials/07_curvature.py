@@ -309,7 +309,7 @@ print(f"negative eigenvalues: H {int((eig_H < -1e-10).sum())}, G {int((eig_G < -
 
 # %%
 K = fnn.kfac_factors(net, params, x, y, loss="l2")
-_, caches = fnn.forward(net, params, x)
+_, caches = fnn.forward_pass(net, params, x)
 for i, (factors, cache) in enumerate(zip(K, caches), start=1):
     z_bar = jnp.concatenate([jnp.ones((x.shape[0], 1)), cache.z_prev], axis=1)
     A_by_hand = z_bar.T @ z_bar / x.shape[0]

@@ -7,10 +7,14 @@ reference and the tutorials)::
     params = fnn.init(jax.random.key(0), net)
     y_hat = fnn.apply(net, params, x)
     loss, grads = fnn.value_and_grad(net, params, x, y, loss="l2", method="reverse")
-    J = fnn.jacobian(net, params, x, mode="auto")
+    J = fnn.jacobian(net, params, x, method="auto")                    # S18
     t = fnn.backprop_trace(net, params, x, y)                          # S23
     losses_b, grads_b = fnn.per_example_grads(net, params, x, y)        # S24
     Hv = fnn.hvp(net, params, x, y, v)                                  # S27
+
+The calling convention of every function that differentiates (docs/conventions.md):
+``f(net, params, x, y[, v], *, loss=..., method=..., <options>)``, everything after the
+arrays keyword-only; ``x`` one example ``(D,)`` or a batch ``(B, D)``.
 
 Reading order, one way down the stack: ``activations``/``losses`` (f, f′, f″, J_L, H_L) →
 ``layer`` (one layer's forward, JVP, VJP and second-order rules) → the engines
@@ -29,9 +33,10 @@ from fnn import (
     extensions,
     forward_mode,
     gradcheck,
+    homework,
     graph,
-    jacobians,
     layer,
+    local_jacobians,
     losses,
     numerical,
     symmetry,
@@ -54,48 +59,32 @@ from fnn.extensions import (
     per_example_grads,
 )
 from fnn.io import load, save
-from fnn.network import MLP, apply, forward, init, summary
+from fnn.network import MLP, apply, forward_pass, init, summary
 from fnn.traces import backprop_trace
 
 __version__ = "0.1.0"
 
+# What a user calls. The modules (fnn.activations, fnn.losses, fnn.layer, fnn.backprop, …)
+# stay importable as attributes of the package, for reading down the stack.
 __all__ = [
     "MLP",
-    "activations",
     "apply",
-    "backprop",
     "backprop_trace",
     "clipped_grad",
-    "cost_model",
-    "curvature",
-    "derivatives",
-    "distributed",
-    "draw",
-    "extensions",
-    "forward",
-    "forward_mode",
+    "forward_pass",
     "ggn_diagonal",
     "ggn_vp",
-    "gradcheck",
     "gradient_statistics",
-    "graph",
     "hessian",
     "hessian_diagonal",
     "hvp",
     "init",
     "jacobian",
-    "jacobians",
     "kfac_factors",
-    "layer",
     "load",
-    "losses",
-    "numerical",
     "per_example_grad_norms",
     "per_example_grads",
     "save",
     "summary",
-    "symmetry",
-    "traces",
-    "training",
     "value_and_grad",
 ]

@@ -7,8 +7,8 @@ check again. What these checks cannot see — the *values* of arrays that are tr
 ``jax.jit`` or ``jax.vmap`` — is handled where the values are used (a label out of range
 gives NaN, never a finite wrong number: :mod:`fnn.losses`).
 
-``net`` itself is checked by :func:`fnn.network.check_net`, beside the class it checks;
-everything here takes a ``net`` that has passed it.
+:func:`check_net` comes first at every door; the other checks of a network's arrays take a
+``net`` that has passed it.
 """
 
 from __future__ import annotations
@@ -20,12 +20,15 @@ import jax
 import numpy as np
 
 __all__ = [
+    "HINTS",
     "check_choice",
     "check_finite",
     "check_input",
     "check_key",
     "check_limit",
+    "check_net",
     "check_number",
+    "check_one_example",
     "check_params",
     "check_positive_int",
     "format_size",
@@ -33,16 +36,62 @@ __all__ = [
 ]
 
 
+# Names people reach for that fnn spells differently: a hint in the error, never an alias
+# that is accepted (one name per thing).
+HINTS = {
+    "mse": "l2",
+    "squared_error": "l2",
+    "mae": "l1",
+    "absolute_error": "l1",
+    "ce": "cross_entropy",
+    "nll": "cross_entropy",
+    "logistic": "sigmoid",
+    "swish": "silu",
+    "linear": "identity",
+    "none": "identity",
+    "r_op": "r_operator",
+}
+
+
 def unknown_name(kind: str, name, valid: Iterable[str]) -> ValueError:
     """The ``ValueError`` for an unknown name: the valid ones, and the nearest as a hint.
 
+    The nearest is found ignoring case (``'Relu'`` → ``'relu'``), and :data:`HINTS` maps
+    names of other libraries to fnn's (``'mse'`` → ``'l2'``).
+
     >>> str(unknown_name("activation", "tahn", ("sigmoid", "tanh")))
     "Unknown activation 'tahn' (did you mean 'tanh'?); expected one of ('sigmoid', 'tanh')."
+    >>> str(unknown_name("loss", "MSE", ("l1", "l2")))
+    "Unknown loss 'MSE' (did you mean 'l2'?); expected one of ('l1', 'l2')."
     """
     valid = tuple(valid)
-    near = difflib.get_close_matches(name, valid, n=1) if isinstance(name, str) else []
+    near = []
+    if isinstance(name, str):
+        lower = {v.lower(): v for v in valid}
+        hinted = HINTS.get(name.lower())
+        if hinted in valid:
+            near = [hinted]
+        else:
+            near = [lower[m] for m in difflib.get_close_matches(name.lower(), lower, n=1)]
     hint = f" (did you mean {near[0]!r}?)" if near else ""
     return ValueError(f"Unknown {kind} {name!r}{hint}; expected one of {valid}.")
+
+
+def check_net(net):
+    """``net`` if it is an :class:`fnn.MLP`; else a ``TypeError`` naming what was passed (every
+    public function that takes ``net`` calls this first).
+
+    >>> check_net([{"W": 1}])
+    Traceback (most recent call last):
+    ...
+    TypeError: net must be an fnn.MLP; got list (arguments in the order net, params, …?).
+    """
+    from fnn.network import MLP  # network imports this module: resolve at call time
+
+    if not isinstance(net, MLP):
+        hint = " (arguments in the order net, params, …?)" if isinstance(net, (list, tuple)) else ""
+        raise TypeError(f"net must be an fnn.MLP; got {type(net).__name__}{hint}.")
+    return net
 
 
 def check_choice(value, choices: Iterable[str], kind: str) -> str:
@@ -51,6 +100,17 @@ def check_choice(value, choices: Iterable[str], kind: str) -> str:
     if not isinstance(value, str) or value not in choices:
         raise unknown_name(kind, value, choices)
     return value
+
+
+def check_one_example(a, name: str = "a") -> None:
+    """``ValueError`` unless ``a`` is one example ``(n,)``: a dense ``(n, n)`` Jacobian is for
+    one example, and ``jnp.diag`` and ``jnp.outer`` would silently take a diagonal of, or
+    flatten, a batch."""
+    if np.ndim(a) != 1:
+        raise ValueError(
+            f"{name} must be one example of shape (n,) for a dense (n, n) matrix (jax.vmap it "
+            f"over a batch); got shape {np.shape(a)}."
+        )
 
 
 def check_positive_int(value, name: str) -> int:
@@ -103,6 +163,10 @@ def _check_real_float(value, name: str) -> None:
         raise TypeError(f"{name} must be a real floating-point array; got {got}.")
 
 
+def _act_name(f) -> str:
+    return f if isinstance(f, str) else getattr(f, "name", repr(f))
+
+
 def check_params(net, params, name: str = "params") -> None:
     """``ValueError`` unless ``params`` has exactly the layers and shapes of ``net``;
     ``TypeError`` unless every leaf is a real floating-point array (it gets a gradient: an
@@ -120,8 +184,8 @@ def check_params(net, params, name: str = "params") -> None:
         if not isinstance(layer_params, dict) or set(layer_params) != set(expected):
             got = sorted(layer_params) if isinstance(layer_params, dict) else type(layer_params)
             raise ValueError(
-                f"{name}[{i}] (layer {i + 1}, activation {net.activations[i]!r}) must be a dict "
-                f"with keys {sorted(expected)}; got {got}."
+                f"{name}[{i}] (layer {i + 1}, activation {_act_name(net.activations[i])!r}) "
+                f"must be a dict with keys {sorted(expected)}; got {got}."
             )
         for key, shape in expected.items():
             got = tuple(np.shape(layer_params[key]))

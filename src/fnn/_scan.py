@@ -30,7 +30,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-__all__ = ["Segment", "group", "run_layers", "segments", "ungroup"]
+__all__ = ["Layers", "Segment", "group", "layers", "run_layers", "segments", "ungroup"]
 
 
 class Segment(NamedTuple):
@@ -131,6 +131,55 @@ def run_layers(
         else:
             carry, ys[k] = body(carry, (grouped[k], xs[k]))
     return carry, ys
+
+
+class Layers(NamedTuple):
+    """A network's layers cut for folding: the one loop every engine runs (S4, S17, S18).
+
+    ``layers(net, params)`` cuts and stacks once; :meth:`forward` and :meth:`backward` fold a
+    rule of :mod:`fnn.layer` over them as it is, without an adapter, in the argument order
+    of the layer rules: a forward rule ``rule(p, f, carry[, x]) → (carry, y)`` (as
+    :func:`fnn.layer.forward_batch`), a backward rule ``rule(p, f, x, carry) → (y, carry)``
+    (as :func:`fnn.layer.vjp_batch`: the cache first, the cotangent second). A second layer
+    kind is one more rule in :mod:`fnn.layer`, not one more loop here.
+    """
+
+    segs: tuple[Segment, ...]
+    params: list  # one pytree per segment, a run's layers stacked
+
+    def forward(self, rule: Callable, carry, xs=None, *, keep: bool = True):
+        """Fold ``rule`` first layer to last. ``xs``: one input per segment (or ``None``).
+        ``keep=False``: the rule returns only the new carry (a JVP's ``(z, ż)``).
+        Returns ``(carry, ys)``, ``ys`` one per segment (:meth:`per_layer` spreads them)."""
+
+        def step(c, p, f, x):
+            out = rule(p, f, c) if xs is None else rule(p, f, c, x)
+            return out if keep else (out, None)
+
+        return run_layers(self.segs, self.params, step, carry, xs)
+
+    def backward(self, rule: Callable, carry, xs):
+        """Fold ``rule(p, f, x, carry) → (y, carry)`` last layer to first over ``xs`` (the
+        forward fold's ``ys``). Returns ``(carry, ys)``."""
+
+        def step(c, p, f, x):
+            y, c = rule(p, f, x, c)
+            return c, y
+
+        return run_layers(self.segs, self.params, step, carry, xs, reverse=True)
+
+    def per_layer(self, per_segment: Sequence) -> list:
+        """One pytree per layer from one per segment (:func:`ungroup`)."""
+        return ungroup(self.segs, per_segment)
+
+
+def layers(net, params, *, per_layer_results: bool = False) -> Layers:
+    """``net``'s layers with ``params``, cut by :func:`segments` and stacked by :func:`group`.
+
+    ``per_layer_results=True`` for a fold whose per-layer outputs the caller returns (a
+    cache, gradients): runs are then scanned only if ``net.scan_per_layer_results``."""
+    segs = segments(net, per_layer_results=per_layer_results)
+    return Layers(segs, group(segs, params))
 
 
 def _promote_carry(body, carry, stacked):

@@ -31,9 +31,10 @@ included, because each ``fn`` is written so that JAX's own rules take the docume
 (``jnp.where(a > 0, …)`` rather than ``jnp.maximum``/``jnp.clip``/``jnp.minimum``, whose
 derivative at a tie is ½).
 
-The zoo, in registry order (:func:`names`): sigmoid, tanh, hard_tanh, relu, leaky_relu
-(α = 0.01), prelu (α learnable, starts at 0.25), softplus, elu (α = 1), gelu (exact, erf),
-gelu_tanh (tanh approximation), sin, cos, identity, softmax.
+The built-ins' formulas live in :mod:`fnn.activation_zoo`, f, f′ and f″ side by side; the
+records are made here. The zoo, in registry order (:func:`names`): sigmoid, tanh,
+hard_tanh, relu, leaky_relu (α = 0.01), prelu (α learnable, starts at 0.25), softplus,
+elu (α = 1), gelu (exact, erf), gelu_tanh (tanh approximation), sin, cos, identity, softmax.
 
 Conventions at the kinks, where f′ does not exist: ReLU′(0) = 0, LeakyReLU′(0) = α,
 PReLU′(0) = α (the left branch's slope, so ∂²f/∂a∂α = 1 there), hard_tanh′(±1) = 0,
@@ -45,23 +46,69 @@ hard_tanh at ±1, ELU at 0). Every ``fn``, ``derivative``, ``second_derivative``
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable, Mapping
-from types import MappingProxyType
+import functools
+from collections.abc import Callable, Iterator, Mapping
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 
-from fnn._checks import unknown_name
+from fnn import activation_zoo as zoo
+from fnn._checks import check_one_example, unknown_name
 
-__all__ = ["Activation", "curvature", "curvature_vp", "get", "jvp", "names", "vjp"]
+__all__ = [
+    "Activation",
+    "FrozenMapping",
+    "canonical",
+    "curvature",
+    "curvature_vp",
+    "elementwise",
+    "get",
+    "jvp",
+    "name_of",
+    "names",
+    "vjp",
+]
 
-_NO_PARAMS: Mapping[str, float] = MappingProxyType({})
+
+class FrozenMapping(Mapping):
+    """A read-only, hashable mapping: an :class:`Activation` is static configuration of a
+    network (its :class:`fnn.MLP` is a static jit argument), so every field must hash.
+
+    >>> FrozenMapping({"alpha": 0.25}) == FrozenMapping(alpha=0.25)
+    True
+    """
+
+    def __init__(self, *args, **kwargs):
+        self._items = dict(*args, **kwargs)
+
+    def __getitem__(self, key):
+        return self._items[key]
+
+    def __iter__(self) -> Iterator:
+        return iter(self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __hash__(self) -> int:
+        return hash(tuple(sorted(self._items.items())))
+
+    def __repr__(self) -> str:
+        return f"FrozenMapping({self._items!r})"
+
+
+_NO_PARAMS: Mapping[str, float] = FrozenMapping()
 
 
 class Activation(NamedTuple):
-    """A named activation ``f`` with its hand-written derivatives and Jacobian (S6, S7, S26)."""
+    """A named activation ``f`` with its hand-written derivatives and Jacobian (S6, S7, S26).
+
+    Build an elementwise one with :func:`elementwise`; a record works wherever a name does
+    (``MLP(sizes, activations=(record, …))``, every engine, :func:`get`). Its fields are
+    hashable (functions, tuples, :class:`FrozenMapping`), so a network holding it stays a
+    static jit argument: two networks built with the same record share their compilation.
+    """
 
     name: str
     fn: Callable[..., jax.Array]
@@ -88,340 +135,141 @@ class Activation(NamedTuple):
     flip_offset: float | None = None
 
 
-def _check_one_example(a, name: str = "a") -> None:
-    """A dense Jacobian is for one example: ``jnp.diag`` and ``jnp.outer`` would silently
-    take a diagonal of, or flatten, a batch."""
-    if jnp.ndim(a) != 1:
-        raise ValueError(
-            f"{name} must be one example of shape (n,) for a dense (n, n) matrix (jax.vmap it "
-            f"over a batch); got shape {jnp.shape(a)}."
-        )
-
-
-def _elementwise(
-    name,
-    fn,
-    derivative,
-    second_derivative,
-    params=_NO_PARAMS,
-    param_derivatives=_NO_PARAMS,
-    param_second_derivatives=_NO_PARAMS,
-    from_output=None,
-    kinks=(),
-    flip_offset=None,
-):
-    """An elementwise activation: its Jacobian is ``diag(f′(a))`` (S16)."""
+@functools.cache
+def _diagonal_jacobian(derivative: Callable) -> Callable:
+    """``J_f(a) = diag(f′(a))`` for one example (S16); one function per ``derivative``, so
+    that two records built from the same functions are equal (and hash alike)."""
 
     def jacobian(a, **p):
-        _check_one_example(a)
+        check_one_example(a)
         return jnp.diag(derivative(a, **p))
 
+    return jacobian
+
+
+def elementwise(
+    name: str,
+    fn: Callable,
+    derivative: Callable,
+    second_derivative: Callable,
+    *,
+    kinks: tuple[float, ...] = (),
+    flip_offset: float | None = None,
+    derivative_from_output: Callable | None = None,
+    params: Mapping[str, float] = _NO_PARAMS,
+    param_derivatives: Mapping[str, Callable] = _NO_PARAMS,
+    param_second_derivatives: Mapping[str, Callable] = _NO_PARAMS,
+) -> Activation:
+    r"""An elementwise activation record from ``f``, ``f′`` and ``f″`` (S6, S16, S26): its
+    Jacobian is ``diag(f′(a))``.
+
+    Args:
+      name: how errors and summaries call it (not one of :func:`names`: those are taken).
+      fn, derivative, second_derivative: ``f(a, **p)``, ``f′(a, **p)``, ``f″(a, **p)``,
+        elementwise on arrays of any shape.
+      kinks: the points where ``f′`` jumps (a gradient check leaves out central differences
+        that straddle one).
+      flip_offset: ``c`` with ``f(−a) = c − f(a)`` (0 for odd ``f``), or ``None`` (S8).
+      derivative_from_output: optional ``f′`` from the output ``z = f(a)``.
+      params, param_derivatives, param_second_derivatives: learnable parameters with their
+        initial values, ``∂f/∂p`` and ``∂²f/∂a∂p`` (PReLU's ``alpha``).
+
+    Returns:
+      The :class:`Activation`.
+
+    Raises:
+      TypeError: ``name`` is not a string, or a function is not callable.
+
+    SiLU (swish), ``f = a σ(a)``, ``f′ = σ (1 + a σ(−a))``, ``f″ = σ σ(−a) (2 + a (σ(−a) − σ))``:
+
+    >>> sig = jax.nn.sigmoid
+    >>> silu = elementwise("silu", lambda a: a * sig(a), lambda a: sig(a) * (1 + a * sig(-a)),
+    ...                    lambda a: sig(a) * sig(-a) * (2 + a * (sig(-a) - sig(a))))
+    >>> float(silu.derivative(jnp.array(0.0)))
+    0.5
+    """
+    if not isinstance(name, str):
+        raise TypeError(f"name must be a string; got {type(name).__name__}.")
+    for arg, f in (
+        ("fn", fn),
+        ("derivative", derivative),
+        ("second_derivative", second_derivative),
+    ):
+        if not callable(f):
+            raise TypeError(f"{arg} must be a function of a; got {type(f).__name__}.")
     return Activation(
         name,
         fn,
         derivative,
-        jacobian,
+        _diagonal_jacobian(derivative),
         second_derivative,
         True,
-        MappingProxyType(dict(params)),
-        MappingProxyType(dict(param_derivatives)),
-        MappingProxyType(dict(param_second_derivatives)),
-        from_output,
-        second_derivative is _zeros,
-        tuple(kinks),
+        FrozenMapping(params),
+        FrozenMapping(param_derivatives),
+        FrozenMapping(param_second_derivatives),
+        derivative_from_output,
+        second_derivative is zoo.zeros,
+        tuple(float(k) for k in kinks),
         flip_offset,
     )
-
-
-# ---------------------------------------------------------------------------------------
-# The zoo. Each entry: the formula, then f, f′, f″ side by side.
-# ---------------------------------------------------------------------------------------
-
-LEAKY_RELU_ALPHA = 0.01
-PRELU_ALPHA_INIT = 0.25
-ELU_ALPHA = 1.0
-_SQRT_2_OVER_PI = math.sqrt(2 / math.pi)
-_GELU_TANH_C = 0.044715
-
-
-def _ones(a):
-    """``1`` in the float dtype of ``a`` (integer inputs give the default float)."""
-    return jnp.ones_like(a, dtype=jnp.result_type(a, float))
-
-
-def _zeros(a, **p):
-    """``f″ = 0``: piecewise linear activations (their kinks too, by convention)."""
-    del p
-    return jnp.zeros_like(a, dtype=jnp.result_type(a, float))
-
-
-# σ(a) = 1 / (1 + e^{−a}),  σ′ = σ (1 − σ) = σ(a) σ(−a),
-# σ″ = σ′ (1 − 2σ) = σ(a) σ(−a) (σ(−a) − σ(a)) = −σ(a) σ(−a) tanh(a/2).
-# jax.nn.sigmoid is the stable form (it never evaluates e^{+|a|}); σ(a) σ(−a) keeps σ′
-# accurate in both tails, where 1 − σ would round to 0, and tanh(a/2) keeps σ″ accurate
-# near 0, where σ(−a) − σ(a) cancels.
-def _sigmoid(a):
-    return jax.nn.sigmoid(a)
-
-
-def _sigmoid_derivative(a):
-    return jax.nn.sigmoid(a) * jax.nn.sigmoid(-a)
-
-
-def _sigmoid_second_derivative(a):
-    return -_sigmoid_derivative(a) * jnp.tanh(a / 2)
-
-
-def _sigmoid_derivative_from_output(z):
-    return z * (1 - z)
-
-
-# tanh′ = 1 − tanh² = 1 / cosh²,  tanh″ = −2 tanh · tanh′. The form 1 / cosh² keeps its
-# relative accuracy in the tails, where tanh² rounds to 1 (1 / cosh² = 1 / ∞ = 0 where cosh
-# overflows: finite).
-def _tanh_derivative(a):
-    return 1 / jnp.cosh(a) ** 2
-
-
-def _tanh_second_derivative(a):
-    return -2 * jnp.tanh(a) * _tanh_derivative(a)
-
-
-def _tanh_derivative_from_output(z):  # 1 − z², factored as jax.grad does: 1 − z is exact
-    return (1 - z) * (1 + z)
-
-
-# hard_tanh(a) = max(−1, min(1, a)),  hard_tanh′(a) = 1 if |a| < 1 else 0,  hard_tanh″ = 0.
-# Convention at the kinks: hard_tanh′(±1) = 0 (the derivative on the flat side). Written as
-# a where on |a| < 1 so that jax.grad takes the flat branch at ±1 too (jnp.clip gives ½).
-def _hard_tanh(a):
-    return jnp.where(jnp.abs(a) < 1, a, jnp.sign(a))
-
-
-def _hard_tanh_derivative(a):
-    return jnp.where(jnp.abs(a) < 1, 1, 0).astype(jnp.result_type(a, float))
-
-
-# ReLU(a) = max(0, a), ReLU′(a) = 1 if a > 0 else 0, ReLU″ = 0. Convention at the kink:
-# ReLU′(0) = 0, as jax.nn.relu, whose own JVP rule gives jax.grad that value (jnp.maximum's
-# would give ½).
-def _relu(a):
-    return jax.nn.relu(a)
-
-
-def _relu_derivative(a):
-    return jnp.where(a > 0, 1, 0).astype(jnp.result_type(a, float))
-
-
-# LeakyReLU(a) = a if a > 0 else α a, α = 0.01;  LeakyReLU′(a) = 1 if a > 0 else α;  f″ = 0.
-# Convention at the kink: LeakyReLU′(0) = α (the slope of the left branch), as PReLU.
-def _leaky_relu(a):
-    return jnp.where(a > 0, a, LEAKY_RELU_ALPHA * a)
-
-
-def _leaky_relu_derivative(a):
-    return jnp.where(a > 0, 1, LEAKY_RELU_ALPHA) * _ones(a)
-
-
-# PReLU(a) = a if a > 0 else α a;  ∂/∂a = 1 or α (α at the kink a = 0);  ∂²/∂a² = 0;
-# ∂/∂α = min(a, 0) (the same branches: a > 0 gives 0);  ∂²/∂a∂α = 0 if a > 0 else 1
-# (1 at the kink, as ∂/∂α of PReLU′(0) = α);  ∂²/∂α² = 0.
-def _prelu(a, alpha):
-    return jnp.where(a > 0, a, alpha * a)
-
-
-def _prelu_derivative(a, alpha):
-    return jnp.where(a > 0, jnp.ones_like(a), alpha * jnp.ones_like(a))
-
-
-def _prelu_alpha_derivative(a, alpha):
-    del alpha
-    return jnp.where(a > 0, jnp.zeros_like(a), a)
-
-
-def _prelu_alpha_second_derivative(a, alpha):
-    del alpha
-    return jnp.where(a > 0, 0, 1).astype(jnp.result_type(a, float))
-
-
-# softplus(a) = log(1 + e^a) = log(e⁰ + e^a),  softplus′ = σ(a),  softplus″ = σ′(a).
-# jnp.logaddexp computes it as max(a, 0) + log(1 + e^{−|a|}): e^{a} is never evaluated for
-# large a (no overflow), and its own derivative rule is exact at a = 0 (max and |·| written
-# out would give jax.grad the value 0 there instead of σ(0) = ½).
-def _softplus(a):
-    return jnp.logaddexp(a, 0)
-
-
-# ELU(a) = a if a ≥ 0 else α (e^a − 1), α = 1;  ELU′(a) = 1 if a ≥ 0 else α e^a (both
-# branches give 1 at a = 0 for α = 1: no kink in f);  ELU″(a) = 0 if a ≥ 0 else α e^a
-# (f″ jumps at 0: 0 there, the right branch, which is also the one jax.grad takes). The
-# unused branch is computed at min(a, 0): e^a for a = 1e4 would be inf, and jnp.where passes
-# inf · 0 = NaN to gradients.
-def _elu(a):
-    return jnp.where(a >= 0, a, ELU_ALPHA * jnp.expm1(jnp.minimum(a, 0)))
-
-
-def _elu_derivative(a):
-    return jnp.where(a >= 0, 1, ELU_ALPHA * jnp.exp(jnp.minimum(a, 0))) * _ones(a)
-
-
-def _elu_second_derivative(a):
-    return jnp.where(a >= 0, 0, ELU_ALPHA * jnp.exp(jnp.minimum(a, 0))) * _ones(a)
-
-
-# GELU(a) = a Φ(a) with the standard normal CDF Φ(a) = ½ erfc(−a / √2) (erfc keeps Φ
-# accurate in the left tail, where 1 + erf(·) cancels);  GELU′(a) = Φ(a) + a φ(a),
-# φ(a) = e^{−a²/2} / √(2π);  GELU″(a) = 2φ(a) + a φ′(a) = φ(a) (2 − a²).
-def _Phi(a):
-    return 0.5 * jax.scipy.special.erfc(-a / math.sqrt(2))
-
-
-def _phi(a):
-    return jnp.exp(-0.5 * a**2) / math.sqrt(2 * math.pi)
-
-
-def _gelu(a):
-    return a * _Phi(a)
-
-
-def _gelu_derivative(a):
-    return _Phi(a) + a * _phi(a)
-
-
-def _gelu_second_derivative(a):
-    return _phi(a) * (2 - a**2)
-
-
-# GELU, tanh approximation: ½ a (1 + tanh u),  u = √(2/π) (a + 0.044715 a³),
-# u′ = √(2/π) (1 + 3 · 0.044715 a²),  u″ = √(2/π) · 6 · 0.044715 a.
-# Written with S = σ(2u) = ½ (1 + tanh u) and S′ = 2 S σ(−2u) u′ = ½ (1 − tanh² u) u′:
-# f = a S,  f′ = S + a S′,  f″ = 2S′ + a S″,  S″ = 2 S σ(−2u) (u″ − 2 u′² tanh u), so
-# f″ = 2 S σ(−2u) (2u′ + a (u″ − 2 u′² tanh u)). The same numbers as the tanh forms, but
-# accurate where tanh u → −1 (a ≪ 0), where 1 + tanh u cancels; S σ(−2u) → 0 in both tails
-# (its product with u′² ~ a⁴ stays finite: 1e16 at |a| = 1e4).
-def _gelu_tanh_u(a):
-    return _SQRT_2_OVER_PI * (a + _GELU_TANH_C * a**3)
-
-
-def _gelu_tanh(a):
-    return a * jax.nn.sigmoid(2 * _gelu_tanh_u(a))
-
-
-def _gelu_tanh_derivative(a):
-    u = _gelu_tanh_u(a)
-    du = _SQRT_2_OVER_PI * (1 + 3 * _GELU_TANH_C * a**2)
-    s, s_minus = jax.nn.sigmoid(2 * u), jax.nn.sigmoid(-2 * u)
-    return s + 2 * a * s * s_minus * du
-
-
-def _gelu_tanh_second_derivative(a):
-    u = _gelu_tanh_u(a)
-    du = _SQRT_2_OVER_PI * (1 + 3 * _GELU_TANH_C * a**2)
-    d2u = _SQRT_2_OVER_PI * 6 * _GELU_TANH_C * a
-    s, s_minus = jax.nn.sigmoid(2 * u), jax.nn.sigmoid(-2 * u)
-    return 2 * s * s_minus * (2 * du + a * (d2u - 2 * du**2 * jnp.tanh(u)))
-
-
-# sin′ = cos, sin″ = −sin;  cos′ = −sin, cos″ = −cos;  identity′ = 1, identity″ = 0.
-def _sin_second_derivative(a):
-    return -jnp.sin(a)
-
-
-def _cos_derivative(a):
-    return -jnp.sin(a)
-
-
-def _cos_second_derivative(a):
-    return -jnp.cos(a)
-
-
-def _identity(a):
-    return a
-
-
-def _identity_derivative(a):
-    return jnp.ones_like(a)
-
-
-# softmax(a)ᵢ = e^{aᵢ} / Σⱼ e^{aⱼ}, computed as softmax(a − max a) (S7); J = diag(s) − s sᵀ
-# (S16); ∂²sᵢ/∂aᵢ² = sᵢ (1 − sᵢ) (1 − 2sᵢ) (the diagonal; the rest is in `curvature`). The
-# shift max a carries no derivative (softmax is shift invariant), so stop_gradient: jax.grad
-# then differentiates exactly e / Σe, the hand formulas' own expression.
-def _softmax(a):
-    e = jnp.exp(a - jax.lax.stop_gradient(jnp.max(a, axis=-1, keepdims=True)))
-    return e / jnp.sum(e, axis=-1, keepdims=True)
-
-
-def _softmax_diagonal(a):
-    s = _softmax(a)
-    return s * (1 - s)
-
-
-def _softmax_jacobian(a):
-    _check_one_example(a)
-    s = _softmax(a)
-    return jnp.diag(s) - jnp.outer(s, s)
-
-
-def _softmax_second_diagonal(a):
-    s = _softmax(a)
-    return s * (1 - s) * (1 - 2 * s)
 
 
 _REGISTRY: dict[str, Activation] = {
     act.name: act
     for act in (
-        _elementwise(
+        elementwise(
             "sigmoid",
-            _sigmoid,
-            _sigmoid_derivative,
-            _sigmoid_second_derivative,
-            from_output=_sigmoid_derivative_from_output,
+            zoo.sigmoid,
+            zoo.sigmoid_derivative,
+            zoo.sigmoid_second_derivative,
+            derivative_from_output=zoo.sigmoid_derivative_from_output,
             flip_offset=1.0,
         ),
-        _elementwise(
+        elementwise(
             "tanh",
             jnp.tanh,
-            _tanh_derivative,
-            _tanh_second_derivative,
-            from_output=_tanh_derivative_from_output,
+            zoo.tanh_derivative,
+            zoo.tanh_second_derivative,
+            derivative_from_output=zoo.tanh_derivative_from_output,
             flip_offset=0.0,
         ),
-        _elementwise(
+        elementwise(
             "hard_tanh",
-            _hard_tanh,
-            _hard_tanh_derivative,
-            _zeros,
+            zoo.hard_tanh,
+            zoo.hard_tanh_derivative,
+            zoo.zeros,
             kinks=(-1.0, 1.0),
             flip_offset=0.0,
         ),
-        _elementwise("relu", _relu, _relu_derivative, _zeros, kinks=(0.0,)),
-        _elementwise("leaky_relu", _leaky_relu, _leaky_relu_derivative, _zeros, kinks=(0.0,)),
-        _elementwise(
+        elementwise("relu", zoo.relu, zoo.relu_derivative, zoo.zeros, kinks=(0.0,)),
+        elementwise(
+            "leaky_relu", zoo.leaky_relu, zoo.leaky_relu_derivative, zoo.zeros, kinks=(0.0,)
+        ),
+        elementwise(
             "prelu",
-            _prelu,
-            _prelu_derivative,
-            _zeros,
-            params={"alpha": PRELU_ALPHA_INIT},
-            param_derivatives={"alpha": _prelu_alpha_derivative},
-            param_second_derivatives={"alpha": _prelu_alpha_second_derivative},
+            zoo.prelu,
+            zoo.prelu_derivative,
+            zoo.zeros,
+            params={"alpha": zoo.PRELU_ALPHA_INIT},
+            param_derivatives={"alpha": zoo.prelu_alpha_derivative},
+            param_second_derivatives={"alpha": zoo.prelu_alpha_second_derivative},
             kinks=(0.0,),
         ),
-        _elementwise("softplus", _softplus, _sigmoid, _sigmoid_derivative),
-        _elementwise("elu", _elu, _elu_derivative, _elu_second_derivative),
-        _elementwise("gelu", _gelu, _gelu_derivative, _gelu_second_derivative),
-        _elementwise("gelu_tanh", _gelu_tanh, _gelu_tanh_derivative, _gelu_tanh_second_derivative),
-        _elementwise("sin", jnp.sin, jnp.cos, _sin_second_derivative, flip_offset=0.0),
-        _elementwise("cos", jnp.cos, _cos_derivative, _cos_second_derivative),
-        _elementwise(
-            "identity", _identity, _identity_derivative, _zeros, flip_offset=0.0
+        elementwise("softplus", zoo.softplus, zoo.sigmoid, zoo.sigmoid_derivative),
+        elementwise("elu", zoo.elu, zoo.elu_derivative, zoo.elu_second_derivative),
+        elementwise("gelu", zoo.gelu, zoo.gelu_derivative, zoo.gelu_second_derivative),
+        elementwise(
+            "gelu_tanh", zoo.gelu_tanh, zoo.gelu_tanh_derivative, zoo.gelu_tanh_second_derivative
         ),
+        elementwise("sin", jnp.sin, jnp.cos, zoo.sin_second_derivative, flip_offset=0.0),
+        elementwise("cos", jnp.cos, zoo.cos_derivative, zoo.cos_second_derivative),
+        elementwise("identity", zoo.identity, zoo.identity_derivative, zoo.zeros, flip_offset=0.0),
         Activation(
             "softmax",
-            _softmax,
-            _softmax_diagonal,
-            _softmax_jacobian,
-            _softmax_second_diagonal,
+            zoo.softmax,
+            zoo.softmax_diagonal,
+            zoo.softmax_jacobian,
+            zoo.softmax_second_diagonal,
             elementwise=False,
         ),
     )
@@ -433,18 +281,50 @@ def names() -> tuple[str, ...]:
     return tuple(_REGISTRY)
 
 
-def get(name: str) -> Activation:
-    """Return the :class:`Activation` called ``name`` (S6, S7).
+def get(f: str | Activation) -> Activation:
+    """The :class:`Activation` called ``f``, or ``f`` itself when it is a record (S6, S7).
 
     Raises:
-      ValueError: ``name`` is not one of :func:`names` (with the nearest one as a hint).
+      TypeError: ``f`` is neither a name nor an :class:`Activation`.
+      ValueError: ``f`` is not one of :func:`names` (with the nearest one as a hint).
 
     >>> get("tanh").derivative(jnp.zeros(2))
     Array([1., 1.], dtype=float32)
+    >>> get(get("relu")).name
+    'relu'
     """
-    if not isinstance(name, str) or name not in _REGISTRY:
-        raise unknown_name("activation", name, names())
-    return _REGISTRY[name]
+    if isinstance(f, Activation):
+        return f
+    if not isinstance(f, str):
+        raise TypeError(
+            f"activation must be a name from fnn.activations.names() or an "
+            f"fnn.activations.Activation; got {type(f).__name__}."
+        )
+    if f not in _REGISTRY:
+        raise unknown_name("activation", f, names())
+    return _REGISTRY[f]
+
+
+def name_of(f: str | Activation) -> str:
+    """The name of an activation given by name or by record."""
+    return f if isinstance(f, str) else f.name
+
+
+def canonical(f: str | Activation) -> str | Activation:
+    """How a network stores ``f``: a built-in by its name (so ``MLP`` built from the name or
+    the record are equal), a user-defined record as itself.
+
+    Raises:
+      TypeError: ``f`` is neither a name nor an :class:`Activation`.
+      ValueError: an unknown name, or a user record that takes a built-in's name.
+    """
+    act = get(f)
+    if act.name in _REGISTRY and act != _REGISTRY[act.name]:
+        raise ValueError(
+            f"activation {act.name!r} is a built-in name; give the user-defined record "
+            f"another name."
+        )
+    return act.name if act.name in _REGISTRY else act
 
 
 def jvp(act: Activation, a: jax.Array, t: jax.Array, **p) -> jax.Array:
@@ -492,8 +372,8 @@ def curvature(act: Activation, a: jax.Array, g: jax.Array, **p) -> jax.Array:
     Array([[-0.7269,  0.    ],
            [ 0.    ,  1.4537]], dtype=float32)
     """
-    _check_one_example(a)
-    _check_one_example(g, "g")
+    check_one_example(a)
+    check_one_example(g, "g")
     if jnp.shape(g) != jnp.shape(a):
         raise ValueError(f"g must have the shape of a, {jnp.shape(a)}; got {jnp.shape(g)}.")
     if act.elementwise:

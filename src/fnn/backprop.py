@@ -17,9 +17,10 @@ evaluated from the left so that every partial product is reused. The running row
 Two engines compute exactly this (tested equal to ``jax.grad`` and to central differences):
 
 * :func:`explicit` — the lecture literally: per example, the dense matrices of
-  :mod:`fnn.jacobians` (``J_f`` is ``(M, M)`` even when it is diagonal); a batch by
+  :mod:`fnn.local_jacobians` (``J_f`` is ``(M, M)`` even when it is diagonal); a batch by
   ``jax.vmap``, then the mean. Memory O(M²) per example per layer, see
-  :func:`explicit_bytes`; a call above :data:`EXPLICIT_MAX_BYTES` is refused.
+  :func:`explicit_bytes`; :func:`fnn.value_and_grad` refuses a call above its
+  ``max_bytes`` (default :data:`EXPLICIT_MAX_BYTES`).
 * :func:`reverse` — the same loop with the structure used: ``δ · J_f = δ ⊙ f′(a)``
   (:func:`fnn.layer.delta`), never a diagonal matrix or a third-order tensor, and the
   batch axis kept inside the matrix products (``Δ`` of shape ``(B, M)``,
@@ -50,7 +51,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fnn import _scan, activations, jacobians, layer, losses, network
+from fnn import _scan, activations, layer, local_jacobians, losses, network
 from fnn.layer import Cache
 from fnn.network import MLP
 
@@ -59,7 +60,6 @@ __all__ = [
     "NeuronGrads",
     "explicit",
     "explicit_bytes",
-    "forward_batch",
     "jacobian_explicit",
     "jacobian_reverse",
     "neuron_backward",
@@ -121,10 +121,6 @@ def neuron_backward(w, cache: Cache, dL_dz, f: str = "sigmoid", **p) -> NeuronGr
 # ---------------------------------------------------------------------------------------
 
 
-def _explicit_step(g, p, f, cache):
-    return layer.vjp_explicit(p, f, cache, g)[::-1]
-
-
 def _explicit_single(net: MLP, params, x, y, loss: losses.Loss):
     """Loss and gradients of ONE example by the lecture's dense Jacobians (S17).
 
@@ -134,11 +130,11 @@ def _explicit_single(net: MLP, params, x, y, loss: losses.Loss):
     Every layer unrolled, even in runs of identical layers: it is the lecture's formula
     written out layer by layer, and its O(M²) memory caps it at small networks anyway.
     """
-    y_hat, caches = network._forward(net, params, x)
+    y_hat, caches = network.run_with_cache(net, params, x)
     g = loss.jacobian(y_hat, y)  # ∂L/∂z⁽ᴺ⁾ = J_L(ŷ), the loss row of S16
     grads = [None] * net.num_layers
     for i in reversed(range(net.num_layers)):
-        g, grads[i] = _explicit_step(g, params[i], net.activations[i], caches[i])
+        grads[i], g = layer.vjp_explicit(params[i], net.activations[i], caches[i], g)
     return loss.fn(y_hat, y), {"params": grads, "x": g}
 
 
@@ -154,24 +150,12 @@ def explicit_bytes(net: MLP, batch: int, dtype) -> int:
     return batch * per_example * np.dtype(dtype).itemsize
 
 
-def explicit(net: MLP, params, x, y, loss: losses.Loss, *, max_bytes: int | None = None):
+def explicit(net: MLP, params, x, y, loss: losses.Loss):
     """The explicit engine (S17): the dense chain per example, ``jax.vmap`` over a batch
-    ``(B, D)``, then the mean over the batch. Allowed to be slow.
-
-    Raises:
-      ValueError: the call would need more than ``max_bytes`` (default
-        :data:`EXPLICIT_MAX_BYTES`, read at call time) by :func:`explicit_bytes`; use
-        ``method="reverse"``, which never builds the dense matrices.
-    """
-    max_bytes = EXPLICIT_MAX_BYTES if max_bytes is None else max_bytes
+    ``(B, D)``, then the mean over the batch. Allowed to be slow; memory
+    :func:`explicit_bytes`, which :func:`fnn.value_and_grad` checks against its
+    ``max_bytes`` before calling. Unchecked."""
     batch = 1 if x.ndim == 1 else x.shape[0]
-    needed = explicit_bytes(net, batch, jnp.result_type(x, *jax.tree.leaves(params)))
-    if needed > max_bytes:
-        raise ValueError(
-            f"method='explicit' would need about {needed / 2**20:.1f} MiB for sizes "
-            f"{net.sizes} and batch {batch} (dense Jacobians, O(M²) per example per layer); "
-            f"the limit is max_bytes={max_bytes / 2**20:.1f} MiB. Use method='reverse'."
-        )
     if x.ndim == 1:
         return _explicit_single(net, params, x, y, loss)
     values, grads = jax.vmap(lambda x, y: _explicit_single(net, params, x, y, loss))(x, y)
@@ -182,25 +166,6 @@ def explicit(net: MLP, params, x, y, loss: losses.Loss, *, max_bytes: int | None
 # ---------------------------------------------------------------------------------------
 # S17, reverse: the same loop, structured and batch-native.
 # ---------------------------------------------------------------------------------------
-
-
-def _cache_step(Z, p, f, _=None):
-    return layer.forward_batch(p, f, Z)
-
-
-def forward_batch(net: MLP, params, X: jax.Array) -> tuple[jax.Array, tuple[Cache, ...]]:
-    """The batch-first twin of :func:`fnn.network.forward` (S4): rows are examples,
-    ``A = Z Wᵀ + b``, ``Z' = f(A)`` (:func:`fnn.layer.forward_batch`), for ``X`` ``(B, D)``.
-    Returns ``(Ŷ, (Cache(X, A¹, Z¹), …))``, every array ``(B, ·)``; tested equal to
-    ``network.forward``. Unchecked."""
-    segs = _scan.segments(net, per_layer_results=True)
-    Y, caches = _scan.run_layers(segs, _scan.group(segs, params), _cache_step, X)
-    return Y, tuple(_scan.ungroup(segs, caches))
-
-
-def _backward_step(G, p, f, cache):
-    grads, G = layer.vjp_batch(p, f, cache, G)
-    return G, grads
 
 
 def reverse(net: MLP, params, x, y, loss: losses.Loss):
@@ -214,13 +179,12 @@ def reverse(net: MLP, params, x, y, loss: losses.Loss):
     if x.ndim == 1:
         value, grads = reverse(net, params, x[None], y[None], loss)
         return value, {"params": grads["params"], "x": grads["x"][0]}
-    segs = _scan.segments(net, per_layer_results=True)
-    grouped = _scan.group(segs, params)
-    y_hat, caches = _scan.run_layers(segs, grouped, _cache_step, x)
+    fold = _scan.layers(net, params, per_layer_results=True)
+    y_hat, caches = fold.forward(layer.forward_batch, x)
     value = jnp.mean(jax.vmap(loss.fn)(y_hat, y))
     G = jax.vmap(loss.jacobian)(y_hat, y) / x.shape[0]  # ∂(mean L)/∂Ŷ: the 1/B once
-    G, grads = _scan.run_layers(segs, grouped, _backward_step, G, caches, reverse=True)
-    return value, {"params": _scan.ungroup(segs, grads), "x": G}
+    G, grads = fold.backward(layer.vjp_batch, G, caches)
+    return value, {"params": fold.per_layer(grads), "x": G}
 
 
 # ---------------------------------------------------------------------------------------
@@ -228,30 +192,34 @@ def reverse(net: MLP, params, x, y, loss: losses.Loss):
 # ---------------------------------------------------------------------------------------
 
 
-def _pull_step(G, p, f, cache):
-    """``G ← (G · J_f(a)) W``: the rows of ``G`` back through one layer (S17)."""
-    return layer.input_grad(p, layer.delta(p, f, cache, G)), None
-
-
 def jacobian_reverse(net: MLP, params, x: jax.Array) -> jax.Array:
     """``J_nn(x)`` ``(M_out, D_in)`` of one example by reverse mode (S18): ``G = I_M``, then
     ``G ← (G · J_f(a)) W`` from the last layer to the first through the cached forward
     pass. ``M_out`` rows at once; no diagonal ``J_f`` built. Unchecked."""
-    segs = _scan.segments(net)  # the cache stays stacked: nothing is returned per layer
-    grouped = _scan.group(segs, params)
-    y, caches = _scan.run_layers(segs, grouped, network._cache_step, x)
+    fold = _scan.layers(net, params)  # the cache stays stacked: nothing is returned per layer
+    y, caches = fold.forward(layer.forward_batch, x)
     G = jnp.eye(y.shape[0], dtype=y.dtype)
-    return _scan.run_layers(segs, grouped, _pull_step, G, caches, reverse=True)[0]
+    return fold.backward(layer.pull_back, G, caches)[0]
 
 
 def jacobian_explicit(net: MLP, params, x: jax.Array) -> jax.Array:
     """``J_nn(x)`` as S17 writes it: ``J_fout · Wᴺ · … · J_f¹ · W¹``, every ``J_f`` a dense
     ``(M, M)`` matrix even when it is diagonal, multiplied left to right (the order
     :func:`fnn.cost_model.jacobian_macs` counts for ``"explicit"``). Unchecked."""
-    _, caches = network._forward(net, params, x)
+    _, caches = network.run_with_cache(net, params, x)
     J = None
     for p, f, cache in reversed(list(zip(params, net.activations, caches))):
-        J_f = jacobians.activation(f, cache.a, **layer.activation_params(p))
-        J = J_f if J is None else jacobians.chain(J, J_f)
-        J = jacobians.chain(J, jacobians.affine_x(p["W"]))
+        J_f = local_jacobians.activation(f, cache.a, **layer.activation_params(p))
+        J = J_f if J is None else local_jacobians.chain(J, J_f)
+        J = local_jacobians.chain(J, local_jacobians.affine_x(p["W"]))
     return J
+
+
+# The forward fold's old private name, still imported by fnn.extensions; removed once it
+# folds with fnn._scan.layers.
+def _cache_step(Z, p, f, _=None):
+    return layer.forward_batch(p, f, Z)
+
+
+# The batch-first forward pass is network.run_with_cache; fnn.curvature still reads it here.
+forward_batch = network.run_with_cache

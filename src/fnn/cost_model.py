@@ -26,18 +26,18 @@ import math
 from collections.abc import Sequence
 
 from fnn import activations
-from fnn._checks import check_positive_int
+from fnn._checks import check_choice, check_net, check_positive_int
 from fnn.network import MLP, summary
 
 __all__ = [
     "CHAIN_ORDERS",
-    "GRADIENT_MODES",
-    "HESSIAN_MODES",
+    "GRADIENT_METHODS",
+    "HESSIAN_METHODS",
     "HVP_METHODS",
-    "JACOBIAN_MODES",
+    "JACOBIAN_METHODS",
     "chain_dims",
     "chain_macs",
-    "choose_mode",
+    "choose_method",
     "crossover",
     "gradient_macs",
     "hessian_macs",
@@ -47,18 +47,8 @@ __all__ = [
 ]
 
 CHAIN_ORDERS = ("right_to_left", "left_to_right", "optimal")
-JACOBIAN_MODES = ("forward", "reverse", "explicit")
-GRADIENT_MODES = ("forward", "reverse")
-
-
-def _check_choice(value, choices: tuple[str, ...], what: str) -> None:
-    if value not in choices:
-        raise ValueError(f"Unknown {what} {value!r}; expected one of {choices}.")
-
-
-def _check_net(net) -> None:
-    if not isinstance(net, MLP):
-        raise ValueError(f"net must be an fnn.MLP; got {type(net).__name__}.")
+JACOBIAN_METHODS = ("forward", "reverse", "explicit")
+GRADIENT_METHODS = ("forward", "reverse")
 
 
 def _check_widths(name: str, widths: Sequence) -> None:
@@ -95,7 +85,7 @@ def chain_macs(dims: Sequence[float], order: str = "left_to_right") -> float:
     >>> [chain_macs(dims, order) for order in ("left_to_right", "right_to_left", "optimal")]
     [222010, 213010, 22210]
     """
-    _check_choice(order, CHAIN_ORDERS, "order")
+    check_choice(order, CHAIN_ORDERS, "order")
     _check_widths("dims", dims)
     k = len(dims) - 1  # number of factors
     if order == "right_to_left":
@@ -131,10 +121,10 @@ def _pass(sizes, acts) -> float:
     return sum(m * d + _per_unit(f) * m for d, m, f in zip(sizes[:-1], sizes[1:], acts))
 
 
-def _jacobian(sizes, acts, mode) -> float:
-    if mode == "forward":
+def _jacobian(sizes, acts, method) -> float:
+    if method == "forward":
         return _primal(sizes) + sizes[0] * _pass(sizes, acts)
-    if mode == "reverse":
+    if method == "reverse":
         return _primal(sizes) + sizes[-1] * _pass(sizes, acts)
     return _primal(sizes) + chain_macs(chain_dims(sizes), "left_to_right")
 
@@ -142,11 +132,11 @@ def _jacobian(sizes, acts, mode) -> float:
 def pass_macs(net: MLP) -> int:
     """MACs of one tangent (or cotangent) pass through ``net`` (S18):
     ``Σᵢ (nᵢ nᵢ₋₁ + cᵢ nᵢ)``."""
-    _check_net(net)
+    check_net(net)
     return int(_pass(net.sizes, net.activations))
 
 
-def jacobian_macs(net: MLP, mode: str) -> int:
+def jacobian_macs(net: MLP, method: str) -> int:
     r"""MACs to compute the full Jacobian ``(M_out, D_in)`` of ``net`` at one example (S18).
 
     * ``"forward"``: the forward pass, then ``D_in`` tangent passes (a tangent matrix ``I_D``);
@@ -155,18 +145,19 @@ def jacobian_macs(net: MLP, mode: str) -> int:
       multiplied left to right, as S17 writes it.
 
     Raises:
-      ValueError: ``net`` is not an :class:`~fnn.MLP`, or an unknown ``mode``.
+      TypeError: ``net`` is not an :class:`~fnn.MLP`.
+      ValueError: an unknown ``method``.
 
     >>> net = MLP((784, 256, 256, 10), ("tanh", "tanh", "identity"))
     >>> jacobian_macs(net, "forward") // jacobian_macs(net, "reverse")
     71
     """
-    _check_net(net)
-    _check_choice(mode, JACOBIAN_MODES, "mode")
-    return int(_jacobian(net.sizes, net.activations, mode))
+    check_net(net)
+    check_choice(method, JACOBIAN_METHODS, "method")
+    return int(_jacobian(net.sizes, net.activations, method))
 
 
-def gradient_macs(net: MLP, mode: str, batch: int = 1) -> int:
+def gradient_macs(net: MLP, method: str, batch: int = 1) -> int:
     r"""MACs of the loss gradient w.r.t. all parameters and inputs of a batch (S17, S18).
 
     * ``"reverse"``: per example the forward pass, one cotangent pass for ``δ`` and the outer
@@ -175,21 +166,22 @@ def gradient_macs(net: MLP, mode: str, batch: int = 1) -> int:
       per input component, ``(P + D)`` passes: the cost grows with the parameter count P.
 
     Raises:
-      ValueError: ``net`` is not an :class:`~fnn.MLP`, an unknown ``mode``, or ``batch``
+      TypeError: ``net`` is not an :class:`~fnn.MLP`.
+      ValueError: an unknown ``method``, or a ``batch``
         that is not a positive integer.
     """
-    _check_net(net)
-    _check_choice(mode, GRADIENT_MODES, "mode")
+    check_net(net)
+    check_choice(method, GRADIENT_METHODS, "method")
     batch = check_positive_int(batch, "batch")
     sizes, acts = net.sizes, net.activations
-    if mode == "reverse":
+    if method == "reverse":
         return batch * int(2 * _primal(sizes) + _pass(sizes, acts))
     passes = summary(net).num_params + sizes[0]
     return batch * int(_primal(sizes) + passes * _pass(sizes, acts))
 
 
-def choose_mode(net: MLP) -> str:
-    """The cheaper mode for the full Jacobian of ``net``: ``"forward"`` when
+def choose_method(net: MLP) -> str:
+    """The cheaper method for the full Jacobian of ``net``: ``"forward"`` when
     ``D_in < M_out`` in the cost model, else ``"reverse"`` (S18)."""
     forward, reverse = jacobian_macs(net, "forward"), jacobian_macs(net, "reverse")
     return "forward" if forward < reverse else "reverse"
@@ -200,14 +192,14 @@ def crossover(
     fixed: int,
     vary: str = "output",
     activations: Sequence[str] | None = None,
-    modes: tuple[str, str] = ("forward", "reverse"),
+    methods: tuple[str, str] = ("forward", "reverse"),
     bounds: tuple[float, float] = (1.0, 1e7),
 ) -> float | None:
     r"""The width at which two modes cost the same full Jacobian (S18).
 
     The network is ``(fixed, *hidden, w)`` for ``vary="output"`` or ``(w, *hidden, fixed)``
-    for ``vary="input"``; the varying width ``w`` where ``jacobian_macs`` of ``modes[0]`` and
-    ``modes[1]`` are equal is found by bisection (on a log scale) within ``bounds``. For
+    for ``vary="input"``; the varying width ``w`` where ``jacobian_macs`` of ``methods[0]`` and
+    ``methods[1]`` are equal is found by bisection (on a log scale) within ``bounds``. For
     forward vs reverse it is ``w = fixed``: both pay one pass per column or row.
 
     Args:
@@ -215,24 +207,24 @@ def crossover(
       fixed: the width that stays fixed.
       vary: ``"output"`` or ``"input"``.
       activations: one per layer (default ``tanh`` hidden, ``identity`` output).
-      modes: two of ``"forward"``, ``"reverse"``, ``"explicit"``.
+      methods: two of ``"forward"``, ``"reverse"``, ``"explicit"``.
       bounds: the search interval for ``w``.
 
     Returns:
       The crossover width (a float), or ``None`` if the cheaper mode is the same at both ends.
 
     Raises:
-      ValueError: an unknown ``vary`` or mode, two equal modes, bad ``bounds`` or widths.
+      ValueError: an unknown ``vary`` or method, two equal methods, bad ``bounds`` or widths.
 
     >>> round(crossover((256, 256), 10, "output"), 6)
     10.0
     """
     if vary not in ("output", "input"):
         raise ValueError(f"vary must be 'output' or 'input'; got {vary!r}.")
-    for mode in modes:
-        _check_choice(mode, JACOBIAN_MODES, "mode")
-    if len(modes) != 2 or modes[0] == modes[1]:
-        raise ValueError(f"modes must be two different modes to compare; got {tuple(modes)}.")
+    for method in methods:
+        check_choice(method, JACOBIAN_METHODS, "method")
+    if len(methods) != 2 or methods[0] == methods[1]:
+        raise ValueError(f"methods must be two different methods to compare; got {tuple(methods)}.")
     if not (0 < bounds[0] < bounds[1] < math.inf):
         raise ValueError(f"bounds must be (lo, hi) with 0 < lo < hi < inf; got {bounds}.")
     acts = (
@@ -242,7 +234,7 @@ def crossover(
 
     def gap(w):
         sizes = (fixed, *hidden, w) if vary == "output" else (w, *hidden, fixed)
-        return _jacobian(sizes, acts, modes[0]) - _jacobian(sizes, acts, modes[1])
+        return _jacobian(sizes, acts, methods[0]) - _jacobian(sizes, acts, methods[1])
 
     lo, hi = map(math.log, bounds)
     if gap(math.exp(lo)) * gap(math.exp(hi)) > 0:
@@ -260,8 +252,8 @@ def crossover(
 # Second order (S27, S29): Hessian-vector products and dense Hessians.
 # ---------------------------------------------------------------------------------------
 
-HESSIAN_MODES = ("fwd_over_rev", "rev_over_fwd", "rev_over_rev", "fwd_over_fwd")
-HVP_METHODS = ("r_operator", *HESSIAN_MODES)
+HESSIAN_METHODS = ("fwd_over_rev", "rev_over_fwd", "rev_over_rev", "fwd_over_fwd")
+HVP_METHODS = ("r_operator", *HESSIAN_METHODS)
 
 
 def _over_reverse(sizes, acts) -> tuple[float, float]:
@@ -318,21 +310,22 @@ def hvp_macs(net: MLP, method: str = "r_operator", batch: int = 1) -> int:
       P times more.
 
     Raises:
-      ValueError: ``net`` is not an :class:`~fnn.MLP`, an unknown ``method``, or a ``batch``
+      TypeError: ``net`` is not an :class:`~fnn.MLP`.
+      ValueError: an unknown ``method``, or a ``batch``
         that is not a positive integer.
 
     >>> net = MLP((784, 512, 512, 10), ("tanh", "tanh", "identity"))
     >>> hvp_macs(net, "r_operator") / gradient_macs(net, "reverse")
     1.667...
     """
-    _check_net(net)
-    _check_choice(method, HVP_METHODS, "method")
+    check_net(net)
+    check_choice(method, HVP_METHODS, "method")
     batch = check_positive_int(batch, "batch")
     primal, tangent = _second_order(net, method)
     return batch * int(primal + tangent)
 
 
-def hessian_macs(net: MLP, mode: str = "fwd_over_rev", batch: int = 1) -> int:
+def hessian_macs(net: MLP, method: str = "fwd_over_rev", batch: int = 1) -> int:
     r"""MACs of the dense ``(P, P)`` Hessian of a batch by one of the four compositions (S29):
     the inner gradient's primal pass once, then one tangent (forward outer) or cotangent
     (reverse outer) pass per parameter, :func:`hvp_macs` without its primal, P times.
@@ -347,8 +340,8 @@ def hessian_macs(net: MLP, mode: str = "fwd_over_rev", batch: int = 1) -> int:
     >>> hessian_macs(net, "fwd_over_fwd") // hessian_macs(net, "fwd_over_rev")  # P = 67
     30
     """
-    _check_net(net)
-    _check_choice(mode, HESSIAN_MODES, "mode")
+    check_net(net)
+    check_choice(method, HESSIAN_METHODS, "method")
     batch = check_positive_int(batch, "batch")
-    primal, tangent = _second_order(net, mode)
+    primal, tangent = _second_order(net, method)
     return batch * int(primal + summary(net).num_params * tangent)

@@ -3,17 +3,21 @@ r"""The public derivative entry points: :func:`value_and_grad` and :func:`jacobi
 Each checks its input once, in Python (:mod:`fnn._checks`), and dispatches to an engine
 from one table; the engines check nothing:
 
-* ``method="reverse"`` — :func:`fnn.backprop.reverse`; ``mode="reverse"`` —
+* ``method="reverse"`` — :func:`fnn.backprop.reverse` and
   :func:`fnn.backprop.jacobian_reverse` (S17);
-* ``method="explicit"`` — :func:`fnn.backprop.explicit`; ``mode="explicit"`` —
+* ``method="explicit"`` — :func:`fnn.backprop.explicit` and
   :func:`fnn.backprop.jacobian_explicit`, the lecture's dense chain (S17);
-* ``method="forward"`` — :func:`fnn.forward_mode.gradient`; ``mode="forward"`` —
+* ``method="forward"`` — :func:`fnn.forward_mode.gradient` and
   :func:`fnn.forward_mode.jacobian_forward` (S18);
-* ``mode="auto"`` (the default) — the cheaper of forward and reverse by the cost model.
+* ``method="auto"`` (:func:`jacobian`'s default) — the cheaper of forward and reverse by
+  the cost model.
 
-Two of these can explode, and each has a limit as an argument: the explicit engine's
-dense matrices (``max_bytes``) and forward mode's one tangent per parameter
-(``max_tangents``); both refusals name the cheap alternative.
+Two of these can explode, and each has a keyword-only limit: the explicit engine's dense
+matrices (``max_bytes``) and forward mode's one tangent per parameter (``max_tangents``).
+Both refusals go through :func:`fnn._checks.check_limit`, which honours the caller's value
+and names the cheap alternative. :func:`check_loss_problem`, :func:`refuse_explicit` and
+:func:`refuse_forward` are the doors the other entry points (extensions, curvature,
+gradcheck) share, so that the same mistake gets the same answer everywhere.
 """
 
 from __future__ import annotations
@@ -21,26 +25,73 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from fnn import _checks, backprop, cost_model, forward_mode, losses, network
+from fnn import _checks, activations, backprop, cost_model, forward_mode, losses, network
 from fnn.network import MLP, Params
 
-__all__ = ["JACOBIAN_MODES", "METHODS", "jacobian", "value_and_grad"]
+__all__ = [
+    "JACOBIAN_METHODS",
+    "METHODS",
+    "batch_size",
+    "check_loss_problem",
+    "jacobian",
+    "refuse_explicit",
+    "refuse_forward",
+    "value_and_grad",
+]
 
 METHODS = ("reverse", "explicit", "forward")
-JACOBIAN_MODES = ("auto", "forward", "reverse", "explicit")
+JACOBIAN_METHODS = ("auto", "forward", "reverse", "explicit")
 
 
-def _check_loss_problem(net: MLP, params, x, y, loss):
-    """The checks every function of ``(net, params, x, y, loss)`` shares; returns the
-    :class:`fnn.losses.Loss` and ``x``, ``y`` as arrays."""
-    network.check_net(net)
+def check_loss_problem(net: MLP, params, x, y, loss):
+    """The door of every function of ``(net, params, x, y, loss)``: checks them once and
+    returns the :class:`fnn.losses.Loss` and ``x``, ``y`` as arrays.
+
+    Raises:
+      TypeError: ``net`` is not an :class:`fnn.MLP`; ``params`` or ``x`` not real floats.
+      ValueError: ``params`` not matching ``net``, ``x`` or ``y`` of the wrong shape, an
+        unknown loss, or a loss that does not suit the output activation.
+    """
+    _checks.check_net(net)
     _checks.check_params(net, params)
     _checks.check_input(net, x)
     loss_fn = losses.get(loss)
     x = jnp.asarray(x)
     losses.check_target(loss_fn, (*x.shape[:-1], net.out_features), y)
-    losses.check_output_activation(loss_fn, net.activations[-1])
+    losses.check_output_activation(loss_fn, activations.name_of(net.activations[-1]))
     return loss_fn, x, jnp.asarray(y)
+
+
+def batch_size(x) -> int:
+    """The number of examples in ``x``: one example ``(D,)`` counts as a batch of 1."""
+    return 1 if jnp.ndim(x) == 1 else int(jnp.shape(x)[0])
+
+
+def refuse_explicit(net: MLP, batch: int, dtype, max_bytes: int | None) -> None:
+    """Refuse the explicit engine above ``max_bytes`` (default
+    :data:`fnn.backprop.EXPLICIT_MAX_BYTES`) of dense matrices (:func:`fnn._checks.check_limit`)."""
+    _checks.check_limit(
+        backprop.explicit_bytes(net, batch, dtype),
+        backprop.EXPLICIT_MAX_BYTES if max_bytes is None else max_bytes,
+        name="max_bytes",
+        what=f"method='explicit' for sizes {net.sizes} and batch {batch} (dense Jacobians)",
+        instead="Use method='reverse', which never builds the dense matrices.",
+    )
+
+
+def refuse_forward(net: MLP, batch: int, max_tangents: int | None, *, instead: str) -> None:
+    """Refuse a forward-mode gradient above ``max_tangents`` (default
+    :data:`fnn.forward_mode.FORWARD_MAX_TANGENTS`) example-tangent passes ``P · B``
+    (:func:`fnn._checks.check_limit`); ``instead`` names the caller's cheap alternative."""
+    P = network.summary(net).num_params
+    _checks.check_limit(
+        P * batch,
+        forward_mode.FORWARD_MAX_TANGENTS if max_tangents is None else max_tangents,
+        name="max_tangents",
+        what=f"One tangent per parameter through every example (P · B = {P} · {batch})",
+        instead=instead,
+        unit="tangents",
+    )
 
 
 def value_and_grad(
@@ -48,9 +99,9 @@ def value_and_grad(
     params: Params,
     x,
     y,
+    *,
     loss="l2",
     method: str = "reverse",
-    *,
     max_bytes: int | None = None,
     max_tangents: int | None = None,
     chunk_size: int | None = None,
@@ -92,7 +143,7 @@ def value_and_grad(
     >>> grads["params"][0]["W"].shape, grads["x"].shape
     ((4, 3), (3,))
     """
-    loss_fn, x, y = _check_loss_problem(net, params, x, y, loss)
+    loss_fn, x, y = check_loss_problem(net, params, x, y, loss)
     _checks.check_choice(method, METHODS, "method")
     options = {"max_bytes": max_bytes, "max_tangents": max_tangents, "chunk_size": chunk_size}
     own = {"explicit": ("max_bytes",), "forward": ("max_tangents", "chunk_size")}.get(method, ())
@@ -101,12 +152,14 @@ def value_and_grad(
             raise ValueError(f"{name} applies to method={_owner(name)!r} only; got {method=!r}.")
         if value is not None:
             _checks.check_positive_int(value, name)
-    batch = 1 if x.ndim == 1 else x.shape[0]
+    batch = batch_size(x)
     if method == "explicit":
-        _refuse_explicit(net, batch, jnp.result_type(x, *jax.tree.leaves(params)), max_bytes)
+        refuse_explicit(net, batch, jnp.result_type(x, *jax.tree.leaves(params)), max_bytes)
         value, grads = backprop.explicit(net, params, x, y, loss_fn)
     elif method == "forward":
-        _refuse_forward(net, batch, max_tangents)
+        refuse_forward(
+            net, batch, max_tangents, instead="Use method='reverse' (one backward pass)."
+        )
         value, grads = forward_mode.gradient(net, params, x, y, loss_fn, chunk_size=chunk_size)
     else:
         value, grads = backprop.reverse(net, params, x, y, loss_fn)
@@ -119,29 +172,6 @@ def _owner(option: str) -> str:
     return "explicit" if option == "max_bytes" else "forward"
 
 
-def _refuse_explicit(net: MLP, batch: int, dtype, max_bytes: int | None) -> None:
-    max_bytes = backprop.EXPLICIT_MAX_BYTES if max_bytes is None else max_bytes
-    needed = backprop.explicit_bytes(net, batch, dtype)
-    if needed > max_bytes:
-        raise ValueError(
-            f"method='explicit' would need about {needed / 2**20:.1f} MiB for sizes "
-            f"{net.sizes} and batch {batch} (dense Jacobians, O(M²) per example per layer); "
-            f"the limit is max_bytes={max_bytes / 2**20:.1f} MiB. Use method='reverse'."
-        )
-
-
-def _refuse_forward(net: MLP, batch: int, max_tangents: int | None) -> None:
-    max_tangents = forward_mode.FORWARD_MAX_TANGENTS if max_tangents is None else max_tangents
-    P = network.summary(net).num_params
-    if P * batch > max_tangents:
-        raise ValueError(
-            f"method='forward' pushes one tangent per parameter through every example: "
-            f"P · B = {P} · {batch} = {P * batch} passes for sizes {net.sizes}, over the limit "
-            f"max_tangents={max_tangents}. Use method='reverse' (one backward pass), or raise "
-            f"max_tangents."
-        )
-
-
 _JACOBIANS = {
     "forward": forward_mode.jacobian_forward,
     "reverse": backprop.jacobian_reverse,
@@ -149,32 +179,45 @@ _JACOBIANS = {
 }
 
 
-def jacobian(net: MLP, params: Params, x, mode: str = "auto") -> jax.Array:
-    r"""The full Jacobian ``J_nn(x)`` of shape ``(M_out, D_in)`` for one example (S18).
+def jacobian(net: MLP, params: Params, x, *, method: str = "auto") -> jax.Array:
+    r"""The full Jacobian ``J_nn(x)`` ``(M_out, D_in)`` of one example, or ``(B, M_out, D_in)``
+    for a batch (S18).
 
     .. math::  J_{nn}(x) = J_{f^{out}}(a^{(N)})\, W^{(N)} \cdots J_{f^{(1)}}(a^{(1)})\, W^{(1)}
 
-    ``mode="forward"`` evaluates the chain right to left with ``D_in`` tangents (a tangent
+    ``method="forward"`` evaluates the chain right to left with ``D_in`` tangents (a tangent
     matrix ``I_D``); ``"reverse"`` left to right with ``M_out`` row vectors (``I_M``);
     ``"auto"`` (default) picks the one with fewer multiply-adds
-    (:func:`fnn.cost_model.choose_mode`); ``"explicit"`` multiplies the dense matrices of
+    (:func:`fnn.cost_model.choose_method`); ``"explicit"`` multiplies the dense matrices of
     the lecture, ``J_f`` included. Only ``"explicit"`` builds a diagonal ``J_f``.
 
     Raises:
       TypeError: ``net`` is not an :class:`fnn.MLP`, or ``params``/``x`` not real floats.
-      ValueError: ``params`` does not match ``net``, ``x`` is not one example ``(D,)``, or
-        ``mode`` is unknown.
+      ValueError: ``params`` does not match ``net``, ``x`` is not ``(D,)`` or ``(B, D)``, or
+        ``method`` is unknown.
 
     >>> import fnn
     >>> net = fnn.MLP((3, 4, 2), ("tanh", "identity"))
     >>> params = fnn.init(jax.random.key(0), net)
-    >>> jacobian(net, params, jnp.ones(3)).shape
-    (2, 3)
+    >>> jacobian(net, params, jnp.ones(3)).shape, jacobian(net, params, jnp.ones((5, 3))).shape
+    ((2, 3), (5, 2, 3))
     """
-    network.check_net(net)
+    _checks.check_net(net)
     _checks.check_params(net, params)
-    _checks.check_input(net, x, single=True)
-    _checks.check_choice(mode, JACOBIAN_MODES, "mode")
-    if mode == "auto":
-        mode = cost_model.choose_mode(net)
-    return _JACOBIANS[mode](net, params, jnp.asarray(x))
+    _checks.check_input(net, x)
+    _checks.check_choice(method, JACOBIAN_METHODS, "method")
+    if method == "auto":
+        method = cost_model.choose_method(net)
+    engine, x = _JACOBIANS[method], jnp.asarray(x)
+    return (
+        engine(net, params, x) if x.ndim == 1 else jax.vmap(engine, (None, None, 0))(net, params, x)
+    )
+
+
+# Old private names, still imported by extensions, curvature and gradcheck; removed once
+# they call check_loss_problem and refuse_forward.
+_check_loss_problem = check_loss_problem
+
+
+def _refuse_forward(net: MLP, batch: int, max_tangents: int | None) -> None:
+    refuse_forward(net, batch, max_tangents, instead="Use method='reverse'.")

@@ -39,9 +39,10 @@ __all__ = ["FORWARD_MAX_TANGENTS", "gradient", "jacobian_forward", "jvp"]
 FORWARD_MAX_TANGENTS = 2**22
 
 
-def _push_step(carry, p, f, p_dot):
-    (z, z_dot) = carry
-    return layer.jvp(p, f, z, z_dot, p_dot), None
+def _jvp_pair(p, f, carry, p_dot=None):
+    # The fold carries the primal with its tangent as one pair; layer.jvp keeps them apart,
+    # as the lecture writes ȧ = W ż + Ẇ z + ḃ.
+    return layer.jvp(p, f, *carry, p_dot)
 
 
 def _push(net: MLP, params: Params, x: jax.Array, x_dot, params_dot):
@@ -56,19 +57,17 @@ def _push(net: MLP, params: Params, x: jax.Array, x_dot, params_dot):
     Returns:
       ``(y, Ẏ)`` with ``Ẏ`` of shape ``(M_out, K)``; ``Ẏ`` is ``None`` when both tangents are.
     """
-    segs, grouped_dot = _scan.segments(net), None
+    fold, grouped_dot = _scan.layers(net, params), None
     if params_dot is not None:
-        grouped_dot = _scan.group(segs, params_dot)
-        if x_dot is None and segs[0].scan:
+        grouped_dot = _scan.group(fold.segs, params_dot)
+        if x_dot is None and fold.segs[0].scan:
             # A scan's carry keeps its structure: the tangent must exist before the run.
             x_dot = jnp.zeros((x.shape[0], params_dot[0]["b"].shape[-1]), x.dtype)
-    (y, y_dot), _ = _scan.run_layers(
-        segs, _scan.group(segs, params), _push_step, (x, x_dot), grouped_dot
-    )
+    (y, y_dot), _ = fold.forward(_jvp_pair, (x, x_dot), grouped_dot, keep=False)
     return y, y_dot
 
 
-def jvp(net: MLP, params: Params, x, x_dot=None, params_dot=None):
+def jvp(net: MLP, params: Params, x, *, x_dot=None, params_dot=None):
     r"""The network's JVP by forward accumulation: ``(y, ẏ)`` with ``ẏ = J_x ẋ + J_θ θ̇`` (S18).
 
     .. math::  \dot y = J_{nn}(x, θ) \cdot (\dot x, \dot θ)
@@ -93,7 +92,7 @@ def jvp(net: MLP, params: Params, x, x_dot=None, params_dot=None):
     >>> jvp(net, params, jnp.ones(3), x_dot=jnp.array([1.0, 0.0, 0.0]))[1]
     Array([1., 1.], dtype=float32)
     """
-    network.check_net(net)
+    _checks.check_net(net)
     _checks.check_params(net, params)
     _checks.check_input(net, x)
     x = jnp.asarray(x)
@@ -153,7 +152,7 @@ def gradient(net: MLP, params: Params, x, y, loss: losses.Loss, *, chunk_size=No
     P, B = theta.size, X.shape[0]
     K = min(_default_chunk(P, B) if chunk_size is None else chunk_size, P)
 
-    y_hat = jax.vmap(network._apply, (None, None, 0))(net, params, X)
+    y_hat = network.run(net, params, X)
     value = jnp.mean(jax.vmap(loss.fn)(y_hat, Y))
     J_L = jax.vmap(loss.jacobian)(y_hat, Y)  # (B, M): one row ∂L/∂ŷ per example
 

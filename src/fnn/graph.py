@@ -32,7 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from fnn import activations
-from fnn._checks import check_positive_int
+from fnn._checks import check_limit, check_positive_int
 
 __all__ = [
     "MAX_PATHS",
@@ -267,17 +267,21 @@ def sum_over_paths(graph: Graph, partials: Mapping, max_paths: int = MAX_PATHS) 
     >>> sum_over_paths(lecture_graph(), {}, max_paths=5)  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    ValueError: sum_over_paths would enumerate 6 paths, more than max_paths = 5 ...
+    ValueError: sum_over_paths (the count grows exponentially with the depth) needs 6 paths, ...
     """
     max_paths = check_positive_int(max_paths, "max_paths")
     num_paths = count_paths(graph)
-    if num_paths > max_paths:
-        raise ValueError(
-            f"sum_over_paths would enumerate {num_paths} paths, more than max_paths = "
-            f"{max_paths} (the count grows exponentially with the depth). Use "
-            f"forward_accumulation or backward_accumulation: the same ∂L/∂s with one "
-            f"multiplication per edge ({graph.num_edges} edges here); or raise max_paths."
-        )
+    check_limit(
+        num_paths,
+        max_paths,
+        name="max_paths",
+        what="sum_over_paths (the count grows exponentially with the depth)",
+        instead=(
+            f"Use forward_accumulation or backward_accumulation: one multiplication per edge "
+            f"({graph.num_edges} edges here)."
+        ),
+        unit="paths",
+    )
     ops, total, num_paths = Ops(), 0.0, 0
     for path in paths(graph):
         factors = (partials[child, parent] for parent, child in itertools.pairwise(path))

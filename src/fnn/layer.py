@@ -24,7 +24,7 @@ and for tangents ``ż, Ẇ, ḃ, α̇`` going up (S18)::
     ȧ  = W ż + Ẇ z + ḃ,        ż' = J_f(a) ȧ + ∂f/∂α α̇         (jvp)
 
 The dense matrices of the explicit engine, ``J_f``, ``J_a(x) = W``, ``J_a(b) = I`` and
-``J_a(W) = I ⊗ z``, come from :mod:`fnn.jacobians` (:func:`vjp_explicit`). Nothing here
+``J_a(W) = I ⊗ z``, come from :mod:`fnn.local_jacobians` (:func:`vjp_explicit`). Nothing here
 checks its input: the public functions did, once (:mod:`fnn._checks`).
 """
 
@@ -35,7 +35,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from fnn import activations, jacobians
+from fnn import activations, local_jacobians
 
 __all__ = [
     "Cache",
@@ -159,6 +159,13 @@ def input_grad(p: dict, delta: jax.Array) -> jax.Array:
     return delta @ p["W"]
 
 
+def pull_back(p: dict, f: str, cache: Cache, G: jax.Array) -> tuple[None, jax.Array]:
+    """``G ← (G · J_f(a)) W``: rows of ``G`` back through one layer, no parameter gradient
+    (S17, S18: the reverse-mode Jacobian's step). Returns ``(None, G · J_f(a) · W)``, in the
+    ``(y, carry)`` order of every backward rule."""
+    return None, input_grad(p, delta(p, f, cache, G))
+
+
 def _alpha_grads(p: dict, f: str, cache: Cache, g: jax.Array) -> dict:
     """``∂f/∂α`` contracted with ``g`` over the units, per example (leading axes kept)."""
     act, q = activations.get(f), activation_params(p)
@@ -202,18 +209,18 @@ def vjp_explicit(p: dict, f: str, cache: Cache, g: jax.Array) -> tuple[dict, jax
     Returns ``(param grads, ∂L/∂z_prev)``, as :func:`vjp` (tested equal).
     """
     q = activation_params(p)
-    d = g @ jacobians.activation(f, cache.a, **q)
-    grads = {"W": jnp.outer(d, cache.z_prev), "b": d @ jacobians.affine_b(p["b"])}
-    grads.update({k: g @ jacobians.activation_param(f, k, cache.a, **q) for k in q})
-    return grads, d @ jacobians.affine_x(p["W"])
+    d = g @ local_jacobians.activation(f, cache.a, **q)
+    grads = {"W": jnp.outer(d, cache.z_prev), "b": d @ local_jacobians.affine_b(p["b"])}
+    grads.update({k: g @ local_jacobians.activation_param(f, k, cache.a, **q) for k in q})
+    return grads, d @ local_jacobians.affine_x(p["W"])
 
 
 def jacobian(p: dict, f: str, cache: Cache) -> jax.Array:
     """The dense Jacobian of one layer ``z' = f(W z + b)`` w.r.t. its input, one example
     (S15, S16): ``J_{z'}(z) = J_f(a) · J_a(z) = J_f(a) · W``, ``(M, D)`` — the factor the
     lecture's chain multiplies once per layer."""
-    J_f = jacobians.activation(f, cache.a, **activation_params(p))
-    return jacobians.chain(J_f, jacobians.affine_x(p["W"]))
+    J_f = local_jacobians.activation(f, cache.a, **activation_params(p))
+    return local_jacobians.chain(J_f, local_jacobians.affine_x(p["W"]))
 
 
 # ---------------------------------------------------------------------------------------

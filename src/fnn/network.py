@@ -14,12 +14,12 @@ The contract, stated once:
   with ``z⁽⁰⁾ = x`` and ``y = z⁽ᴺ⁾`` (``f⁽ᴺ⁾`` is the output activation ``f_out``), for one
   example ``x`` of shape ``(D,)`` or a batch of shape ``(B, D)``.
 
-The module holds the network and nothing else — its architecture (``MLP``), its parameters
-(``init``), its function (``apply``, ``forward``) and its counts (``summary``) — which is why
-it runs a little over the ~300 lines a module aims for.
+The module holds the network and nothing else: its architecture (``MLP``), its parameters
+(``init``), its function (``apply``, ``forward_pass``) and its counts (``summary``).
 
-``apply`` and ``forward`` are folds of the one layer of :mod:`fnn.layer` over the layers
-(:mod:`fnn._scan` runs long runs of identical layers as one ``lax.scan``). Every public
+``apply`` and ``forward_pass`` are one batch-first fold of :func:`fnn.layer.forward_batch`
+over the layers (:func:`run`, :func:`run_with_cache`; :mod:`fnn._scan` runs long runs of
+identical layers as one ``lax.scan``), and so is every engine's forward pass. Every public
 function here checks its input once, in Python, before anything is traced
 (:mod:`fnn._checks`).
 """
@@ -48,10 +48,12 @@ __all__ = [
     "apply_augmented",
     "augment",
     "check_net",
-    "forward",
+    "forward_pass",
     "init",
     "layer",
     "neuron",
+    "run",
+    "run_with_cache",
     "split_augmented",
     "summary",
 ]
@@ -65,8 +67,11 @@ class MLP:
     """A multilayer perceptron's architecture (S4): widths and one activation per layer.
 
     ``sizes = (D, M¹, …, Mᴺ)`` are the widths from the input to the output;
-    ``activations = (f¹, …, fᴺ)`` name the activation of each of the ``N = len(sizes) − 1``
-    layers, the last one being the output activation ``f_out``.
+    ``activations = (f¹, …, fᴺ)`` give the activation of each of the ``N = len(sizes) − 1``
+    layers, the last one being the output activation ``f_out``: a name from
+    :func:`fnn.activations.names` or an :class:`fnn.activations.Activation` record (a
+    user-defined one too, see :func:`fnn.activations.elementwise`). A built-in is stored by
+    its name, so ``MLP`` built from ``"tanh"`` or from its record are equal.
 
     Two static fields say how the engines compile long networks (the numbers are the same
     either way; see :mod:`fnn._scan`): a run of at least ``scan_min_layers`` identical
@@ -77,14 +82,15 @@ class MLP:
     Raises:
       ValueError: fewer than two sizes, a width that is not a positive integer, not exactly
         one activation per layer, an unknown activation name (with the nearest valid one),
-        or a ``scan_min_layers`` that is neither ``None`` nor an integer ≥ 2.
+        a user record under a built-in's name, or a ``scan_min_layers`` that is neither
+        ``None`` nor an integer ≥ 2.
 
     >>> MLP((10, 10, 10, 10), ("sigmoid", "sigmoid", "identity")).num_layers
     3
     """
 
     sizes: tuple[int, ...]
-    activations: tuple[str, ...]
+    activations: tuple[str | activations.Activation, ...]
     scan_min_layers: int | None = 16
     scan_per_layer_results: bool = False
 
@@ -111,11 +117,7 @@ class MLP:
                 f"activations must name one activation per layer: {len(sizes) - 1} for "
                 f"sizes {sizes}; got {len(acts)}: {acts}."
             )
-        for i, name in enumerate(acts):
-            if not isinstance(name, str) or name not in activations.names():
-                raise _checks.unknown_name(
-                    f"activation in activations[{i}]", name, activations.names()
-                )
+        acts = tuple(_canonical(f, i) for i, f in enumerate(acts))
         m = self.scan_min_layers
         if m is not None and (isinstance(m, bool) or not isinstance(m, (int, np.integer)) or m < 2):
             raise ValueError(f"scan_min_layers must be None or an integer ≥ 2; got {m!r}.")
@@ -149,13 +151,17 @@ class MLP:
         return shapes
 
 
-def check_net(net) -> MLP:
-    """``net`` if it is an :class:`MLP`; else a ``TypeError`` naming what was passed (every
-    public function that takes ``net`` calls this first)."""
-    if not isinstance(net, MLP):
-        hint = " (arguments in the order net, params, …?)" if isinstance(net, (list, tuple)) else ""
-        raise TypeError(f"net must be an fnn.MLP; got {type(net).__name__}{hint}.")
-    return net
+check_net = _checks.check_net
+
+
+def _canonical(f, i: int):
+    """``activations[i]`` as the network stores it, errors naming the entry."""
+    try:
+        return activations.canonical(f)
+    except TypeError as e:
+        raise TypeError(f"activations[{i}]: {e}") from None
+    except ValueError as e:
+        raise ValueError(f"activations[{i}]: {e}") from None
 
 
 # ---------------------------------------------------------------------------------------
@@ -258,25 +264,19 @@ def layer(layer_params: dict, x: jax.Array, f: str) -> tuple[jax.Array, jax.Arra
     return cache.a, z
 
 
-def _cache_step(z, p, f, _=None):
-    return layer_rules.forward(p, f, z)
+def run(net: MLP, params: Params, x: jax.Array) -> jax.Array:
+    """The fold behind :func:`apply`: ``y`` for ``x`` ``(D,)`` or ``(B, D)``, batch-first
+    (rows are examples, :func:`fnn.layer.forward_batch`). Unchecked: for the engines."""
+    return _scan.layers(net, params).forward(layer_rules.forward_batch, x)[0]
 
 
-def _output_step(z, p, f, _=None):
-    return layer_rules.forward(p, f, z)[0], None
-
-
-def _forward(net: MLP, params: Params, x: jax.Array):
-    """The fold behind :func:`forward`, for one example; unchecked."""
-    segs = _scan.segments(net, per_layer_results=True)
-    y, caches = _scan.run_layers(segs, _scan.group(segs, params), _cache_step, x)
-    return y, tuple(_scan.ungroup(segs, caches))
-
-
-def _apply(net: MLP, params: Params, x: jax.Array) -> jax.Array:
-    """The fold behind :func:`apply`, for one example; unchecked."""
-    segs = _scan.segments(net)
-    return _scan.run_layers(segs, _scan.group(segs, params), _output_step, x)[0]
+def run_with_cache(net: MLP, params: Params, x: jax.Array):
+    """The fold behind :func:`forward_pass`: ``(y, (Cache(x, a¹, z¹), …))`` for ``x`` ``(D,)``
+    or ``(B, D)``, every cached array with the rows of ``x``. The one forward pass of every
+    engine that needs the cache. Unchecked."""
+    fold = _scan.layers(net, params, per_layer_results=True)
+    y, caches = fold.forward(layer_rules.forward_batch, x)
+    return y, tuple(fold.per_layer(caches))
 
 
 def _check(net, params, x):
@@ -286,8 +286,9 @@ def _check(net, params, x):
     return jnp.asarray(x)
 
 
-def forward(net: MLP, params: Params, x: jax.Array) -> tuple[jax.Array, tuple[Cache, ...]]:
-    """The forward pass with its cache: ``(y, (Cache(x, a¹, z¹), …, Cache(zᴺ⁻¹, aᴺ, y)))``.
+def forward_pass(net: MLP, params: Params, x: jax.Array) -> tuple[jax.Array, tuple[Cache, ...]]:
+    """The forward pass with its cache: ``(y, (Cache(x, a¹, z¹), …, Cache(zᴺ⁻¹, aᴺ, y)))``
+    (S4, S14): what backpropagation reads on its way back.
 
     ``x`` is ``(D,)`` or ``(B, D)``; for a batch every cached array gains the leading axis B.
 
@@ -295,10 +296,7 @@ def forward(net: MLP, params: Params, x: jax.Array) -> tuple[jax.Array, tuple[Ca
       TypeError: ``net`` is not an :class:`MLP`, or ``params``/``x`` are not real arrays.
       ValueError: ``params`` does not match ``net``, or ``x`` has the wrong width or rank.
     """
-    x = _check(net, params, x)
-    if x.ndim == 1:
-        return _forward(net, params, x)
-    return jax.vmap(_forward, in_axes=(None, None, 0))(net, params, x)
+    return run_with_cache(net, params, _check(net, params, x))
 
 
 def apply(net: MLP, params: Params, x: jax.Array) -> jax.Array:
@@ -317,10 +315,7 @@ def apply(net: MLP, params: Params, x: jax.Array) -> jax.Array:
     >>> apply(net, init(jax.random.key(0), net), jnp.ones(3)).shape
     (2,)
     """
-    x = _check(net, params, x)
-    return (
-        _apply(net, params, x) if x.ndim == 1 else jax.vmap(_apply, (None, None, 0))(net, params, x)
-    )
+    return run(net, params, _check(net, params, x))
 
 
 # ---------------------------------------------------------------------------------------
@@ -355,14 +350,15 @@ class Summary(NamedTuple):
     hidden_units: int  # units in all hidden layers
     num_params: int  # every W, b and learnable activation parameter
     sizes: tuple[int, ...]
-    activations: tuple[str, ...]
+    activations: tuple[str | activations.Activation, ...]
     scan_min_layers: int | None = 16
     scan_per_layer_results: bool = False
 
     def __str__(self) -> str:
         arch = " → ".join(str(s) for s in self.sizes)
         return (
-            f"MLP {arch} ({', '.join(self.activations)}): {self.num_layers}-layer network "
+            f"MLP {arch} ({', '.join(map(activations.name_of, self.activations))}): "
+            f"{self.num_layers}-layer network "
             f"(Bishop), {self.hidden_units} hidden units, {self.num_params} parameters"
         )
 
@@ -375,3 +371,8 @@ def summary(net: MLP) -> Summary:
     """
     num_params = sum(math.prod(s) for layer in net.layer_shapes() for s in layer.values())
     return Summary(net.num_layers, sum(net.sizes[1:-1]), num_params, net.sizes, net.activations)
+
+
+# The forward pass's old name, still imported by fnn.gradcheck; removed once it imports
+# forward_pass.
+forward = forward_pass

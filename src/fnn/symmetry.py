@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from fnn import activations
-from fnn._checks import check_params
+from fnn._checks import check_net, check_params
 from fnn.network import MLP, Params
 
 __all__ = [
@@ -44,13 +44,8 @@ def _flip_offset(name: str) -> float | None:
     return activations.get(name).flip_offset
 
 
-def _check_net(net) -> None:
-    if not isinstance(net, MLP):
-        raise ValueError(f"net must be an fnn.MLP; got {type(net).__name__}.")
-
-
 def _check_net_and_params(net, params) -> None:
-    _check_net(net)
+    check_net(net)
     check_params(net, params)
 
 
@@ -257,7 +252,7 @@ def network_symmetry_count(net: MLP) -> int:
     >>> network_symmetry_count(MLP((1, 3, 1), ("tanh", "identity")))
     48
     """
-    _check_net(net)
+    check_net(net)
     return math.prod(
         symmetry_count(M, flips=_flip_offset(f) is not None)
         for M, f in zip(net.sizes[1:-1], net.activations[:-1])
