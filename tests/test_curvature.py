@@ -22,7 +22,7 @@ from jax.flatten_util import ravel_pytree
 
 import fnn
 from conftest import load_script
-from fnn import cost_model, curvature, losses
+from fnn import cost_model, curvature, gauss_newton, hessian_backprop, layer, losses
 from test_backprop import problem
 
 F64 = {"rtol": 1e-10, "atol": 1e-12}
@@ -109,7 +109,9 @@ def test_hvp_and_ggn_vp_equal_jax_linear_and_symmetric(arch):
         directions = jax.tree.map(lambda *t: jnp.stack(t), u, v, w)
         out = {}
         for name, product in (("hvp", fnn.hvp), ("ggn", fnn.ggn_vp)):
-            stacked = jax.vmap(lambda d, f=product: f(net, params, x, y, d, loss_name))(directions)
+            stacked = jax.vmap(lambda d, f=product: f(net, params, x, y, d, loss=loss_name))(
+                directions
+            )
             out[name] = [jax.tree.map(lambda t, i=i: t[i], stacked) for i in range(3)]
         return out
 
@@ -151,14 +153,14 @@ def test_hessians_diagonals_and_blocks_equal_jax():
 
     def by_backprop(params, x, y):
         columns = jax.vmap(
-            lambda e: ravel_pytree(fnn.hvp(net, params, x, y, unravel(e), loss_name))[0]
+            lambda e: ravel_pytree(fnn.hvp(net, params, x, y, unravel(e), loss=loss_name))[0]
         )(jnp.eye(theta.size))
         diagonals = [
-            ravel_pytree(d(net, params, x, y, loss_name))[0]
+            ravel_pytree(d(net, params, x, y, loss=loss_name))[0]
             for d in (fnn.hessian_diagonal, fnn.ggn_diagonal)
         ]
         blocks = [
-            b(net, params, x, y, loss_name)
+            b(net, params, x, y, loss=loss_name)
             for b in (curvature.hessian_blocks, curvature.ggn_blocks)
         ]
         return columns, diagonals, blocks
@@ -167,8 +169,8 @@ def test_hessians_diagonals_and_blocks_equal_jax():
     H, GGN = run_once(witnesses, params, x, y)
     columns, diagonals, blocks = run_once(by_backprop, params, x, y)
     dense = {
-        m: run_once(lambda p, m=m: fnn.hessian(net, p, x, y, loss_name, m), params)
-        for m in curvature.HESSIAN_MODES
+        m: run_once(lambda p, m=m: fnn.hessian(net, p, x, y, loss=loss_name, method=m), params)
+        for m in curvature.HESSIAN_METHODS
     }
     for mode, H_mode in dense.items():
         chex.assert_trees_all_close(H_mode, H, **F64, custom_message=mode)
@@ -204,14 +206,17 @@ def test_hvp_equals_central_differences_of_the_gradient(case):
     net, params, x, y = problem(3, (3,) + (4,) * len(hidden) + (3,), (*hidden, out), loss_name, 4)
     v = direction(net, 9)
     Hv, Gv = run_once(
-        lambda p, v: (fnn.hvp(net, p, x, y, v, loss_name), fnn.ggn_vp(net, p, x, y, v, loss_name)),
+        lambda p, v: (
+            fnn.hvp(net, p, x, y, v, loss=loss_name),
+            fnn.ggn_vp(net, p, x, y, v, loss=loss_name),
+        ),
         params,
         v,
     )
-    report = fnn.gradcheck.check_hvp(net, params, x, y, v, Hv, loss_name)
+    report = fnn.gradcheck.check_hvp(net, params, x, y, v, Hv, loss=loss_name)
     assert report.passed and report.max_error < 1e-6 and report.kinks_crossed == 0, str(report)
     assert str(report).startswith("HVP check PASS (float64)")
-    assert not fnn.gradcheck.check_hvp(net, params, x, y, v, Gv, loss_name).passed
+    assert not fnn.gradcheck.check_hvp(net, params, x, y, v, Gv, loss=loss_name).passed
 
 
 def test_check_hvp_fails_a_wrong_product_and_at_a_kink():
@@ -308,13 +313,15 @@ def test_chunks_of_the_batch_equal_the_whole_batch():
     """A max_bytes that admits 2 of 5 examples runs 3 chunks (the last one padded with
     weight 0): the same diagonal, = jax.hessian's (softmax output, cross-entropy)."""
     net, params, x, y = problem(8, (3, 4, 3), ("softplus", "softmax"), "cross_entropy", 5)
+    # two examples' matrices, and the diagonal held twice (the running sum and a chunk's)
     limit = 2 * curvature.hessian_backprop_bytes(net, 1, "float64")
+    limit += 2 * hessian_backprop.param_bytes(net, "float64")
     theta, unravel = ravel_pytree(params)
 
     def run(p):
         H = jax.hessian(lambda t: batch_loss(net, "cross_entropy", x, y)(unravel(t)))(theta)
         diagonals = [
-            ravel_pytree(fnn.hessian_diagonal(net, p, x, y, "cross_entropy", max_bytes=m))[0]
+            ravel_pytree(fnn.hessian_diagonal(net, p, x, y, loss="cross_entropy", max_bytes=m))[0]
             for m in (limit, None)
         ]
         return diagonals, jnp.diag(H)
@@ -330,15 +337,15 @@ def test_jit_float32_and_nan_for_a_label_out_of_range_under_jit():
     net, params, x, y = problem(1, (4, 5, 3), ("tanh", "identity"), loss_name, 3)
     v = direction(net, 2)
     to32 = lambda t: jax.tree.map(lambda a: a.astype(np.float32), t)  # noqa: E731
-    hvp = jax.jit(lambda p, x, y, v: fnn.hvp(net, p, x, y, v, loss_name))
+    hvp = jax.jit(lambda p, x, y, v: fnn.hvp(net, p, x, y, v, loss=loss_name))
     Hv32 = hvp(to32(params), to32(x), y, to32(v))
     chex.assert_trees_all_equal_dtypes(Hv32, to32(params))
     chex.assert_trees_all_close(
-        Hv32, fnn.hvp(net, params, x, y, v, loss_name), rtol=1e-4, atol=1e-5
+        Hv32, fnn.hvp(net, params, x, y, v, loss=loss_name), rtol=1e-4, atol=1e-5
     )
     bad = jnp.array([0, 1, 7])
     with pytest.raises(ValueError, match="labels in"):
-        fnn.hvp(net, params, x, bad, v, loss_name)
+        fnn.hvp(net, params, x, bad, v, loss=loss_name)
     for leaf in jax.tree.leaves(hvp(to32(params), to32(x), bad, to32(v))):  # the same program
         assert np.all(np.isnan(leaf))
 
@@ -357,7 +364,7 @@ def test_errors_name_the_argument():
         ),
         (lambda: fnn.hvp(net, params, x, y, v, method="r_op"), ValueError, "r_operator"),
         (lambda: fnn.ggn_vp(net, params, x[:, :2], y, v), ValueError, "x must have shape"),
-        (lambda: fnn.hessian(net, params, x, y, mode="fwd_rev"), ValueError, "fwd_over_rev"),
+        (lambda: fnn.hessian(net, params, x, y, method="fwd_rev"), ValueError, "fwd_over_rev"),
         (lambda: fnn.hessian(net, params, x, y, max_bytes=100), ValueError, "fnn.hvp"),
         (lambda: fnn.hessian(net, params, x, y, max_bytes=0), ValueError, "max_bytes"),
         (lambda: fnn.hessian_diagonal(net, params, x, y, max_bytes=64), ValueError, "fnn.hvp"),
@@ -368,7 +375,7 @@ def test_errors_name_the_argument():
             "hessian_diagonal",
         ),
         (
-            lambda: fnn.ggn_diagonal(net, params, x, y, "softmax_cross_entropy"),
+            lambda: fnn.ggn_diagonal(net, params, x, y, loss="softmax_cross_entropy"),
             ValueError,
             "labels",
         ),
@@ -384,7 +391,7 @@ def test_errors_name_the_argument():
             call()
     wide = fnn.MLP((3, 2048, 2), ("tanh", "identity"))  # P·B over forward mode's limit
     wide_params = [{k: np.ones(s) for k, s in shapes.items()} for shapes in wide.layer_shapes()]
-    with pytest.raises(ValueError, match="method='reverse'"):
+    with pytest.raises(ValueError, match="over max_tangents=4194304 tangents. Use method='r_"):
         fnn.hvp(
             wide,
             wide_params,

@@ -413,9 +413,7 @@ _REGISTRY: dict[str, Activation] = {
         _elementwise("gelu_tanh", _gelu_tanh, _gelu_tanh_derivative, _gelu_tanh_second_derivative),
         _elementwise("sin", jnp.sin, jnp.cos, _sin_second_derivative, flip_offset=0.0),
         _elementwise("cos", jnp.cos, _cos_derivative, _cos_second_derivative),
-        _elementwise(
-            "identity", _identity, _identity_derivative, _zeros, flip_offset=0.0
-        ),
+        _elementwise("identity", _identity, _identity_derivative, _zeros, flip_offset=0.0),
         Activation(
             "softmax",
             _softmax,
