@@ -139,8 +139,8 @@ def _composition(net: MLP, params: Params, X, Y, loss: losses.Loss, method: str)
     outer, inner = method.split("_over_")
     engine = backprop.reverse if inner == "rev" else forward_mode.gradient
 
-    def gradient(params):
-        return engine(net, params, X, Y, loss)[1]["params"]
+    def gradient(params):  # in the parameters' dtypes, as the outer tangents/cotangents are
+        return _curvature.like(engine(net, params, X, Y, loss)[1]["params"], params)
 
     if outer == "fwd":
         return jax.linearize(gradient, params)[1]
