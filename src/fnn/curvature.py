@@ -160,7 +160,8 @@ def _check_tangents(net: MLP, batch: int, method: str, max_tangents, products: i
         products * P * batch, limit, name="max_tangents", unit="tangents",
         what=f"{what}(method={method!r}) pushes one tangent per parameter through every "
         f"example: {products} × P · B = {products} × {P} · {batch}",
-        instead="Use method='r_operator' or 'fwd_over_rev' (one backward pass per product).",
+        instead=f"Use method={'r_operator' if what == 'hvp' else 'fwd_over_rev'!r} or "
+        "'rev_over_rev' (fnn's backprop inside: one backward pass per product).",
     )  # fmt: skip
 
 
