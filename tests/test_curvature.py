@@ -22,7 +22,16 @@ from jax.flatten_util import ravel_pytree
 
 import fnn
 from conftest import load_script
-from fnn import backprop, cost_model, curvature, gauss_newton, hessian_backprop, layer, losses
+from fnn import (
+    _curvature,
+    backprop,
+    cost_model,
+    curvature,
+    gauss_newton,
+    hessian_backprop,
+    layer,
+    losses,
+)
 from test_backprop import problem
 
 F64 = {"rtol": 1e-10, "atol": 1e-12}
@@ -315,7 +324,7 @@ def test_chunks_of_the_batch_equal_the_whole_batch():
     net, params, x, y = problem(8, (3, 4, 3), ("softplus", "softmax"), "cross_entropy", 5)
     # two examples' matrices, and the diagonal held twice (the running sum and a chunk's)
     limit = 2 * curvature.hessian_backprop_bytes(net, 1, "float64")
-    limit += 2 * hessian_backprop.param_bytes(net, "float64")
+    limit += 2 * _curvature.param_bytes(net, "float64")
     theta, unravel = ravel_pytree(params)
 
     def run(p):
@@ -545,7 +554,7 @@ def test_per_example_hessian_diagonal_is_each_examples_own_hessian():
     chex.assert_trees_all_close(
         mean, fnn.hessian_diagonal(net, params, x, y, loss=loss_name), **F64
     )
-    P_bytes = hessian_backprop.param_bytes(net, "float64")
+    P_bytes = _curvature.param_bytes(net, "float64")
     small = 2 * (curvature.hessian_backprop_bytes(net, 1, "float64") + P_bytes) + 5 * P_bytes
     chunked = fnn.per_example_hessian_diagonal(net, params, x, y, loss=loss_name, max_bytes=small)
     chex.assert_trees_all_close(chunked, each, **F64)
@@ -580,7 +589,7 @@ def test_monte_carlo_estimates_are_unbiased(loss_name, out):
     assert np.all(np.abs(two.mean(0) - exact) <= 5 * two.std(0) / np.sqrt(1000) + 1e-12)
     one = fnn.ggn_diagonal(net, params, x, y, loss=loss_name, mc_samples=1, key=keys[0])
     gn_bytes = gauss_newton.gauss_newton_bytes(net, 1, "float64")
-    small = 2 * gn_bytes + 2 * hessian_backprop.param_bytes(net, "float64")
+    small = 2 * gn_bytes + 2 * _curvature.param_bytes(net, "float64")
     chunked = fnn.ggn_diagonal(
         net, params, x, y, loss=loss_name, mc_samples=1, key=keys[0], max_bytes=small
     )
@@ -633,7 +642,7 @@ def test_memory_estimates_are_exact_hand_counts():
     net = fnn.MLP((5, 3, 2), ("tanh", "identity"))
     assert curvature.hessian_backprop_bytes(net, 1, "float32") == 4 * (9 + 4 + 9)
     assert gauss_newton.gauss_newton_bytes(net, 2, "float32") == 4 * 2 * (2 + 3 + 2 + 3)
-    assert hessian_backprop.param_bytes(net, "float32") == 4 * (15 + 3 + 6 + 2)
+    assert _curvature.param_bytes(net, "float32") == 4 * (15 + 3 + 6 + 2)
     assert hessian_backprop.block_bytes(net, "float32") == (
         4 * (3 * 18 + 2 * 8),
         4 * (18**2 + 8**2),

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from fnn import _checks, losses, network
 
@@ -21,6 +22,7 @@ __all__ = [
     "check_problem",
     "in_chunks",
     "like",
+    "param_bytes",
     "plan_chunks",
 ]
 
@@ -61,6 +63,11 @@ def check_direction(net, params, v, name: str = "v") -> list:
         {k: jnp.asarray(t, jnp.result_type(p[k])) for k, t in layer.items()}
         for layer, p in zip(v, params)
     ]
+
+
+def param_bytes(net, dtype) -> int:
+    """Bytes of one array of every parameter of ``net`` (a gradient, a diagonal)."""
+    return network.summary(net).num_params * np.dtype(dtype).itemsize
 
 
 def check_max_bytes(max_bytes) -> int:

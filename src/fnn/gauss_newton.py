@@ -34,7 +34,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fnn import _checks, _curvature, backprop, layer, network
+from fnn import _checks, _curvature, backprop, layer
 from fnn.network import MLP, Params
 
 __all__ = [
@@ -104,6 +104,15 @@ def _kfac(p, cache, Delta, alpha, w):
     return {"A": (w[:, None] * z_bar).T @ z_bar, "G": layer.ggn_kfac_g(Delta)}
 
 
+def _diagonal_sizes(net, dtype, B, C):  # nothing per example but the columns; P numbers
+    return 0, _curvature.param_bytes(net, dtype)
+
+
+def _per_example_sizes(net, dtype, B, C):  # one diagonal per example, B of them kept
+    P = _curvature.param_bytes(net, dtype)
+    return P, B * P
+
+
 def _check_sampling(mc_samples, key):
     if mc_samples is None:
         if key is not None:
@@ -113,13 +122,14 @@ def _check_sampling(mc_samples, key):
     _checks.check_key(key)
 
 
-def _run(net, params, x, y, loss, collect, sizes, what, instead, *, max_bytes,
-         mc_samples=None, key=None, each=False):  # fmt: skip
+def _run(net, params, x, y, loss, collect, sizes, what, instead, **options):
     """Check, plan the chunks (``sizes(net, dtype, B)``: bytes per example besides the
     columns, and bytes of the result; the refusal says ``what`` and names ``instead``), then
-    fold. Returns the per-layer results and the checked ``params``."""
+    fold. ``options``: ``max_bytes``, and ``mc_samples``, ``key`` or ``each`` (per-example
+    results). Returns the per-layer results and the checked ``params``."""
     loss_fn, params, X, Y = _curvature.check_problem(net, params, x, y, loss)
-    max_bytes = _curvature.check_max_bytes(max_bytes)
+    max_bytes = _curvature.check_max_bytes(options.get("max_bytes"))
+    mc_samples, key, each = (options.get(k) for k in ("mc_samples", "key", "each"))
     _check_sampling(mc_samples, key)
     dtype = jnp.result_type(X, *jax.tree.leaves(params))
     B = X.shape[0]
@@ -133,10 +143,6 @@ def _run(net, params, x, y, loss, collect, sizes, what, instead, *, max_bytes,
     w = jnp.full(B, 1 if each else 1 / B, dtype)
     keys = None if key is None else jax.random.split(key, B)
     return _curvature.in_chunks(run, X, Y, chunk, w, keys=keys, stacked=each), params
-
-
-def _param_bytes(net: MLP, dtype) -> int:
-    return network.summary(net).num_params * np.dtype(dtype).itemsize
 
 
 def ggn_diagonal(
@@ -169,7 +175,7 @@ def ggn_diagonal(
       ``mc_samples``; ``TypeError`` for a ``key`` that is not one PRNG key.
     """
     d, params = _run(
-        net, params, x, y, loss, _diagonal, lambda net, dtype, B, C: (0, _param_bytes(net, dtype)),
+        net, params, x, y, loss, _diagonal, _diagonal_sizes,
         "ggn_diagonal", "Use fnn.ggn_vp (matrix-free), or mc_samples=1 (one column per example).",
         max_bytes=max_bytes, mc_samples=mc_samples, key=key,
     )  # fmt: skip
@@ -184,8 +190,7 @@ def per_example_ggn_diagonal(
     ``Σ_c (Δ_bcj z_bk)²`` per example, never more than the B diagonals. Their mean over b is
     :func:`ggn_diagonal`. Arguments and errors as :func:`ggn_diagonal` (exact only)."""
     d, params = _run(
-        net, params, x, y, loss, _per_example_diagonal,
-        lambda net, dtype, B, C: (_param_bytes(net, dtype), B * _param_bytes(net, dtype)),
+        net, params, x, y, loss, _per_example_diagonal, _per_example_sizes,
         "per_example_ggn_diagonal",
         "Use fnn.ggn_diagonal (summed over the batch), or pass fewer examples at a time.",
         max_bytes=max_bytes, each=True,

@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fnn import _curvature, backprop, layer, network
+from fnn import _curvature, backprop, layer
 from fnn.network import MLP, Params
 
 __all__ = [
@@ -33,7 +33,6 @@ __all__ = [
     "hessian_backprop_bytes",
     "hessian_blocks",
     "hessian_diagonal",
-    "param_bytes",
     "per_example_hessian_diagonal",
 ]
 
@@ -78,6 +77,15 @@ def _per_example_diagonal(p, cache, lh):
     return {"W": W, "b": H_jj, **lh.param}
 
 
+def _diagonal_sizes(net, dtype, B):  # nothing per example but H_a, H_z; P numbers
+    return 0, _curvature.param_bytes(net, dtype)
+
+
+def _per_example_sizes(net, dtype, B):  # one diagonal per example, B of them kept
+    P = _curvature.param_bytes(net, dtype)
+    return P, B * P
+
+
 def _block(p, cache, lh):
     return layer.param_hessian_block(p, cache, lh)
 
@@ -98,11 +106,6 @@ def _run(net, params, x, y, loss, collect, max_bytes, what, instead, sizes, *, e
     run = functools.partial(_backprop, net, params, loss_fn, collect)
     w = jnp.full(B, 1 if each else 1 / B, dtype)
     return _curvature.in_chunks(run, X, Y, chunk, w, stacked=each), params
-
-
-def param_bytes(net: MLP, dtype) -> int:
-    """Bytes of one array of every parameter of ``net`` (a gradient, a diagonal)."""
-    return network.summary(net).num_params * np.dtype(dtype).itemsize
 
 
 def hessian_diagonal(net: MLP, params: Params, x, y, *, loss="l2", max_bytes: int | None = None):
@@ -129,7 +132,7 @@ def hessian_diagonal(net: MLP, params: Params, x, y, *, loss="l2", max_bytes: in
         net, params, x, y, loss, _diagonal, max_bytes, "hessian_diagonal",
         "Use fnn.hvp (matrix-free), or fnn.ggn_diagonal (the Gauss–Newton part, C backward "
         "passes).",
-        lambda net, dtype, B: (0, param_bytes(net, dtype)),
+        _diagonal_sizes,
     )  # fmt: skip
     return _curvature.like(d, params)
 
@@ -145,7 +148,7 @@ def per_example_hessian_diagonal(
     d, params = _run(
         net, params, x, y, loss, _per_example_diagonal, max_bytes, "per_example_hessian_diagonal",
         "Use fnn.hessian_diagonal (summed over the batch) or fnn.per_example_ggn_diagonal.",
-        lambda net, dtype, B: (param_bytes(net, dtype), B * param_bytes(net, dtype)), each=True,
+        _per_example_sizes, each=True,
     )  # fmt: skip
     return jax.tree.map(lambda t, p: t.astype(jnp.result_type(p)), d, params)
 
