@@ -73,6 +73,8 @@ def _kfac(factors):  # BackPACK: weight [G, A] (A without the bias row), bias [G
     return [t for f in factors for t in (f["G"], f["A"][1:, 1:], f["G"])]
 
 
+# B diagonals of P numbers: 686 MB at the full size in float32, over the default limit.
+EACH = {"max_bytes": 2**33}
 # fnn's name → (BackPACK's or Opacus's name, fnn's function, its options, its arrays in
 # torch's order).
 ROWS = {
@@ -83,9 +85,9 @@ ROWS = {
     "kfac_factors mc": ("KFAC", "kfac_factors", {"mc_samples": 1}, _kfac),
     "per_example_grads": ("BatchGrad", "per_example_grads", {}, lambda r: _layers(r[1])),
     "per_example_grad_norms": ("BatchL2Grad", "per_example_grad_norms", {}, lambda r: [r]),
-    "per_example_ggn_diagonal": ("BatchDiagGGNExact", "per_example_ggn_diagonal", {}, _layers),
+    "per_example_ggn_diagonal": ("BatchDiagGGNExact", "per_example_ggn_diagonal", EACH, _layers),
     "per_example_hessian_diagonal": (
-        "BatchDiagHessian", "per_example_hessian_diagonal", {}, _layers,
+        "BatchDiagHessian", "per_example_hessian_diagonal", EACH, _layers,
     ),
     "clipped_grad": (
         "Opacus clipped step", "clipped_grad", {"max_norm": MAX_NORM}, lambda r: _layers(r[1]),
@@ -146,7 +148,7 @@ class Torch:
             layers += [linear] + ([torch.nn.Tanh()] if i < net.num_layers - 1 else [])
         self.model = extend(torch.nn.Sequential(*layers))
         self.loss = extend(torch.nn.CrossEntropyLoss(reduction="mean"))
-        self.x, self.y = torch.tensor(np.array(x)), torch.tensor(np.array(y))
+        self.x, self.y = torch.tensor(np.array(x)), torch.tensor(np.array(y)).long()
         self._opacus()
 
     def _opacus(self):
