@@ -140,22 +140,27 @@ class Torch:
         from backpack import extend
 
         self.torch = torch
-        layers = []
-        for i, p in enumerate(params):
-            linear = torch.nn.Linear(p["W"].shape[1], p["W"].shape[0])
-            linear.weight.data = torch.tensor(np.array(p["W"]))
-            linear.bias.data = torch.tensor(np.array(p["b"]))
-            layers += [linear] + ([torch.nn.Tanh()] if i < net.num_layers - 1 else [])
-        self.model = extend(torch.nn.Sequential(*layers))
+        self.model = extend(self._sequential(net, params))
         self.loss = extend(torch.nn.CrossEntropyLoss(reduction="mean"))
         self.x, self.y = torch.tensor(np.array(x)), torch.tensor(np.array(y)).long()
-        self._opacus()
+        # Opacus gets its own copy: its hooks would otherwise store per-example gradients
+        # during every BackPACK call too (and BackPACK's would run in Opacus's).
+        self._opacus(self._sequential(net, params))
 
-    def _opacus(self):
+    def _sequential(self, net, params):
+        layers = []
+        for i, p in enumerate(params):
+            linear = self.torch.nn.Linear(p["W"].shape[1], p["W"].shape[0])
+            linear.weight.data = self.torch.tensor(np.array(p["W"]))
+            linear.bias.data = self.torch.tensor(np.array(p["b"]))
+            layers += [linear] + ([self.torch.nn.Tanh()] if i < net.num_layers - 1 else [])
+        return self.torch.nn.Sequential(*layers)
+
+    def _opacus(self, model):
         from opacus import GradSampleModule
         from opacus.optimizers import DPOptimizer
 
-        self.gsm = GradSampleModule(self.model, loss_reduction="mean")
+        self.gsm = GradSampleModule(model, loss_reduction="mean")
         sgd = self.torch.optim.SGD(self.gsm.parameters(), lr=0.0)
         self.dp = DPOptimizer(sgd, noise_multiplier=0.0, max_grad_norm=MAX_NORM,
                               expected_batch_size=self.x.shape[0])  # fmt: skip
