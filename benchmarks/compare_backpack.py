@@ -350,9 +350,11 @@ def main(argv=None):
 
     header = (
         f"{'-'.join(map(str, config['sizes']))} tanh, batch {config['batch']}, {LOSS}; "
-        f"numbers float64, times float32 (median of {config['reps']}, each library in its own "
-        f"block); jax {jax.__version__} on {jax.default_backend()}, torch {torch.__version__} "
-        f"({torch.get_num_threads()} threads), load average {os.getloadavg()[0]:.1f}"
+        f"numbers {'not run' if nums is None else 'float64'}, times "
+        f"{'not run' if fnn_s is None else 'float32'} (median of {config['reps']}, each library "
+        f"in its own block); jax {jax.__version__} on {jax.default_backend()}, torch "
+        f"{torch.__version__} ({torch.get_num_threads()} threads), load average "
+        f"{os.getloadavg()[0]:.1f}"
     )
     print(header + "\n\n" + markdown)
     args.out.mkdir(parents=True, exist_ok=True)
