@@ -5,8 +5,10 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 # The docs toolchain has its own stamp: `make test` never installs it.
 DOCS_STAMP := $(VENV)/.installed-docs
+# So has the comparison with BackPACK and Opacus (PyTorch, large): `make compare` only.
+COMPARE_STAMP := $(VENV)/.installed-compare
 
-.PHONY: demo test lint bench figures clean docs docs-check docs-serve
+.PHONY: demo test lint bench figures clean docs docs-check docs-serve compare
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +29,14 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run_all.py
+
+$(COMPARE_STAMP): $(STAMP) pyproject.toml
+	$(BIN)/python -m pip install --quiet -e ".[dev,figures,data,compare]"
+	touch $(COMPARE_STAMP)
+
+# fnn beside BackPACK and Opacus at 784-512-512-10, batch 256: results/compare_backpack.{md,json}
+compare: $(COMPARE_STAMP)
+	PYTHONPATH=src $(BIN)/python benchmarks/compare_backpack.py --full
 
 $(DOCS_STAMP): $(STAMP) pyproject.toml
 	$(BIN)/python -m pip install --quiet -e ".[dev,figures,data,docs]"

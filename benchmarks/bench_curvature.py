@@ -57,7 +57,7 @@ def candidates(net, loss="l2"):
 
     jax_grad = jax.value_and_grad(batch_loss, argnums=(0, 1))
     return {
-        "fnn hvp": jax.jit(lambda p, x, y, v: fnn.hvp(net, p, x, y, v, loss)),
+        "fnn hvp": jax.jit(lambda p, x, y, v: fnn.hvp(net, p, x, y, v, loss=loss)),
         "jax hvp": jax.jit(
             lambda p, x, y, v: jax.jvp(lambda q: jax.grad(batch_loss)(q, x, y), (p,), (v,))[1]
         ),
@@ -76,7 +76,7 @@ def diagonals(net, params, x, y, loss="l2", reps=3):
     """Seconds per call (median of ``reps``) of hessian_diagonal and ggn_diagonal."""
     out = {}
     for name, f in (("hessian_diagonal", fnn.hessian_diagonal), ("ggn_diagonal", fnn.ggn_diagonal)):
-        fn = jax.jit(lambda p, x, y, f=f: f(net, p, x, y, loss))
+        fn = jax.jit(lambda p, x, y, f=f: f(net, p, x, y, loss=loss))
         jax.block_until_ready(fn(params, x, y))
         times = []
         for _ in range(reps):
@@ -124,7 +124,7 @@ def measure(
         "fnn_hvp_over_gradient": timing.ratio(samples, "fnn hvp", "fnn gradient"),
         "jax_hvp_over_gradient": timing.ratio(samples, "jax hvp", "jax gradient"),
         "diagonals": diagonals(net, params, x, y, loss) if with_diagonals else None,
-        "backpack": backpack_available() or "available: not compared by this script yet",
+        "backpack": backpack_available() or "available: see benchmarks/compare_backpack.py",
         "samples": samples,
     }
 

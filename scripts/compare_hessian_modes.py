@@ -118,8 +118,8 @@ def dense_fns(net):
         return jax.hessian(lambda t: batch_loss(net, x, y)(unravel(t)))(theta)
 
     modes = {
-        m: jax.jit(lambda p, x, y, m=m: fnn.hessian(net, p, x, y, mode=m))
-        for m in curvature.HESSIAN_MODES
+        m: jax.jit(lambda p, x, y, m=m: fnn.hessian(net, p, x, y, method=m))
+        for m in curvature.HESSIAN_METHODS
     }
     return jax.jit(reference), modes
 
@@ -210,10 +210,10 @@ def print_tables(hvp, dense, spectra):
         f"(cost model {hvp['macs']['hvp'] / hvp['macs']['gradient']:.2f})"
     )
     print("\n2. Dense Hessian (P, P), float64: ms per call (cost model, million multiply-adds)")
-    print(f"   {'network':14}{'P':>6}" + "".join(f"{m:>22}" for m in curvature.HESSIAN_MODES))
+    print(f"   {'network':14}{'P':>6}" + "".join(f"{m:>22}" for m in curvature.HESSIAN_METHODS))
     for r in dense:
         cells = "".join(
-            f"{ms(r['time_s'][m])} ({r['macs'][m] / 1e6:8.2f})" for m in curvature.HESSIAN_MODES
+            f"{ms(r['time_s'][m])} ({r['macs'][m] / 1e6:8.2f})" for m in curvature.HESSIAN_METHODS
         )
         print(f"   {'-'.join(map(str, r['sizes'])):14}{r['P']:6}{cells}")
     print(
@@ -258,7 +258,7 @@ def plot(dense, spectra, path):
 
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.5))
     P = [r["P"] for r in dense]
-    for m in curvature.HESSIAN_MODES:
+    for m in curvature.HESSIAN_METHODS:
         line = ax1.loglog(P, [r["time_s"][m] for r in dense], "o-", label=f"{m} (measured)")[0]
         scale = dense[-1]["time_s"]["fwd_over_rev"] / dense[-1]["macs"]["fwd_over_rev"]
         ax1.loglog(P, [scale * r["macs"][m] for r in dense], ":", color=line.get_color())

@@ -199,3 +199,60 @@ def test_closed_forms_of_a_linear_layer():
         idx = np.r_[j * D : (j + 1) * D, M * D + j]
         expected[np.ix_(idx, idx)] = per_unit
     chex.assert_trees_all_close(block, expected, **F64)
+
+
+# ---------------------------------------------------------------------------------------
+# Columns (S28): the VJP with a leading column axis.
+# ---------------------------------------------------------------------------------------
+
+C = 3
+
+
+@pytest.mark.parametrize("f", activations.names())
+def test_vjp_columns_equals_vmap_of_jax_vjp(f):
+    """vjp_columns = jax.vmap over examples and columns of jax.vjp of one example's layer
+    (Δ = ∂(s·z')/∂a, α-columns, G_prev); its W/b parts by param_columns, their squares summed
+    by param_ggn_diagonal and ggn_kfac_g, against the same jax.vjp columns."""
+    p, _, Z, _, _, _, _ = inputs(f, seed=3)
+    G = jnp.asarray(np.random.default_rng(4).normal(size=(B, C, M)))
+    _, cache = layer.forward_batch(p, f, Z)
+    Delta, alpha, G_prev = layer.vjp_columns(p, f, cache, G)
+
+    def one(z, g):  # one example, one column: (∂/∂θ, ∂/∂z) of g · z'(θ, z)
+        def out(p, z):
+            a = p["W"] @ z + p["b"]
+            return activations.get(f).fn(a, **layer.activation_params(p))
+
+        return jax.vjp(out, p, z)[1](g)
+
+    grads, g_prev = jax.vmap(lambda z, gs: jax.vmap(lambda g: one(z, g))(gs))(Z, G)
+    chex.assert_trees_all_close((Delta, G_prev), (grads["b"], g_prev), **F64)
+    chex.assert_trees_all_close(alpha, {k: grads[k] for k in alpha}, **F64)
+    U = layer.param_columns(p, cache, Delta, alpha)
+    by_jax = jax.vmap(jax.vmap(lambda t: ravel_pytree(t)[0]))(grads).reshape(B * C, -1)
+    chex.assert_trees_all_close(U, by_jax, **F64)
+    diagonal = ravel_pytree(layer.param_ggn_diagonal(cache, Delta, alpha))[0]
+    chex.assert_trees_all_close(diagonal, jnp.sum(by_jax**2, axis=0), **F64)
+    chex.assert_trees_all_close(
+        layer.ggn_kfac_g(Delta), Delta.reshape(B * C, M).T @ Delta.reshape(B * C, M), **F64
+    )
+    each = layer.param_ggn_diagonal(cache, Delta, alpha, per_example=True)
+    chex.assert_trees_all_close(
+        jax.vmap(lambda t: ravel_pytree(t)[0])(each),
+        jnp.sum(by_jax.reshape(B, C, -1) ** 2, axis=1),
+        **F64,
+    )
+
+
+def test_param_ggn_diagonal_is_finite_where_z_squared_overflows():
+    """Inputs 1e20 in float32 (z² = 1e40 overflows) with Δ = 0 on one row and 1e-30 on the
+    other: (Δ z)² is 0 and 1e-20 — never 0 · ∞ — as jax.vmap(jax.grad) squares them."""
+    z = jnp.array([[1e20, -3e19], [1e20, 1.0]], jnp.float32)
+    cache = layer.Cache(z, jnp.zeros((2, 1), jnp.float32), jnp.zeros((2, 1), jnp.float32))
+    Delta = jnp.array([[[0.0]], [[1e-30]]], jnp.float32)  # (B, C, M) = (2, 1, 1)
+    d = layer.param_ggn_diagonal(cache, Delta, {})
+    expected = (1e-30 * 1e20) ** 2
+    # (1e-30 · 1)² = 1e-60 underflows to 0 in float32, as it does for jax
+    chex.assert_trees_all_close(d["W"], jnp.array([[expected, 0.0]]), rtol=1e-5, atol=1e-38)
+    each = layer.param_ggn_diagonal(cache, Delta, {}, per_example=True)
+    chex.assert_tree_all_finite((d, each))

@@ -360,7 +360,7 @@ for i, (one, batch) in enumerate(zip(kfac_errors(x[:1], y[:1]), kfac_errors(x, y
 #
 # Like the Jacobian in [tutorial 4](04_forward_vs_reverse.html), one order up: the Hessian
 # is the Jacobian of the gradient, and either derivative can be taken in either mode.
-# [`fnn.hessian`][fnn.hessian] with `mode` = `fwd_over_rev` (the default: $P$ HVPs),
+# [`fnn.hessian`][fnn.hessian] with `method` = `fwd_over_rev` (the default: $P$ HVPs),
 # `rev_over_fwd`, `rev_over_rev`, `fwd_over_fwd`: the outer derivative is JAX's, the inner
 # gradient fnn's own backprop (`*_over_rev`) or forward mode (`*_over_fwd`, one tangent per
 # parameter). Rows and columns in `ravel_pytree(params)` order. All four agree with
@@ -370,8 +370,8 @@ for i, (one, batch) in enumerate(zip(kfac_errors(x[:1], y[:1]), kfac_errors(x, y
 # %%
 print(f"P = {theta.size}")
 print(f"{'mode':<14} {'max |H − jax.hessian|':>22} {'ms':>8} {'MACs':>12}")
-for mode in fnn.curvature.HESSIAN_MODES:
-    run = jax.jit(lambda p, mode=mode: fnn.hessian(net, p, x, y, loss="l2", mode=mode))
+for mode in fnn.curvature.HESSIAN_METHODS:
+    run = jax.jit(lambda p, mode=mode: fnn.hessian(net, p, x, y, loss="l2", method=mode))
     H = jax.block_until_ready(run(params))
     start = time.perf_counter()
     for _ in range(2):

@@ -32,9 +32,11 @@ from fnn import (
     draw,
     extensions,
     forward_mode,
+    gauss_newton,
     gradcheck,
-    homework,
     graph,
+    hessian_backprop,
+    homework,
     layer,
     local_jacobians,
     losses,
@@ -50,6 +52,8 @@ from fnn.curvature import (
     hessian_diagonal,
     hvp,
     kfac_factors,
+    per_example_ggn_diagonal,
+    per_example_hessian_diagonal,
 )
 from fnn.derivatives import jacobian, value_and_grad
 from fnn.extensions import (
@@ -82,8 +86,10 @@ __all__ = [
     "jacobian",
     "kfac_factors",
     "load",
+    "per_example_ggn_diagonal",
     "per_example_grad_norms",
     "per_example_grads",
+    "per_example_hessian_diagonal",
     "save",
     "summary",
     "value_and_grad",

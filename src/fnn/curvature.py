@@ -1,5 +1,6 @@
-r"""Curvature of the batch loss: Hessian-vector products, Gauss–Newton products, Hessian
-diagonals and blocks, K-FAC factors, dense Hessians (S27–S29).
+r"""Curvature of the batch loss: Hessian-vector products, Gauss–Newton products, dense
+Hessians (S27, S29), and the diagonals, blocks and K-FAC factors of :mod:`fnn.hessian_backprop`
+and :mod:`fnn.gauss_newton` (S28) under one name.
 
 Everything here is about ``L(θ) = (1/B) Σ_b L(nn_θ(x_b), y_b)`` as a function of the
 parameters θ (the input x stays fixed), and is a fold of one layer's second-order rules
@@ -12,17 +13,6 @@ parameters θ (the input x stays fixed), and is a fold of one layer's second-ord
 * :func:`ggn_vp` — the Gauss–Newton product ``G v = Jᵀ H_L J v`` split at the output ŷ
   (``J = ∂ŷ/∂θ``, ``H_L = ∂²L/∂ŷ²``): the same forward pass gives ``J v = R{ŷ}``, and the
   plain backward pass (:func:`fnn.layer.vjp_batch`) pulls ``H_L J v`` back.
-* :func:`hessian_diagonal`, :func:`hessian_blocks`, :func:`ggn_diagonal`, :func:`ggn_blocks`,
-  :func:`kfac_factors` — Hessian backpropagation (Bishop 5.4.1–5.4.2), per example::
-
-      H_z⁽ᴺ⁾ = H_L,   H_a⁽ⁱ⁾ = J_f⁽ⁱ⁾ᵀ H_z⁽ⁱ⁾ J_f⁽ⁱ⁾ + Σₖ gₖ ∇²fₖ(a⁽ⁱ⁾),
-      H_z⁽ⁱ⁻¹⁾ = W⁽ⁱ⁾ᵀ H_a⁽ⁱ⁾ W⁽ⁱ⁾
-
-  (:func:`fnn.layer.hessian_backward`; the residual ``Σ gₖ ∇²fₖ`` is ``diag(f″ ⊙ ∂L/∂z)`` for
-  an elementwise f). Since ``a = W z + b`` is linear in the layer's own ``W, b``, its block
-  of ``∇²θ L`` is ``H_a ⊗ z zᵀ`` (plus PReLU's α), and the diagonal of the whole Hessian is
-  the diagonals of these blocks: ``(H_a)_jj z_k²`` for ``W_jk``, summed over the examples.
-  Without the residual terms the same recursion gives the Gauss–Newton matrix.
 * :func:`hessian` — the dense ``(P, P)`` Hessian by four compositions of forward and
   reverse mode over fnn's OWN first-order engines: the outer derivative is JAX's
   (``jax.linearize`` for forward, ``jax.vjp`` for reverse), the inner gradient is fnn's
@@ -31,36 +21,47 @@ parameters θ (the input x stays fixed), and is a fold of one layer's second-ord
   backprop; ``"rev_over_fwd"`` ``jax.jacrev`` of fnn's forward-mode gradient, and so on.
   The same compositions give :func:`hvp` other ``method`` values; the R-operator is
   forward-over-reverse written out by hand.
+* :func:`hessian_diagonal`, :func:`hessian_blocks`, :func:`per_example_hessian_diagonal`
+  (Hessian backpropagation) and :func:`ggn_diagonal`, :func:`ggn_blocks`,
+  :func:`kfac_factors`, :func:`per_example_ggn_diagonal` (backpropagation of a factor of
+  ``H_L``), re-exported from their modules.
 
-Hessian backpropagation holds dense ``(M, M)`` matrices per example and layer: it runs over
-the batch in chunks that fit ``max_bytes`` (:func:`hessian_backprop_bytes`) and refuses when
-one example does not; :func:`hessian` refuses a ``(P, P)`` result above ``max_bytes``. Both
-refusals name :func:`hvp`, which never builds a matrix. The public functions check their
-input once (:func:`fnn.derivatives.value_and_grad`'s checks; ``v`` like ``params``); the
+:func:`hessian` refuses a ``(P, P)`` result above ``max_bytes``, and a forward-mode inner
+gradient (one tangent per parameter) above ``max_tangents``, before allocating; both name
+:func:`hvp`, which never builds a matrix. The public functions check their input once
+(:func:`fnn.value_and_grad`'s checks; ``v`` like ``params``, cast to its dtypes); the
 engines check nothing. All are pure and ``jax.jit`` accepts them.
-
-The module is longer than fnn's ~300-line guide (about 430 lines, 160 of them docstrings)
-because it holds the three folds the design puts under one name — the R-operator, Hessian
-backpropagation and the dense compositions; each is a few dozen lines, and the rules they
-fold live in :mod:`fnn.layer`.
 """
 
 from __future__ import annotations
 
-import functools
-
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jax.flatten_util import ravel_pytree
 
-from fnn import _checks, _scan, backprop, derivatives, forward_mode, layer, losses, network
+from fnn import _checks, _curvature, _scan, backprop, forward_mode, layer, losses, network
+from fnn._curvature import CURVATURE_MAX_BYTES
+from fnn.gauss_newton import (
+    gauss_newton_bytes,
+    ggn_blocks,
+    ggn_diagonal,
+    kfac_factors,
+    per_example_ggn_diagonal,
+)
+from fnn.hessian_backprop import (
+    hessian_backprop_bytes,
+    hessian_blocks,
+    hessian_diagonal,
+    per_example_hessian_diagonal,
+)
 from fnn.network import MLP, Params
 
 __all__ = [
     "CURVATURE_MAX_BYTES",
+    "HESSIAN_METHODS",
     "HESSIAN_MODES",
     "HVP_METHODS",
+    "gauss_newton_bytes",
     "ggn_blocks",
     "ggn_diagonal",
     "ggn_vp",
@@ -70,26 +71,13 @@ __all__ = [
     "hessian_diagonal",
     "hvp",
     "kfac_factors",
+    "per_example_ggn_diagonal",
+    "per_example_hessian_diagonal",
 ]
 
-# Above this many bytes (dense per-example matrices, or a dense Hessian) a call is refused.
-CURVATURE_MAX_BYTES = 2**28  # 256 MiB
-HESSIAN_MODES = ("fwd_over_rev", "rev_over_fwd", "rev_over_rev", "fwd_over_fwd")
-HVP_METHODS = ("r_operator", *HESSIAN_MODES)
-
-
-def _check(net, params, x, y, loss, v=None):
-    """The checks of :func:`fnn.value_and_grad` (and ``v`` like ``params``); returns the
-    :class:`~fnn.losses.Loss` and ``x``, ``y`` as a batch."""
-    loss_fn, x, y = derivatives._check_loss_problem(net, params, x, y, loss)
-    if v is not None:
-        _checks.check_params(net, v, "v")
-    return (loss_fn, x, y) if x.ndim == 2 else (loss_fn, x[None], y[None])
-
-
-def _like(tree, params):
-    """``tree`` in the dtypes of ``params``, leaf by leaf (as ``jax.grad`` returns them)."""
-    return jax.tree.map(lambda t, p: jnp.asarray(t, jnp.result_type(p)), tree, params)
+HESSIAN_METHODS = ("fwd_over_rev", "rev_over_fwd", "rev_over_rev", "fwd_over_fwd")
+HESSIAN_MODES = HESSIAN_METHODS  # the name of the same tuple before method= was the keyword
+HVP_METHODS = ("r_operator", *HESSIAN_METHODS)
 
 
 # ---------------------------------------------------------------------------------------
@@ -144,15 +132,15 @@ def gauss_newton(net: MLP, params: Params, X, Y, v, loss: losses.Loss):
     )
 
 
-def _composition(net: MLP, params: Params, X, Y, loss: losses.Loss, mode: str):
-    """``v ↦ ∇²θ L · v`` as ``mode`` composes JAX's outer derivative with fnn's inner
+def _composition(net: MLP, params: Params, X, Y, loss: losses.Loss, method: str):
+    """``v ↦ ∇²θ L · v`` as ``method`` composes JAX's outer derivative with fnn's inner
     gradient (S29). Reverse outer gives ``vᵀ ∇²L``, the same vector (the Hessian is
     symmetric)."""
-    outer, inner = mode.split("_over_")
+    outer, inner = method.split("_over_")
     engine = backprop.reverse if inner == "rev" else forward_mode.gradient
 
-    def gradient(params):
-        return engine(net, params, X, Y, loss)[1]["params"]
+    def gradient(params):  # in the parameters' dtypes, as the outer tangents/cotangents are
+        return _curvature.like(engine(net, params, X, Y, loss)[1]["params"], params)
 
     if outer == "fwd":
         return jax.linearize(gradient, params)[1]
@@ -160,32 +148,58 @@ def _composition(net: MLP, params: Params, X, Y, loss: losses.Loss, mode: str):
     return lambda v: pullback(v)[0]
 
 
-def _refuse_forward_inner(net: MLP, batch: int, mode: str) -> None:
-    if mode.endswith("_fwd"):  # the inner gradient pushes one tangent per parameter
-        derivatives._refuse_forward(net, batch, None)
+def _check_tangents(net: MLP, batch: int, method: str, max_tangents, products: int, what: str):
+    """Refuse a forward-mode inner gradient (one tangent per parameter and example, for each
+    of ``products`` products) above ``max_tangents`` (default 2²²), before it runs."""
+    limit = forward_mode.FORWARD_MAX_TANGENTS if max_tangents is None else max_tangents
+    limit = _checks.check_positive_int(limit, "max_tangents")
+    if not method.endswith("_fwd"):
+        return
+    P = network.summary(net).num_params
+    _checks.check_limit(
+        products * P * batch, limit, name="max_tangents", unit="tangents",
+        what=f"{what}(method={method!r}) pushes one tangent per parameter through every "
+        f"example: {products} × P · B = {products} × {P} · {batch}",
+        instead=f"Use method={'r_operator' if what == 'hvp' else 'fwd_over_rev'!r} or "
+        "'rev_over_rev' (fnn's backprop inside: one backward pass per product).",
+    )  # fmt: skip
 
 
-def hvp(net: MLP, params: Params, x, y, v, loss="l2", method: str = "r_operator"):
+def hvp(
+    net: MLP,
+    params: Params,
+    x,
+    y,
+    v,
+    *,
+    loss="l2",
+    method: str = "r_operator",
+    max_tangents: int | None = None,
+):
     r"""The Hessian-vector product ``∇²θ L · v`` of the batch loss (S27, Bishop 5.4.6).
 
     .. math::  ∇²_θ L \, v = \frac{d}{dr} ∇_θ L(θ + r v) \Big|_{r=0} = R\{∇_θ L\}
 
     Args:
       net, params, x, y, loss: as in :func:`fnn.value_and_grad`.
-      v: the direction, a pytree like ``params``.
+      v: the direction, a pytree like ``params`` (arrays or nested lists; cast to the dtype
+        of each parameter).
       method: ``"r_operator"`` (default; by hand, one forward and one backward pass), or a
-        composition of :data:`HESSIAN_MODES` (``"fwd_over_rev"``: ``jax.jvp`` of fnn's
+        composition of :data:`HESSIAN_METHODS` (``"fwd_over_rev"``: ``jax.jvp`` of fnn's
         backprop; ``"rev_over_rev"``: ``jax.vjp`` of it; ``"*_over_fwd"``: of fnn's
         forward-mode gradient, one tangent per parameter).
+      max_tangents: ``"*_over_fwd"`` only: refuse above this many tangent passes ``P · B``
+        (default :data:`fnn.forward_mode.FORWARD_MAX_TANGENTS`).
 
     Returns:
       ``∇²θ L · v``, like ``params``.
 
     Raises:
-      TypeError: ``net`` is not an :class:`fnn.MLP`; an array is not real floating point.
+      TypeError: ``net`` is not an :class:`fnn.MLP`; ``v`` is ``None``; an array is not real
+        floating point.
       ValueError: ``params``/``v`` not matching ``net``, bad ``x``/``y``, an unknown loss or
         method, a loss that does not suit the output activation, a forward-mode inner
-        gradient over its limit.
+        gradient over ``max_tangents``.
 
     >>> import fnn
     >>> net = fnn.MLP((1, 1), ("identity",))  # L = (w x + b − y)²: ∂²L/∂w² = 2x²
@@ -194,186 +208,23 @@ def hvp(net: MLP, params: Params, x, y, v, loss="l2", method: str = "r_operator"
     >>> hvp(net, params, jnp.array([3.0]), jnp.zeros(1), v)[0]["W"]
     Array([[18.]], dtype=float32)
     """
-    loss_fn, X, Y = _check(net, params, x, y, loss, v)
+    loss_fn, params, X, Y = _curvature.check_problem(net, params, x, y, loss)
+    v = _curvature.check_direction(net, params, v)
     _checks.check_choice(method, HVP_METHODS, "method")
+    _check_tangents(net, X.shape[0], method, max_tangents, 1, "hvp")
     if method == "r_operator":
-        return _like(r_operator(net, params, X, Y, v, loss_fn), params)
-    _refuse_forward_inner(net, X.shape[0], method)
-    return _like(_composition(net, params, X, Y, loss_fn, method)(v), params)
+        return _curvature.like(r_operator(net, params, X, Y, v, loss_fn), params)
+    return _curvature.like(_composition(net, params, X, Y, loss_fn, method)(v), params)
 
 
-def ggn_vp(net: MLP, params: Params, x, y, v, loss="l2"):
+def ggn_vp(net: MLP, params: Params, x, y, v, *, loss="l2"):
     r"""The Gauss–Newton-vector product ``G v = (1/B) Σ_b J_bᵀ H_L J_b v`` (S27, Bishop 5.4.2),
-    split at the network output: ``J_b = ∂ŷ_b/∂θ``, ``H_L = ∂²L/∂ŷ²`` (for
-    ``softmax_cross_entropy`` ŷ are the logits). One R-forward pass and one VJP. Arguments,
-    returns and errors as :func:`hvp`. ``G`` is positive semi-definite for a convex loss."""
-    loss_fn, X, Y = _check(net, params, x, y, loss, v)
-    return _like(gauss_newton(net, params, X, Y, v, loss_fn), params)
-
-
-# ---------------------------------------------------------------------------------------
-# S28: Hessian backpropagation, per example, over the batch in chunks.
-# ---------------------------------------------------------------------------------------
-
-
-def hessian_backprop_bytes(net: MLP, batch: int, dtype) -> int:
-    """Memory of Hessian backpropagation for ``batch`` examples: ``B · (Σᵢ Mᵢ² + Σ_{i≥2} Dᵢ²)``
-    numbers — every example's ``H_a⁽ⁱ⁾`` ``(Mᵢ, Mᵢ)`` and ``H_z⁽ⁱ⁻¹⁾`` ``(Dᵢ, Dᵢ)`` (none for
-    the input).
-
-    >>> net = MLP((784, 512, 512, 10), ("tanh", "tanh", "identity"))
-    >>> hessian_backprop_bytes(net, 1, "float32")  # 4 · (512² + 512² + 10² + 512² + 512²)
-    4194704
-    """
-    per_example = sum(M * M for M in net.sizes[1:]) + sum(D * D for D in net.sizes[1:-1])
-    return batch * per_example * np.dtype(dtype).itemsize
-
-
-def _hessian_backprop(net, params, loss, residual, collect, X, Y, w):
-    """Fold :func:`fnn.layer.hessian_backward` from the loss down for the examples ``X``
-    weighted by ``w`` (``1/B``; 0 for padding); ``collect(p, cache, lh, w)`` per layer."""
-    Y_hat, caches = backprop.forward_batch(net, params, X)
-    G = w[:, None] * jax.vmap(loss.jacobian)(Y_hat, Y)
-    H = w[:, None, None] * jax.vmap(loss.hessian)(Y_hat, Y)
-    out = [None] * net.num_layers
-    for i in reversed(range(net.num_layers)):  # unrolled: the first layer needs no H_z of x
-        p, cache = params[i], caches[i]
-        lh, G, H = layer.hessian_backward(
-            p, net.activations[i], cache, G, H, residual=residual, input_hessian=i > 0
-        )
-        out[i] = collect(p, cache, lh, w)
-    return out
-
-
-def _over_batch(net, params, x, y, loss, residual, collect, max_bytes, what, extra=0):
-    """Check, then sum ``_hessian_backprop`` over chunks of the batch that fit ``max_bytes``
-    (``extra``: bytes per example besides :func:`hessian_backprop_bytes`)."""
-    loss_fn, X, Y = _check(net, params, x, y, loss)
-    max_bytes = CURVATURE_MAX_BYTES if max_bytes is None else max_bytes
-    _checks.check_positive_int(max_bytes, "max_bytes")
-    dtype = jnp.result_type(X, *jax.tree.leaves(params))
-    per_example = hessian_backprop_bytes(net, 1, dtype) + extra
-    if per_example > max_bytes:
-        raise ValueError(
-            f"{what} holds the dense ∂²L/∂a∂a of every layer per example: about "
-            f"{per_example / 2**20:.1f} MiB per example for sizes {net.sizes}, over the limit "
-            f"max_bytes={max_bytes / 2**20:.1f} MiB. Use fnn.hvp or fnn.ggn_vp (matrix-free, "
-            f"one forward and one backward pass), or raise max_bytes."
-        )
-    B = X.shape[0]
-    chunk = min(B, max_bytes // per_example)
-    run = functools.partial(_hessian_backprop, net, params, loss_fn, residual, collect)
-    if chunk == B:
-        return run(X, Y, jnp.full(B, 1 / B, dtype))
-    n = -(-B // chunk)
-    rows = jnp.arange(n * chunk)
-    idx = (rows % B).reshape(n, chunk)  # the last chunk padded with weight 0
-    w = jnp.where(rows < B, 1 / B, 0).astype(dtype).reshape(n, chunk)
-    parts = jax.lax.map(lambda iw: run(X[iw[0]], Y[iw[0]], iw[1]), (idx, w))
-    return jax.tree.map(lambda t: jnp.sum(t, axis=0), parts)
-
-
-def _diagonal(p, cache, lh, w):
-    return layer.param_hessian_diagonal(cache, lh)
-
-
-def _block(p, cache, lh, w):
-    return layer.param_hessian_block(p, cache, lh)
-
-
-def _kfac(p, cache, lh, w):
-    z_bar = jnp.concatenate([jnp.ones_like(cache.z_prev[:, :1]), cache.z_prev], axis=1)
-    return {"A": (w[:, None] * z_bar).T @ z_bar, "G": jnp.sum(lh.a, axis=0)}
-
-
-def _block_bytes(net: MLP, params, dtype) -> tuple[int, int]:
-    """Bytes per example of the local Jacobians ``U``, and of the blocks themselves."""
-    sizes = [(p["b"].shape[0] + len(p) - 2, sum(np.size(t) for t in p.values())) for p in params]
-    itemsize = np.dtype(dtype).itemsize
-    return sum(u * P for u, P in sizes) * itemsize, sum(P * P for _, P in sizes) * itemsize
-
-
-def hessian_diagonal(net: MLP, params: Params, x, y, loss="l2", *, max_bytes: int | None = None):
-    r"""The exact diagonal of ``∇²θ L`` (S28), like ``params``, by Hessian backpropagation:
-
-    .. math::  \frac{∂^2 L}{∂W_{jk}^2} = \frac1B \sum_b (H_a)_{b,jj}\, z_{b,k}^2, \qquad
-               \frac{∂^2 L}{∂b_j^2} = \frac1B \sum_b (H_a)_{b,jj}
-
-    with the full ``H_a`` of every example and layer carried down (the diagonal of
-    ``Wᵀ H_a W`` needs all of ``H_a``). PReLU's α: ``∂f/∂αᵀ H_z ∂f/∂α``.
-
-    Args:
-      net, params, x, y, loss: as in :func:`fnn.value_and_grad`.
-      max_bytes: the memory limit (default :data:`CURVATURE_MAX_BYTES`): the batch runs in
-        chunks of :func:`hessian_backprop_bytes`; a call whose one example exceeds it is
-        refused.
-
-    Raises:
-      As :func:`fnn.value_and_grad`; ``ValueError`` over the memory limit (naming
-      :func:`hvp`) or a ``max_bytes`` that is not a positive integer.
-    """
-    d = _over_batch(net, params, x, y, loss, True, _diagonal, max_bytes, "hessian_diagonal")
-    return _like(d, params)
-
-
-def ggn_diagonal(net: MLP, params: Params, x, y, loss="l2", *, max_bytes: int | None = None):
-    """The exact diagonal of the Gauss–Newton matrix ``(1/B) Σ_b J_bᵀ H_L J_b`` (S28):
-    :func:`hessian_diagonal` without the residual terms ``Σₖ gₖ ∇²fₖ``. Like ``params``;
-    arguments and errors as :func:`hessian_diagonal`."""
-    d = _over_batch(net, params, x, y, loss, False, _diagonal, max_bytes, "ggn_diagonal")
-    return _like(d, params)
-
-
-def _blocks(net, params, x, y, loss, residual, max_bytes, what):
-    network.check_net(net)
-    _checks.check_params(net, params)
-    max_bytes = CURVATURE_MAX_BYTES if max_bytes is None else max_bytes
-    _checks.check_positive_int(max_bytes, "max_bytes")
-    dtype = jnp.result_type(*jax.tree.leaves(params), jnp.asarray(x))
-    per_example, result = _block_bytes(net, params, dtype)
-    if result >= max_bytes:
-        raise ValueError(
-            f"{what}: the dense per-layer blocks need {result / 2**20:.1f} MiB for sizes "
-            f"{net.sizes}, over max_bytes={max_bytes / 2**20:.1f} MiB. Use "
-            f"fnn.hessian_diagonal / fnn.ggn_diagonal, or fnn.hvp (matrix-free)."
-        )
-    args = (residual, _block, max_bytes - result, what, per_example)
-    return _over_batch(net, params, x, y, loss, *args)
-
-
-def hessian_blocks(net: MLP, params: Params, x, y, loss="l2", *, max_bytes: int | None = None):
-    """The exact diagonal blocks of ``∇²θ L``, one ``(P_i, P_i)`` matrix per layer in
-    ``ravel_pytree(params[i])`` order (``W`` row-major, then ``alpha``, then ``b``) (S28):
-    ``Σ_b Uᵀ H_u U`` (:func:`fnn.layer.param_hessian_block`). The blocks count against
-    ``max_bytes`` too; errors as :func:`hessian_diagonal`."""
-    return _blocks(net, params, x, y, loss, True, max_bytes, "hessian_blocks")
-
-
-def ggn_blocks(net: MLP, params: Params, x, y, loss="l2", *, max_bytes: int | None = None):
-    """The diagonal blocks of the Gauss–Newton matrix (S28), as :func:`hessian_blocks`."""
-    return _blocks(net, params, x, y, loss, False, max_bytes, "ggn_blocks")
-
-
-def kfac_factors(net: MLP, params: Params, x, y, loss="l2", *, max_bytes: int | None = None):
-    r"""The Kronecker factors of K-FAC for every layer (S28; Martens & Grosse 2015)::
-
-        A = (1/B) Σ_b z̄_b z̄_bᵀ,   z̄ = [1, z_prev]     ((D+1, D+1): the bias is column 0 of
-                                                        Ŵ = [b, W], as fnn.network.augment)
-        G = (1/B) Σ_b J_bᵀ H_L J_b,   J_b = ∂ŷ_b/∂a     ((M, M): E[δ δᵀ] for δ = Jᵀ S e_c
-                                                        summed over c, H_L = S Sᵀ)
-
-    so that the Gauss–Newton block of ``vec(Ŵ)`` (row-major) is approximated by
-    ``kron(G, A)`` — exactly for one example (or equal inputs), where
-    ``E[H_a ⊗ z̄ z̄ᵀ] = E[H_a] ⊗ E[z̄ z̄ᵀ]``. PReLU's α is not part of K-FAC. ``G`` is the
-    Gauss–Newton ``H_a`` of :func:`fnn.layer.hessian_backward` averaged over the batch.
-
-    Returns:
-      A list, per layer, of ``{"A": (D+1, D+1), "G": (M, M)}``.
-
-    Raises:
-      As :func:`hessian_diagonal`.
-    """
-    return _over_batch(net, params, x, y, loss, False, _kfac, max_bytes, "kfac_factors")
+    split at the network output: ``J_b = ∂ŷ_b/∂θ``, ``H_L = ∂²L/∂ŷ²`` (for a loss on logits
+    ŷ are the logits). One R-forward pass and one VJP. Arguments, returns and errors as
+    :func:`hvp`. ``G`` is positive semi-definite for a convex loss."""
+    loss_fn, params, X, Y = _curvature.check_problem(net, params, x, y, loss)
+    v = _curvature.check_direction(net, params, v)
+    return _curvature.like(gauss_newton(net, params, X, Y, v, loss_fn), params)
 
 
 # ---------------------------------------------------------------------------------------
@@ -386,20 +237,22 @@ def hessian(
     params: Params,
     x,
     y,
-    loss="l2",
-    mode: str = "fwd_over_rev",
     *,
+    loss="l2",
+    method: str = "fwd_over_rev",
     max_bytes: int | None = None,
+    max_tangents: int | None = None,
 ) -> jax.Array:
     r"""The dense Hessian ``∇²θ L`` ``(P, P)``, rows and columns in
     ``jax.flatten_util.ravel_pytree(params)`` order (S29).
 
-    ``mode`` composes an outer derivative (JAX's) with an inner gradient (fnn's engine):
+    ``method`` composes an outer derivative (JAX's) with an inner gradient (fnn's engine):
     ``"fwd_over_rev"`` (default: ``jax.linearize`` of :func:`fnn.backprop.reverse`, one
     tangent per column), ``"rev_over_rev"`` (``jax.vjp`` of it, one cotangent per row),
-    ``"rev_over_fwd"``, ``"fwd_over_fwd"`` (of :func:`fnn.forward_mode.gradient`). The P
-    products run in chunks (``jax.lax.map``) whose working set is near 2²² numbers;
-    :func:`fnn.cost_model.hessian_macs` counts each composition.
+    ``"rev_over_fwd"``, ``"fwd_over_fwd"`` (of :func:`fnn.forward_mode.gradient`, ``P``
+    tangents for each of the ``P`` columns: ``P² · B`` tangent passes in all, capped by
+    ``max_tangents``). The P products run in chunks (``jax.lax.map``) whose working set is
+    near 2²² numbers; :func:`fnn.cost_model.hessian_macs` counts each composition.
 
     Raises:
       As :func:`hvp`; ``ValueError`` when the ``(P, P)`` result exceeds ``max_bytes``
@@ -413,22 +266,19 @@ def hessian(
     Array([[18.,  6.],
            [ 6.,  2.]], dtype=float32)
     """
-    loss_fn, X, Y = _check(net, params, x, y, loss)
-    _checks.check_choice(mode, HESSIAN_MODES, "mode")
-    max_bytes = CURVATURE_MAX_BYTES if max_bytes is None else max_bytes
-    _checks.check_positive_int(max_bytes, "max_bytes")
+    loss_fn, params, X, Y = _curvature.check_problem(net, params, x, y, loss)
+    _checks.check_choice(method, HESSIAN_METHODS, "method")
+    max_bytes = _curvature.check_max_bytes(max_bytes)
     theta, unravel = ravel_pytree(params)
     P, B = theta.size, X.shape[0]
-    if P * P * theta.dtype.itemsize > max_bytes:
-        raise ValueError(
-            f"hessian: the dense (P, P) matrix for P = {P} parameters needs "
-            f"{P * P * theta.dtype.itemsize / 2**20:.1f} MiB, over max_bytes="
-            f"{max_bytes / 2**20:.1f} MiB. Use fnn.hvp (a product, matrix-free) or "
-            f"fnn.hessian_diagonal, or raise max_bytes."
-        )
-    _refuse_forward_inner(net, B, mode)
-    product = _composition(net, params, X, Y, loss_fn, mode)
-    per_column = B * sum(net.sizes) * (P if mode.endswith("_fwd") else 1)
+    _checks.check_limit(
+        P * P * theta.dtype.itemsize, max_bytes, name="max_bytes",
+        what=f"hessian: the dense (P, P) matrix for P = {P} parameters",
+        instead="Use fnn.hvp (a product, matrix-free) or fnn.hessian_diagonal.",
+    )  # fmt: skip
+    _check_tangents(net, B, method, max_tangents, P, "hessian")
+    product = _composition(net, params, X, Y, loss_fn, method)
+    per_column = B * sum(net.sizes) * (P if method.endswith("_fwd") else 1)
     chunk = max(1, min(P, 2**22 // per_column))
 
     def row(i):  # H e_i (forward outer: a column) or e_iᵀ H (reverse outer: a row)
@@ -436,4 +286,4 @@ def hessian(
         return ravel_pytree(product(unravel(e_i)))[0]
 
     H = jax.lax.map(row, jnp.arange(P), batch_size=chunk)
-    return H.T if mode.startswith("fwd") else H
+    return H.T if method.startswith("fwd") else H

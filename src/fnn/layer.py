@@ -49,10 +49,13 @@ __all__ = [
     "delta",
     "forward",
     "forward_batch",
+    "ggn_kfac_g",
     "hessian_backward",
     "input_grad",
     "jacobian",
     "jvp",
+    "param_columns",
+    "param_ggn_diagonal",
     "param_grads",
     "param_grads_batch",
     "param_grads_norm_terms",
@@ -66,6 +69,7 @@ __all__ = [
     "split_augmented",
     "vjp",
     "vjp_batch",
+    "vjp_columns",
     "vjp_explicit",
 ]
 
@@ -455,10 +459,13 @@ def param_hessian_diagonal(cache: Cache, lh: LayerHessian) -> dict:
     (``a_j = Σ_k W_jk z_k + b_j`` is linear in ``W`` and ``b``, so ``∂²L/∂W_jk∂W_lm =
     (H_a)_jl z_k z_m``). Exact per example because ``H_a`` is the full matrix carried down
     by :func:`hessian_backward` — its diagonal alone would not propagate; a batch is the
-    sum of the examples' ``(H_a)_jj z_k²``, never ``E[(H_a)_jj] E[z_k²]``."""
+    sum of the examples' ``(H_a)_jj z_k²``, never ``E[(H_a)_jj] E[z_k²]``. The product is
+    taken as ``((H_a)_jj s) s · (z_k / s)²`` with ``s = max_k |z_k|``: no ``0 · ∞`` where
+    ``z_k²`` alone would overflow and ``(H_a)_jj`` is 0 (a saturated layer)."""
     H_jj = jnp.diagonal(lh.a, axis1=-2, axis2=-1)
+    s = _row_scale(cache.z_prev)[:, None]
     return {
-        "W": H_jj.T @ cache.z_prev**2,
+        "W": (H_jj * s * s).T @ (cache.z_prev / s) ** 2,
         "b": jnp.sum(H_jj, axis=0),
         **jax.tree.map(jnp.sum, lh.param),
     }
@@ -502,3 +509,76 @@ def param_hessian_block(p: dict, cache: Cache, lh: LayerHessian) -> jax.Array:
     )
     U = jax.vmap(_local_jacobian, (None, 0))(p, cache.z_prev)
     return jnp.einsum("bup,buv,bvq->pq", U, H_u, U)
+
+
+# =======================================================================================
+# Columns (S28): the VJP with a leading column axis, for a factor S of H_L = S Sᵀ.
+# =======================================================================================
+#
+# The Gauss–Newton matrix of one example is J_bᵀ H_L J_b = (J_bᵀ S)(J_bᵀ S)ᵀ: the C columns
+# of S pulled back through the network, each by the plain VJP. Batch-first with a column
+# axis: G is (B, C, M), one row of columns per example; every activation's VJP works on the
+# last axis, so the cache only gains a column axis of length 1.
+
+
+def _column_cache(cache: Cache) -> Cache:
+    """``cache`` with a column axis after the batch axis, broadcast over the columns."""
+    return Cache(*(t[:, None, :] for t in cache))
+
+
+def vjp_columns(p: dict, f: str, cache: Cache, G: jax.Array) -> tuple[jax.Array, dict, jax.Array]:
+    """One layer backward for C columns per example at once, batch-first (S28)::
+
+        Δ[b, c] = G[b, c] · J_f(a_b),   ∂/∂α[b, c] = G[b, c] · ∂f/∂α(a_b),   G_prev = Δ W
+
+    for ``G`` ``(B, C, M)``: column c of example b is ``∂(sᵀ z')/∂z'`` for one column s of
+    ``S``. The ``W`` and ``b`` parts of the pulled-back column are ``Δ[b, c] ⊗ z_prev[b]`` and
+    ``Δ[b, c]``; they are not formed here (:func:`param_ggn_diagonal`, :func:`ggn_kfac_g`,
+    :func:`param_columns` contract them). Equal to ``jax.vmap(jax.vjp)`` over the columns
+    (tested). Returns ``(Δ (B, C, M), {α: (B, C)}, G_prev (B, C, D))``."""
+    c = _column_cache(cache)
+    D = delta(p, f, c, G)
+    return D, _alpha_grads(p, f, c, G), input_grad(p, D)
+
+
+def _row_scale(Z: jax.Array) -> jax.Array:
+    """``max_d |z_bd|`` per row (1 for a zero row): ``z / s`` is at most 1, so a square of
+    it never overflows, and ``(Δ s)²`` is a norm of a product, finite wherever it is."""
+    s = jnp.max(jnp.abs(Z), axis=-1)
+    return jnp.where(s > 0, s, 1).astype(Z.dtype)
+
+
+def param_ggn_diagonal(cache: Cache, Delta: jax.Array, alpha: dict, *, per_example=False):
+    """The diagonal of this layer's Gauss–Newton block from the pulled-back columns (S28)::
+
+        G_{W_jk} = Σ_b Σ_c (Δ_bcj z_bk)²,   G_{b_j} = Σ_b Σ_c Δ_bcj²,   G_α = Σ_b Σ_c (∂/∂α)_bc²
+
+    (the columns carry the batch mean's weights). Each square is of a product (``Δ s`` and
+    ``z / s`` with ``s = max |z_b|``): ``0 · ∞`` never appears where the maths has none.
+    ``per_example=True`` keeps the examples apart (a leading axis B, no sum)."""
+    s = _row_scale(cache.z_prev)
+    z2 = (cache.z_prev / s[:, None]) ** 2
+    d2 = jnp.sum(Delta**2, axis=1)  # (B, M)
+    ds2 = jnp.sum((Delta * s[:, None, None]) ** 2, axis=1)
+    alpha2 = {k: jnp.sum(t**2, axis=1) for k, t in alpha.items()}
+    if per_example:
+        return {"W": ds2[:, :, None] * z2[:, None, :], "b": d2, **alpha2}
+    sums = {k: jnp.sum(t) for k, t in alpha2.items()}
+    return {"W": ds2.T @ z2, "b": jnp.sum(d2, axis=0), **sums}
+
+
+def ggn_kfac_g(Delta: jax.Array) -> jax.Array:
+    """K-FAC's output factor from the pulled-back columns (S28): ``Σ_b Σ_c Δ_bc Δ_bcᵀ``
+    ``(M, M)`` — ``Σ_b J_bᵀ H_L J_b`` at this layer's pre-activation."""
+    return jnp.einsum("bcm,bcn->mn", Delta, Delta)
+
+
+def param_columns(p: dict, cache: Cache, Delta: jax.Array, alpha: dict) -> jax.Array:
+    """The pulled-back columns in this layer's parameter space, ``(B·C, P_i)`` in
+    ``ravel_pytree(p)`` order (keys sorted, ``W`` row-major): ``Δ_bc ⊗ z_b`` for ``W``,
+    ``(∂/∂α)_bc`` for α, ``Δ_bc`` for ``b``. Their Gram matrix is the Gauss–Newton block."""
+    B, C, M = Delta.shape
+    parts = {"W": (Delta[..., None] * cache.z_prev[:, None, None, :]).reshape(B * C, -1)}
+    parts["b"] = Delta.reshape(B * C, M)
+    parts.update({k: t.reshape(B * C, 1) for k, t in alpha.items()})
+    return jnp.concatenate([parts[k] for k in sorted(p)], axis=1)

@@ -7,13 +7,25 @@ The contract: a :class:`Loss` is a record of pure functions of ONE example:
 * ``hessian(y_hat, y)``        ``H_L(ŷ) = ∂²L/∂ŷ²``, shape ``(M, M)`` for ``ŷ`` of shape ``(M,)``
   (S26): L2 ``2I``; L1 ``0``; cross-entropy ``diag(onehot(y) / p_y²)``; softmax
   cross-entropy ``diag(s) − s sᵀ``; BCE ``diag(y/ŷ² + (1 − y)/(1 − ŷ)²)``;
-* ``hessian_vp(y_hat, y, v)``  ``H_L(ŷ) · v`` without building ``H_L`` (S27).
+* ``hessian_vp(y_hat, y, v)``  ``H_L(ŷ) · v`` without building ``H_L`` (S27);
+* ``hessian_sqrt(y_hat, y)``  a factor ``S`` ``(M, M)`` with ``S Sᵀ = H_L`` (S28), by hand:
+  L2 ``√2 I``; L1 ``0``; cross-entropy ``diag(onehot(y) / p_y)``; softmax cross-entropy
+  ``diag(√s) − s √sᵀ``; BCE ``diag(√(y/ŷ² + (1 − y)/(1 − ŷ)²))``; sigmoid BCE
+  ``diag(√(σ(ŷ) σ(−ŷ)))``. Every ``H_L`` here is positive semi-definite, so ``S`` exists;
+  the Gauss–Newton matrix ``Σ_b J_bᵀ H_L J_b = Σ_b (J_bᵀ S_b)(J_bᵀ S_b)ᵀ`` is then ``M``
+  backward passes of the columns of ``S`` (:mod:`fnn.gauss_newton`).
 
 ``target`` says what ``y`` is: ``"vector"`` (same shape as ``ŷ``) or ``"label"`` (an
 integer class index, shape ``()``). ``on_logits`` marks a loss that takes the output
-*before* the softmax (the fused, stable ``softmax_cross_entropy``); ``on_probabilities``
-marks one whose ``ŷ`` must lie in [0, 1] (``cross_entropy`` after a softmax output,
-``binary_cross_entropy`` after a sigmoid output). Batches go through ``jax.vmap``; the batch
+*before* the softmax or sigmoid (the fused, stable ``softmax_cross_entropy`` and
+``sigmoid_binary_cross_entropy``); ``on_probabilities`` marks one whose ``ŷ`` must lie in
+[0, 1] (``cross_entropy`` after a softmax output, ``binary_cross_entropy`` after a sigmoid
+output). ``outputs`` names the output activations a loss suits and ``target_range`` the
+interval a vector target must lie in (BCE's [0, 1]): the facts live in the record.
+``sample_gradient(y_hat, key)`` (where the loss is the negative log-likelihood of a
+distribution whose Fisher matrix is ``H_L``: L2, softmax cross-entropy, sigmoid BCE) is
+``J_L`` at a target drawn from the model's own distribution, ``E[g gᵀ] = H_L``: the
+Monte-Carlo column of BackPACK's ``DiagGGNMC``. Batches go through ``jax.vmap``; the batch
 loss used everywhere in fnn is the mean of the per-example losses.
 
 Bad targets are refused at three levels:
@@ -81,6 +93,13 @@ class Loss(NamedTuple):
     # Residuals ŷᵢ − yᵢ where the loss has a kink (L1's |r| at 0): the gradient check leaves
     # out a central difference that straddles one.
     kinks: tuple[float, ...] = ()
+    # S with S Sᵀ = H_L, (M, M) for ŷ of shape (M,).
+    hessian_sqrt: Callable[[jax.Array, jax.Array], jax.Array] | None = None
+    # J_L at a target drawn from the model's distribution (E[g gᵀ] = H_L), or None.
+    sample_gradient: Callable[[jax.Array, jax.Array], jax.Array] | None = None
+    # The output activations the loss suits (None: any), and the interval of vector targets.
+    outputs: tuple[str, ...] | None = None
+    target_range: tuple[float, float] | None = None
 
 
 def _float(x):
@@ -107,6 +126,16 @@ def _l2_hessian_vp(y_hat, y, v):
     return 2 * v
 
 
+def _l2_hessian_sqrt(y_hat, y):
+    return jnp.sqrt(2.0).astype(_float(y_hat)) * jnp.eye(y_hat.shape[-1], dtype=_float(y_hat))
+
+
+# L2 is −log N(y; ŷ, ½I) up to a constant: a target ỹ = ŷ + ε, ε ~ N(0, ½I), has the
+# gradient 2(ŷ − ỹ) = −2ε, and E[4 ε εᵀ] = 2I = H_L.
+def _l2_sample_gradient(y_hat, key):
+    return -jnp.sqrt(2.0).astype(_float(y_hat)) * jax.random.normal(key, y_hat.shape, y_hat.dtype)
+
+
 # L1(ŷ, y) = Σᵢ |ŷᵢ − yᵢ|,   J_L = [sign(ŷᵢ − yᵢ)] with sign(0) = 0, as the lecture defines
 # it (jnp.sign does),   H_L = 0 (at the kink too). |d| is written sign(d) · d: its JAX
 # derivative sign(d) + d · 0 is that sign, where jnp.abs's would be 1 at d = 0.
@@ -127,6 +156,10 @@ def _l1_hessian(y_hat, y):
 def _l1_hessian_vp(y_hat, y, v):
     del y_hat, y
     return jnp.zeros_like(v)
+
+
+def _l1_hessian_sqrt(y_hat, y):
+    return _l1_hessian(y_hat, y)
 
 
 def _one_hot(y, n):
@@ -151,6 +184,10 @@ def _cross_entropy_hessian_vp(y_hat, y, v):
 
 def _cross_entropy_hessian(y_hat, y):
     return jnp.diag(_cross_entropy_hessian_vp(y_hat, y, jnp.ones_like(y_hat)))
+
+
+def _cross_entropy_hessian_sqrt(y_hat, y):  # diag(onehot(y) / p_y): (1/p_y)² = H_L's entry
+    return jnp.diag(jnp.where(_one_hot(y, y_hat.shape[-1]), 1 / y_hat[y], 0))
 
 
 # Softmax cross-entropy on logits ŷ, fused: L = −log softmax(ŷ)_y = logsumexp(ŷ) − ŷ_y,
@@ -180,6 +217,21 @@ def _softmax_cross_entropy_hessian(y_hat, y):
 def _softmax_cross_entropy_hessian_vp(y_hat, y, v):
     del y
     return activations.jvp(activations.get("softmax"), y_hat, v)
+
+
+# S = diag(√s) − s √sᵀ: S Sᵀ = diag(s) − 2 s sᵀ + s (Σⱼ sⱼ) sᵀ = diag(s) − s sᵀ, as Σⱼ sⱼ = 1.
+def _softmax_cross_entropy_hessian_sqrt(y_hat, y):
+    del y
+    s = activations.get("softmax").fn(y_hat)
+    r = jnp.sqrt(s)
+    return jnp.diag(r) - s[:, None] * r[None, :]
+
+
+# −log softmax(ŷ)_y is the negative log-likelihood of a categorical distribution: a label ỹ
+# drawn from softmax(ŷ) has the gradient s − onehot(ỹ), E[(s − e_ỹ)(s − e_ỹ)ᵀ] = diag(s) − s sᵀ.
+def _softmax_cross_entropy_sample_gradient(y_hat, key):
+    label = jax.random.categorical(key, y_hat)
+    return _softmax_cross_entropy_jacobian(y_hat, label)
 
 
 # Binary cross-entropy on probabilities ŷ ∈ [0, 1] (after a sigmoid), targets y ∈ [0, 1]:
@@ -224,14 +276,61 @@ def _binary_cross_entropy_hessian(y_hat, y):
     return jnp.diag(_binary_cross_entropy_hessian_vp(y_hat, y, jnp.ones_like(y_hat)))
 
 
+def _binary_cross_entropy_hessian_sqrt(y_hat, y):
+    return jnp.diag(jnp.sqrt(_binary_cross_entropy_hessian_vp(y_hat, y, jnp.ones_like(y_hat))))
+
+
+# Binary cross-entropy on logits ŷ (the sigmoid fused into the loss), targets y:
+# L = −Σᵢ [yᵢ log σ(ŷᵢ) + (1 − yᵢ) log σ(−ŷᵢ)] = Σᵢ softplus(ŷᵢ) − yᵢ ŷᵢ,
+# with softplus(a) = log(1 + eᵃ) = logaddexp(0, a): finite for every a (ŷ = 1e4, y = 0 gives
+# 1e4, where log(1 − σ(1e4)) = log 0 = −∞). J_L = σ(ŷ) − y;  H_L = diag(σ(ŷ) σ(−ŷ)), which is
+# σ(1 − σ) without the cancellation 1 − σ at large ŷ. Linear in y, so defined for every
+# real target (meaningful for y in [0, 1]), as in optax and PyTorch's BCEWithLogitsLoss.
+def _sigmoid_binary_cross_entropy(y_hat, y):
+    return jnp.sum(jnp.logaddexp(0, y_hat) - y * y_hat)
+
+
+def _sigmoid(a):
+    return activations.get("sigmoid").fn(a)
+
+
+def _sigmoid_binary_cross_entropy_jacobian(y_hat, y):
+    return _sigmoid(y_hat) - y
+
+
+def _sigmoid_curvature(y_hat):
+    return _sigmoid(y_hat) * _sigmoid(-y_hat)
+
+
+def _sigmoid_binary_cross_entropy_hessian_vp(y_hat, y, v):
+    del y
+    return _sigmoid_curvature(y_hat) * v
+
+
+def _sigmoid_binary_cross_entropy_hessian(y_hat, y):
+    del y
+    return jnp.diag(_sigmoid_curvature(y_hat))
+
+
+def _sigmoid_binary_cross_entropy_hessian_sqrt(y_hat, y):
+    del y
+    return jnp.diag(jnp.sqrt(_sigmoid_curvature(y_hat)))
+
+
+# Bernoulli targets ỹ ~ σ(ŷ): the gradient σ − ỹ has E[(σ − ỹ)²] = σ (1 − σ) = H_L's entry.
+def _sigmoid_binary_cross_entropy_sample_gradient(y_hat, key):
+    draw = jax.random.bernoulli(key, _sigmoid(y_hat)).astype(y_hat.dtype)
+    return _sigmoid(y_hat) - draw
+
+
 # ---------------------------------------------------------------------------------------
 # The target's domain under tracing: outside it, NaN (never a finite wrong number).
 # ---------------------------------------------------------------------------------------
 
 
 def _has_domain(loss: Loss) -> bool:
-    """Does ``loss`` restrict its target's values? Labels, and targets of BCE."""
-    return loss.target == "label" or loss.on_probabilities
+    """Does ``loss`` restrict its target's values? Labels, and a ``target_range``."""
+    return loss.target == "label" or loss.target_range is not None
 
 
 def _target_inside(loss: Loss, n: int, y):
@@ -239,7 +338,8 @@ def _target_inside(loss: Loss, n: int, y):
     ``[0, n)``; a target of a loss on probabilities in ``[0, 1]``; NaN is outside both."""
     if loss.target == "label":
         return (y >= 0) & (y < n)
-    return (y >= 0) & (y <= 1)
+    lo, hi = loss.target_range
+    return (y >= lo) & (y <= hi)
 
 
 def _nan_unless(inside, x):
@@ -260,19 +360,41 @@ def _loss(name, fn, jacobian, hessian, hessian_vp, target="vector", **flags) -> 
     def inside(y_hat, y):
         return _target_inside(loss, y_hat.shape[-1], y)
 
+    sqrt = loss.hessian_sqrt
     return loss._replace(
         fn=lambda y_hat, y: fn(_nan_unless(inside(y_hat, y), y_hat), y),
         jacobian=lambda y_hat, y: _nan_unless(inside(y_hat, y), jacobian(y_hat, y)),
         hessian=lambda y_hat, y: _nan_unless(inside(y_hat, y), hessian(y_hat, y)),
         hessian_vp=lambda y_hat, y, v: _nan_unless(inside(y_hat, y), hessian_vp(y_hat, y, v)),
+        hessian_sqrt=lambda y_hat, y: _nan_unless(inside(y_hat, y), sqrt(y_hat, y)),
     )
+
+
+# Output activations whose values lie in [0, 1], as a loss on probabilities needs.
+PROBABILITY_OUTPUTS = ("softmax", "sigmoid")
 
 
 _REGISTRY: dict[str, Loss] = {
     loss.name: loss
     for loss in (
-        _loss("l2", _l2, _l2_jacobian, _l2_hessian, _l2_hessian_vp),
-        _loss("l1", _l1, _l1_jacobian, _l1_hessian, _l1_hessian_vp, kinks=(0.0,)),
+        _loss(
+            "l2",
+            _l2,
+            _l2_jacobian,
+            _l2_hessian,
+            _l2_hessian_vp,
+            hessian_sqrt=_l2_hessian_sqrt,
+            sample_gradient=_l2_sample_gradient,
+        ),
+        _loss(
+            "l1",
+            _l1,
+            _l1_jacobian,
+            _l1_hessian,
+            _l1_hessian_vp,
+            kinks=(0.0,),
+            hessian_sqrt=_l1_hessian_sqrt,
+        ),
         _loss(
             "cross_entropy",
             _cross_entropy,
@@ -281,6 +403,8 @@ _REGISTRY: dict[str, Loss] = {
             _cross_entropy_hessian_vp,
             "label",
             on_probabilities=True,
+            hessian_sqrt=_cross_entropy_hessian_sqrt,
+            outputs=PROBABILITY_OUTPUTS,
         ),
         _loss(
             "softmax_cross_entropy",
@@ -290,6 +414,9 @@ _REGISTRY: dict[str, Loss] = {
             _softmax_cross_entropy_hessian_vp,
             "label",
             on_logits=True,
+            hessian_sqrt=_softmax_cross_entropy_hessian_sqrt,
+            sample_gradient=_softmax_cross_entropy_sample_gradient,
+            outputs=("identity",),
         ),
         _loss(
             "binary_cross_entropy",
@@ -299,6 +426,21 @@ _REGISTRY: dict[str, Loss] = {
             _binary_cross_entropy_hessian_vp,
             "vector",
             on_probabilities=True,
+            hessian_sqrt=_binary_cross_entropy_hessian_sqrt,
+            outputs=PROBABILITY_OUTPUTS,
+            target_range=(0.0, 1.0),
+        ),
+        _loss(
+            "sigmoid_binary_cross_entropy",
+            _sigmoid_binary_cross_entropy,
+            _sigmoid_binary_cross_entropy_jacobian,
+            _sigmoid_binary_cross_entropy_hessian,
+            _sigmoid_binary_cross_entropy_hessian_vp,
+            "vector",
+            on_logits=True,
+            hessian_sqrt=_sigmoid_binary_cross_entropy_hessian_sqrt,
+            sample_gradient=_sigmoid_binary_cross_entropy_sample_gradient,
+            outputs=("identity",),
         ),
     )
 }
@@ -351,29 +493,30 @@ def _target_rule(loss: Loss, n: int | None) -> str:
     """What the targets of ``loss`` must hold for ``n`` outputs, as every message says it."""
     if loss.target == "label":
         return f"labels in [0, {n}) for {n} outputs"
-    return "targets in [0, 1] (0/1 labels or probabilities)"
+    lo, hi = loss.target_range
+    return f"targets in [{lo:g}, {hi:g}] (0/1 labels or probabilities)"
 
 
 _PREDICTION_RULE = "probabilities in [0, 1] (the output of a softmax or sigmoid)"
 
-# Output activations whose values lie in [0, 1], as a loss on probabilities needs.
-PROBABILITY_OUTPUTS = ("softmax", "sigmoid")
-
 
 def check_output_activation(loss: Loss, f_out: str) -> None:
-    """Raise ``ValueError`` unless the network's output activation ``f_out`` suits ``loss``
-    (S7, S16): a loss on logits (``softmax_cross_entropy``) needs ``"identity"`` (the softmax
-    is part of the loss), a loss on probabilities one of :data:`PROBABILITY_OUTPUTS`."""
-    if loss.on_logits and f_out != "identity":
+    """Raise ``ValueError`` unless the network's output activation ``f_out`` is one of
+    ``loss.outputs`` (S7, S16): a loss on logits (``softmax_cross_entropy``,
+    ``sigmoid_binary_cross_entropy``) needs ``"identity"`` (the softmax or sigmoid is part of
+    the loss), a loss on probabilities one of :data:`PROBABILITY_OUTPUTS`."""
+    if loss.outputs is None or f_out in loss.outputs:
+        return
+    if loss.on_logits:
         raise ValueError(
             f"loss {loss.name!r} is applied to logits, so the output activation must be "
-            f"'identity'; got {f_out!r} (the softmax is part of the loss)."
+            f"'identity'; got {f_out!r} (the softmax or sigmoid is part of the loss)."
         )
-    if loss.on_probabilities and f_out not in PROBABILITY_OUTPUTS:
-        raise ValueError(
-            f"loss {loss.name!r} takes probabilities, so the output activation must be one of "
-            f"{PROBABILITY_OUTPUTS}; got {f_out!r}."
-        )
+    what = "takes probabilities" if loss.on_probabilities else "suits"
+    raise ValueError(
+        f"loss {loss.name!r} {what}, so the output activation must be one of "
+        f"{loss.outputs}; got {f_out!r}."
+    )
 
 
 def check_target(loss: Loss, y_hat_shape: tuple[int, ...], y) -> None:
@@ -397,8 +540,8 @@ def check_target(loss: Loss, y_hat_shape: tuple[int, ...], y) -> None:
                 f"got {shape}."
             )
         values = _concrete(y)
-        if loss.on_probabilities and values is not None:
-            bad = _first_outside(values, 0, 1)
+        if loss.target_range is not None and values is not None:
+            bad = _first_outside(values, *loss.target_range)
             if bad is not None:
                 raise ValueError(
                     f"y for loss {loss.name!r} must hold {_target_rule(loss, None)}; got {bad}."
@@ -541,4 +684,10 @@ def checked(loss: str | Loss) -> Loss:
         check(y_hat, y)
         return loss.hessian_vp(y_hat, y, v)
 
-    return loss._replace(fn=fn, jacobian=jacobian, hessian=hessian, hessian_vp=hessian_vp)
+    def hessian_sqrt(y_hat, y):
+        check(y_hat, y)
+        return loss.hessian_sqrt(y_hat, y)
+
+    return loss._replace(
+        fn=fn, jacobian=jacobian, hessian=hessian, hessian_vp=hessian_vp, hessian_sqrt=hessian_sqrt
+    )
