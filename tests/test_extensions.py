@@ -76,7 +76,7 @@ def references(losses_b, grads_b, max_norm):
 
 def trace_witness(net, params, x, y, loss_name):
     """δ⁽ⁱ⁾ and ∂L_b/∂z⁽ⁱ⁾ by jax.grad w.r.t. a⁽ⁱ⁾ and z⁽ⁱ⁾, and the forward cache."""
-    _, caches = fnn.forward(net, params, x)
+    _, caches = fnn.forward_pass(net, params, x)
     deltas, dzs = [], []
     for i, c in enumerate(caches):
         from_a, from_z = rest_of_network(net, params, i, loss_name)

@@ -213,13 +213,3 @@ def jacobian_explicit(net: MLP, params, x: jax.Array) -> jax.Array:
         J = J_f if J is None else local_jacobians.chain(J, J_f)
         J = local_jacobians.chain(J, local_jacobians.affine_x(p["W"]))
     return J
-
-
-# The forward fold's old private name, still imported by fnn.extensions; removed once it
-# folds with fnn._scan.layers.
-def _cache_step(Z, p, f, _=None):
-    return layer.forward_batch(p, f, Z)
-
-
-# The batch-first forward pass is network.run_with_cache; fnn.curvature still reads it here.
-forward_batch = network.run_with_cache

@@ -59,7 +59,6 @@ from fnn.network import MLP, Params
 __all__ = [
     "CURVATURE_MAX_BYTES",
     "HESSIAN_METHODS",
-    "HESSIAN_MODES",
     "HVP_METHODS",
     "gauss_newton_bytes",
     "ggn_blocks",
@@ -76,7 +75,6 @@ __all__ = [
 ]
 
 HESSIAN_METHODS = ("fwd_over_rev", "rev_over_fwd", "rev_over_rev", "fwd_over_fwd")
-HESSIAN_MODES = HESSIAN_METHODS  # the name of the same tuple before method= was the keyword
 HVP_METHODS = ("r_operator", *HESSIAN_METHODS)
 
 
@@ -85,51 +83,44 @@ HVP_METHODS = ("r_operator", *HESSIAN_METHODS)
 # ---------------------------------------------------------------------------------------
 
 
-def _r_forward_step(carry, p, f, v):
+def _r_forward_pair(p, f, carry, v):
+    """:func:`fnn.layer.r_forward` on the fold's carry ``(Z, R{Z})``; both caches kept."""
     Z, R_Z, cache, r_cache = layer.r_forward(p, f, v, *carry)
     return (Z, R_Z), (cache, r_cache)
 
 
-def _r_backward_step(carry, p, f, xs):
+def _r_backward_pair(p, f, xs, carry):
+    """:func:`fnn.layer.r_backward` on the fold's carry ``(G, R{G})``."""
     R_grads, G, R_G = layer.r_backward(p, f, *xs, *carry)
-    return (G, R_G), R_grads
-
-
-def _vjp_step(G, p, f, cache):
-    grads, G = layer.vjp_batch(p, f, cache, G)
-    return G, grads
+    return R_grads, (G, R_G)
 
 
 def _r_forward(net: MLP, params, v, X):
     """``Ŷ``, ``R{Ŷ} = J v`` and every layer's caches, batch-first (S27)."""
-    segs = _scan.segments(net, per_layer_results=True)
-    grouped, grouped_v = _scan.group(segs, params), _scan.group(segs, v)
-    R_X = jnp.zeros_like(X) if segs[0].scan else None  # a scan's carry needs an array
-    (Y_hat, R_Y), caches = _scan.run_layers(segs, grouped, _r_forward_step, (X, R_X), grouped_v)
-    return segs, grouped, grouped_v, Y_hat, R_Y, caches
+    fold, fold_v = (_scan.layers(net, t, per_layer_results=True) for t in (params, v))
+    R_X = jnp.zeros_like(X) if fold.segs[0].scan else None  # a scan's carry needs an array
+    (Y_hat, R_Y), caches = fold.forward(_r_forward_pair, (X, R_X), fold_v.params)
+    return fold, fold_v.params, Y_hat, R_Y, caches
 
 
 def r_operator(net: MLP, params: Params, X, Y, v, loss: losses.Loss):
     """``∇²θ L · v`` by the R-operator (S27): :func:`fnn.layer.r_forward` up, then from
     ``G = J_L(Ŷ)/B``, ``R{G} = H_L(Ŷ) R{Ŷ}/B`` :func:`fnn.layer.r_backward` down. ``X`` a
     batch ``(B, D)``; unchecked."""
-    segs, grouped, grouped_v, Y_hat, R_Y, caches = _r_forward(net, params, v, X)
+    fold, grouped_v, Y_hat, R_Y, caches = _r_forward(net, params, v, X)
     G = jax.vmap(loss.jacobian)(Y_hat, Y) / X.shape[0]
     R_G = jax.vmap(loss.hessian_vp)(Y_hat, Y, R_Y) / X.shape[0]
     xs = [(gv, *c) for gv, c in zip(grouped_v, caches)]
-    _, Hv = _scan.run_layers(segs, grouped, _r_backward_step, (G, R_G), xs, reverse=True)
-    return _scan.ungroup(segs, Hv)
+    return fold.per_layer(fold.backward(_r_backward_pair, (G, R_G), xs)[1])
 
 
 def gauss_newton(net: MLP, params: Params, X, Y, v, loss: losses.Loss):
     """``Jᵀ H_L J v`` (S27): ``J v = R{Ŷ}`` by the R-forward pass, then ``H_L J v / B`` pulled
     back by the plain VJP. Unchecked."""
-    segs, grouped, _, Y_hat, R_Y, caches = _r_forward(net, params, v, X)
+    fold, _, Y_hat, R_Y, caches = _r_forward(net, params, v, X)
     G = jax.vmap(loss.hessian_vp)(Y_hat, Y, R_Y) / X.shape[0]
     cache_only = [c for c, _ in caches]
-    return _scan.ungroup(
-        segs, _scan.run_layers(segs, grouped, _vjp_step, G, cache_only, reverse=True)[1]
-    )
+    return fold.per_layer(fold.backward(layer.vjp_batch, G, cache_only)[1])
 
 
 def _composition(net: MLP, params: Params, X, Y, loss: losses.Loss, method: str):

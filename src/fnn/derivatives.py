@@ -212,12 +212,3 @@ def jacobian(net: MLP, params: Params, x, *, method: str = "auto") -> jax.Array:
     return (
         engine(net, params, x) if x.ndim == 1 else jax.vmap(engine, (None, None, 0))(net, params, x)
     )
-
-
-# Old private names, still imported by extensions, curvature and gradcheck; removed once
-# they call check_loss_problem and refuse_forward.
-_check_loss_problem = check_loss_problem
-
-
-def _refuse_forward(net: MLP, batch: int, max_tangents: int | None) -> None:
-    refuse_forward(net, batch, max_tangents, instead="Use method='reverse'.")

@@ -28,8 +28,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fnn import _checks, _scan, backprop, layer
-from fnn.derivatives import _check_loss_problem
+from fnn import _checks, _scan, layer
+from fnn.derivatives import check_loss_problem
 
 __all__ = [
     "clipped_grad",
@@ -44,9 +44,11 @@ __all__ = [
 # ---------------------------------------------------------------------------------------
 
 
-def _keep_step(G, p, f, cache):
+def _pull_back_keeping_rows(p, f, cache, G):
+    """One layer backward, keeping its rows ``(G, Δ)``: the per-example quantities are
+    built from them after the pass (S24, S25)."""
     D = layer.delta(p, f, cache, G)
-    return layer.input_grad(p, D), (G, D)
+    return (G, D), layer.input_grad(p, D)
 
 
 def per_example_pass(net, params, X, Y, loss):
@@ -55,13 +57,12 @@ def per_example_pass(net, params, X, Y, loss):
     ``G⁽ⁱ⁾ = ∂L_b/∂z⁽ⁱ⁾`` and ``Δ⁽ⁱ⁾ = ∂L_b/∂a⁽ⁱ⁾``, one row per example, each the derivative
     of that example's own loss. What a caller does not use (``∂L_b/∂x``, say) jit removes.
     ``loss`` is a :class:`fnn.losses.Loss`."""
-    segs = _scan.segments(net, per_layer_results=True)
-    grouped = _scan.group(segs, params)
-    y_hat, caches = _scan.run_layers(segs, grouped, backprop._cache_step, X)
+    fold = _scan.layers(net, params, per_layer_results=True)
+    y_hat, caches = fold.forward(layer.forward_batch, X)
     G = jax.vmap(loss.jacobian)(y_hat, Y)  # J_L(ŷ_b), row b
-    dL_dx, rows = _scan.run_layers(segs, grouped, _keep_step, G, caches, reverse=True)
+    dL_dx, rows = fold.backward(_pull_back_keeping_rows, G, caches)
     losses_b = jax.vmap(loss.fn)(y_hat, Y)
-    return losses_b, _scan.ungroup(segs, caches), _scan.ungroup(segs, rows), dL_dx
+    return losses_b, fold.per_layer(caches), fold.per_layer(rows), dL_dx
 
 
 def layer_map(rule, net, params, caches, rows):
@@ -73,7 +74,7 @@ def check_problem(net, params, x, y, loss):
     """The checks at the door of every function here (as :func:`fnn.value_and_grad`'s);
     returns ``(Loss, X (B, D), Y, one)``, one example ``(D,)`` as a batch of one
     (``one`` is then ``True``)."""
-    loss_fn, x, y = _check_loss_problem(net, params, x, y, loss)
+    loss_fn, x, y = check_loss_problem(net, params, x, y, loss)
     one = x.ndim == 1
     return loss_fn, *((x[None], y[None]) if one else (x, y)), one
 

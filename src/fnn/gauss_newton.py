@@ -34,7 +34,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fnn import _checks, _curvature, backprop, layer
+from fnn import _checks, _curvature, layer, network
 from fnn.network import MLP, Params
 
 __all__ = [
@@ -73,7 +73,7 @@ def _sampled(loss, y_hat, y, key, k: int):
 def _backprop(net, params, loss, collect, mc_samples, X, Y, w, keys=None):
     """Pull the columns of ``S_b`` (or ``k`` sampled ones), weighted by ``√w_b``, back
     through every layer; ``collect(p, cache, Δ, α-columns, w)`` per layer."""
-    Y_hat, caches = backprop.forward_batch(net, params, X)
+    Y_hat, caches = network.run_with_cache(net, params, X)
     if mc_samples is None:
         G = jnp.swapaxes(jax.vmap(loss.hessian_sqrt)(Y_hat, Y), -1, -2)  # (B, C, M): Sᵀ
     else:

@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fnn import _curvature, backprop, layer
+from fnn import _curvature, layer, network
 from fnn.network import MLP, Params
 
 __all__ = [
@@ -53,7 +53,7 @@ def hessian_backprop_bytes(net: MLP, batch: int, dtype) -> int:
 def _backprop(net, params, loss, collect, X, Y, w):
     """Fold :func:`fnn.layer.hessian_backward` from the loss down for the examples ``X``
     weighted by ``w``; ``collect(p, cache, lh)`` per layer."""
-    Y_hat, caches = backprop.forward_batch(net, params, X)
+    Y_hat, caches = network.run_with_cache(net, params, X)
     G = w[:, None] * jax.vmap(loss.jacobian)(Y_hat, Y)
     H = w[:, None, None] * jax.vmap(loss.hessian)(Y_hat, Y)
     out = [None] * net.num_layers

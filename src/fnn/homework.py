@@ -12,9 +12,9 @@ number in the order the passes compute it::
                           dL/dW[i] = δ⁽ⁱ⁾ z⁽ⁱ⁻¹⁾ᵀ,   dL/db[i] = δ⁽ⁱ⁾
 
 :func:`check` marks a filled-in sheet (a dict, a JSON or a CSV file). Every number is
-recomputed twice: from the right earlier values (the reference, :func:`fnn.backprop_trace`'s) and from
-the student's own earlier values. A number that matches the first is right; one that matches
-only the second is "right given your earlier value" — the step was done right on a wrong
+recomputed twice: from the right earlier values (the reference,
+:func:`fnn.backprop_trace`'s) and from the student's own earlier values. A number that
+matches the first is right; one that matches only the second is "right given your earlier value" — the step was done right on a wrong
 input. For the first number that matches neither, the step is redone from the student's own
 earlier values under the common wrong rules (f′ at z instead of a, f′ left out, W instead of
 Wᵀ, the factor 2 of L2 dropped, a flipped sign, z⁽ⁱ⁾ instead of z⁽ⁱ⁻¹⁾ in ∂L/∂W, …), and the
@@ -40,9 +40,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from fnn import activations
-from fnn.traces import backprop_trace  # the reference pass (S23)
 from fnn.homework_io import answer_array, read_answers, to_csv, to_json
 from fnn.network import MLP
+from fnn.traces import backprop_trace  # the reference pass (S23)
 
 __all__ = [
     "Exercise",
@@ -158,7 +158,9 @@ def keys(net: MLP) -> list[str]:
 def solution(ex: Exercise) -> dict[str, np.ndarray]:
     """Every quantity of the worksheet, exactly, from :func:`fnn.backprop_trace` (S23)."""
     params = [{k: jnp.asarray(v, jnp.float32) for k, v in p.items()} for p in ex.params]
-    t = backprop_trace(ex.net, params, jnp.asarray(ex.x, jnp.float32), jnp.asarray(ex.y, jnp.float32))
+    t = backprop_trace(
+        ex.net, params, jnp.asarray(ex.x, jnp.float32), jnp.asarray(ex.y, jnp.float32)
+    )
     fields = {"a": "a", "z": "z", "dL/dz": "dL_dz", "delta": "dL_da", "dL/dW": "dL_dW"}
     fields["dL/db"] = "dL_db"
     ref = {"L": np.float64(t.loss)}
