@@ -15,10 +15,11 @@ number in the order the passes compute it::
 recomputed twice: from the right earlier values (the reference,
 :func:`fnn.backprop_trace`'s) and from the student's own earlier values. A number that
 matches the first is right; one that matches only the second is "right given your earlier
-value" — the step was done right on a wrong input. For the first number that matches neither, the step is redone from the student's own
-earlier values under the common wrong rules (f′ at z instead of a, f′ left out, W instead of
-Wᵀ, the factor 2 of L2 dropped, a flipped sign, z⁽ⁱ⁾ instead of z⁽ⁱ⁻¹⁾ in ∂L/∂W, …), and the
-rules that reproduce the student's number are named.
+value" — the step was done right on a wrong input. For the first number that matches
+neither, the step is redone from the student's own earlier values under the common wrong
+rules (f′ at z instead of a, f′ left out, W instead of Wᵀ, the factor 2 of L2 dropped, a
+flipped sign, z⁽ⁱ⁾ instead of z⁽ⁱ⁻¹⁾ in ∂L/∂W, …), and the rules that reproduce the
+student's number are named.
 
 From the shell::
 
