@@ -99,7 +99,7 @@ def mutation_experiment(networks: int):
     for i in range(networks):
         net, params, x, y, act, loss, method = problem(i)
         _, grads = value_and_grad(net, params, x, y, loss=loss, method=method)
-        fd = gradcheck.network_central_difference(net, params, x, y, loss)
+        fd = gradcheck.network_central_difference(net, params, x, y, loss=loss)
         check = functools.partial(gradcheck.compare, numerical=fd.numerical, kinks=fd.kinks,
                                   value=fd.value)  # fmt: skip
         base = verdict(check(grads))
@@ -179,7 +179,7 @@ def directional_experiment(trials: int):
         sizes.append(float(abs(flat[j]) / jnp.max(jnp.abs(flat))))
         wrong = unravel(flat.at[j].multiply(1.1))
         for k in DIRECTIONS:
-            report = gradcheck.check_directional(_loss, params, wrong, jax.random.key(t), k)
+            report = gradcheck.check_directional(_loss, params, wrong, key=jax.random.key(t), k=k)
             missed[k].append(bool(report.passed))
             detectable[k].append(getattr(report, "min_detectable", float("nan")))
     large = np.asarray(sizes) >= 0.1

@@ -105,7 +105,7 @@ def check_all(cases, methods, seed, quick=False):
         by_method = {m: {"activation": act, "loss": loss, "method": m} for m in chosen}
         for dtype in DTYPES:
             params, x, y = problem(net, loss, dtype, seed + i)
-            fd = gradcheck.network_central_difference(net, params, x, y, loss)
+            fd = gradcheck.network_central_difference(net, params, x, y, loss=loss)
             grads = hand_gradients(net, params, x, y, loss, chosen)
             for method, row in by_method.items():
                 report = gradcheck.compare(
