@@ -34,6 +34,7 @@ from fnn import (
     losses,
     numerical,
     symmetry,
+    testing,
     training,
 )
 from fnn.curvature import (
@@ -91,6 +92,7 @@ __all__ = [
     "save",
     "summary",
     "symmetry",
+    "testing",
     "trace",
     "training",
     "value_and_grad",
