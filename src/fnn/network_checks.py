@@ -301,12 +301,12 @@ def check_hvp(
       v: the direction, like ``params``.
       Hv: the product to check (``fnn.hvp``'s), like ``params``.
       eps: the base step (default ``ε_mach^{1/3}`` of the oracle's dtype).
-      threshold: the relative threshold (default :data:`fnn.oracle.THRESHOLDS` of
+      threshold: the relative threshold (default :data:`fnn.gradcheck.THRESHOLDS` of
         ``params``' dtype).
       oracle: the dtype of the quotient (default float64; ``None``: ``params``' own).
 
     Returns:
-      A :class:`fnn.oracle.GradCheck` of kind ``"HVP"``; ``print`` it for the report. An
+      A :class:`fnn.gradcheck.GradCheck` of kind ``"HVP"``; ``print`` it for the report. An
       entry of ``Hv`` that is NaN or inf fails, named.
 
     Raises:

@@ -193,11 +193,6 @@ def _table(r: GradCheck) -> list[str]:
     return lines
 
 
-# ---------------------------------------------------------------------------------------
-# Finite inputs and outputs.
-# ---------------------------------------------------------------------------------------
-
-
 def first_nonfinite(tree) -> tuple[str, tuple[int, ...], float] | None:
     """The first NaN or inf entry of ``tree`` in flattening order — ``(path, index,
     value)`` — or ``None`` (S11: a check never passes what it cannot compare)."""
@@ -221,11 +216,6 @@ def check_finite_tree(tree, name: str) -> None:
     if bad is not None:
         path, index, value = bad
         raise ValueError(f"{name}{path} must be finite; got {value} at index {index}.")
-
-
-# ---------------------------------------------------------------------------------------
-# The oracle's precision: float64 even where jax_enable_x64 is off.
-# ---------------------------------------------------------------------------------------
 
 
 def oracle_dtype(oracle, dtype: str) -> str:
@@ -272,11 +262,6 @@ def upcast(tree, dtype: str):
         return jnp.asarray(leaf.astype(dtype) if jnp.issubdtype(leaf.dtype, jnp.floating) else leaf)
 
     return jax.tree.map(cast, tree)
-
-
-# ---------------------------------------------------------------------------------------
-# The verdict.
-# ---------------------------------------------------------------------------------------
 
 
 def default_threshold(dtype: str, threshold: float | None) -> float:
@@ -384,8 +369,7 @@ def report(
     failed = sum(leaf.failed for leaf in leaves)
     unresolved = sum(leaf.unresolved for leaf in leaves)
     ratio, path, idx, a, b, max_error = worst
-    bad = first_nonfinite(e.hand) or first_nonfinite(e.oracle)
-    nonfinite = _describe(bad, e) if bad else ""
+    nonfinite = _describe(e)
     passed = failed == 0 and unresolved == 0 and not extra.get("kinks_crossed", 0)
     return GradCheck(
         passed, max_error if ratio >= 0 else 0.0, _median(np.concatenate(kept)), threshold,
@@ -399,13 +383,14 @@ def _median(values: np.ndarray) -> float:
     return float(np.median(values)) if values.size else 0.0
 
 
-def _describe(bad, e: Entries) -> str:
-    """``hand['w'][1] = nan`` or ``numerical['w'][1] = inf``: the first non-finite entry,
-    the hand side's first."""
-    path, index, value = bad
-    side = "hand" if first_nonfinite(e.hand) else "numerical"
-    i = int(path.strip("[]") or 0)
-    return f"{side} {e.paths[i]}{list(index)} = {value}"
+def _describe(e: Entries) -> str:
+    """``hand ['w'][1] = nan``: the first non-finite entry, the hand side's first; or ""."""
+    for side, leaves in (("hand", e.hand), ("numerical", e.oracle)):
+        bad = first_nonfinite(dict(zip(range(len(leaves)), leaves)))
+        if bad is not None:
+            path, index, value = bad
+            return f"{side} {e.paths[int(path.strip('[]'))]}{list(index)} = {value}"
+    return ""
 
 
 def compare(

@@ -167,7 +167,7 @@ def assert_grad(
       eps, threshold, atol, oracle: as in :func:`fnn.gradcheck.check_gradient`.
 
     Returns:
-      The :class:`fnn.oracle.GradCheck` (it passed).
+      The :class:`fnn.gradcheck.GradCheck` (it passed).
 
     Raises:
       AssertionError: an entry fails, is NaN or inf, or is unresolved; the message names
@@ -206,7 +206,7 @@ def assert_vjp(f: Callable, *args, argnums=None, probes: int = 2, seed: int = 0,
       options: ``eps``, ``threshold``, ``atol``, ``oracle`` of :func:`assert_grad`.
 
     Returns:
-      The last probe's :class:`fnn.oracle.GradCheck`.
+      The last probe's :class:`fnn.gradcheck.GradCheck`.
 
     Raises:
       AssertionError: as :func:`assert_grad`, for the first probe that fails.
@@ -252,7 +252,7 @@ def assert_jvp(
       eps, threshold, oracle: as in :func:`fnn.gradcheck.check_gradient`.
 
     Returns:
-      The last probe's :class:`fnn.oracle.GradCheck` (its entries are ``f``'s outputs).
+      The last probe's :class:`fnn.gradcheck.GradCheck` (its entries are ``f``'s outputs).
 
     Raises:
       AssertionError: an output entry fails; the message names the output leaf and index.
@@ -313,7 +313,7 @@ def assert_hvp(
       seed, eps, threshold, oracle: as in :func:`assert_vjp`.
 
     Returns:
-      The :class:`fnn.oracle.GradCheck` (kind ``"HVP"``).
+      The :class:`fnn.gradcheck.GradCheck` (kind ``"HVP"``).
 
     Raises:
       AssertionError: an entry of ``Hv`` fails; the message names the leaf and index.
