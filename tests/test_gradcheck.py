@@ -91,7 +91,7 @@ def test_check_gradient_on_any_function():
 
 def test_an_entry_below_the_oracles_resolution_is_unresolved_never_passed():
     # ∂f/∂w₁ = 1e-9. The float64 oracle resolves it (u ≈ 3.7e-10, |a| + |b| = 2e-9 > 4u):
-    # it passes, within the float32 gradient's own rounding r = 6 ε₃₂ max|b|.
+    # it passes, within the float32 gradient's own rounding r = ROUNDING ε₃₂ max|b|.
     def f(w):
         return jnp.sum(w[0] ** 2) + 1e-9 * w[1]
 
@@ -100,18 +100,18 @@ def test_an_entry_below_the_oracles_resolution_is_unresolved_never_passed():
     report = gradcheck.check_gradient(f, w, grad)
     assert report.passed and report.verdict == "PASS", str(report)
     assert report.oracle_dtype == "float64" and report.dtype == "float32"
-    assert report.atol == pytest.approx(6 * 2.0**-23 * 2.0, rel=1e-6)
+    assert report.atol == pytest.approx(gradcheck.ROUNDING * 2.0**-23 * 2.0, rel=1e-6)
     # Float32 central differences cannot see it (resolution ≈ 2.4e-4): unresolved, not a pass.
     native = gradcheck.check_gradient(f, w, grad, oracle=None)
     assert native.oracle_dtype == "float32"
     assert not native.passed and native.verdict == "UNRESOLVED" and native.num_unresolved == 1
     assert native.num_failed == 0 and "unresolved" in str(native)
-    # A float32 gradient of 0 there is within its own rounding r ≈ 1.4e-6: a pass.
+    # A float32 gradient of 0 there is within its own rounding r ≈ 7.6e-6: a pass.
     assert gradcheck.check_gradient(f, w, grad.at[1].set(0.0)).passed
 
     # A float64 gradient is granted far less (r ≈ 3e-15) than the float64 oracle can tell
     # from 0 (|a| + |b| ≤ 4u ≈ 1.5e-9). Next to a gradient of scale 2 that blind spot is
-    # below FLOOR · max|b| = 2e-6 and cannot matter: 0 against ∂g/∂w₁ = 1e-10 passes …
+    # below FLOOR · max|b| = 2e-5 and cannot matter: 0 against ∂g/∂w₁ = 1e-10 passes …
     def g(w):
         return jnp.sum(w[0] ** 2) + 1e-10 * w[1]
 
@@ -218,8 +218,9 @@ def test_the_issues_float32_example_fails_now():
 
 @pytest.mark.slow
 def test_power_script_quick(tmp_path, capsys):
-    """scripts/gradcheck_power.py on 2 networks (the full run: 210, see its docstring): every
-    single-entry mutation caught, every correct gradient passed."""
+    """scripts/gradcheck_power.py on 2 networks and 8 correct gradients (the full run: 210
+    and 1120, see its docstring): every single-entry mutation caught, every correct gradient
+    passed."""
     script = load_script(POWER)
     assert script.main(["--quick", "--out", str(tmp_path)]) == 0
     result = json.loads((tmp_path / "gradcheck_power.json").read_text())
@@ -227,6 +228,8 @@ def test_power_script_quick(tmp_path, capsys):
     cases = sum(sum(t.values()) for t in result["tallies"].values())
     assert cases > 2 * 4 * 10 and result["caught"] >= 0.99 and result["false_alarms"] == 0
     assert set(result["directional"]) == {"1", "2", "4", "8", "16"}
+    sweep = result["sweep"]["float32"]
+    assert sweep["checked"] + sweep["skipped"] == 8 and result["sweep_false_alarms"] == 0
     assert (tmp_path / "gradcheck_power.png").stat().st_size > 5_000
     assert "caught" in capsys.readouterr().out
 
@@ -366,7 +369,7 @@ def test_relu_kink_is_reported_not_failed():
     assert report.worst_path == "['params'][1]['W']" and report.worst_index == (0, 0)
     assert report.worst_hand == 0.0 and 0 < abs(report.worst_numerical) < report.resolution
     assert report.max_error == 0.0 and "both below the oracle's resolution" in str(report)
-    # In float32 the gradient's own rounding (r = 6 ε₃₂ max|b|) covers it: a pass.
+    # In float32 the gradient's own rounding (r = ROUNDING ε₃₂ max|b|) covers it: a pass.
     p32, x32, y32 = jax.tree.map(lambda a: a.astype(jnp.float32), (params, x, y))
     _, g32 = value_and_grad(net, p32, x32, y32)
     report32 = gradcheck.check_network(net, p32, x32, y32, g32)

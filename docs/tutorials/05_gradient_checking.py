@@ -239,7 +239,7 @@ print(
 # **4. Errors smaller than the resolution.** Even in float64, central differences cannot
 # tell an entry from 0 below about $u = 10\,ε_{mach}^{2/3}\max(1, |L|) \approx 4 \cdot
 # 10^{-10}\max(1, |L|)$. Such an entry is reported UNRESOLVED only when that blind spot
-# could matter next to the gradient's own scale: when $u$ exceeds $10^{-6}$ times the
+# could matter next to the gradient's own scale: when $u$ exceeds $10^{-5}$ times the
 # largest entry of the gradient ([`gradcheck.FLOOR`][fnn.gradcheck.FLOOR]). A dead ReLU
 # unit, whose hand gradient is exactly 0 and whose central difference is rounding noise of
 # $10^{-11}$, therefore passes:
@@ -256,7 +256,7 @@ print(f"{zeros} entries of the hand gradient are exactly 0 (dead units)")
 print(gradcheck.check_network(dead_net, dp, dx, dy, dg, loss="softmax_cross_entropy"))
 
 # %% [markdown]
-# An error smaller than $10^{-6}$ of the gradient's largest entry can pass; every error
+# An error smaller than $10^{-5}$ of the gradient's largest entry can pass; every error
 # the power experiment plants (×2, ×0, −1 on entries of at least $10^{-4}$ of the largest,
 # ×1.01 on the largest) fails (`scripts/gradcheck_power.py`). A NaN or inf on either side
 # always fails, naming the first such entry.

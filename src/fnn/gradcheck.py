@@ -16,7 +16,7 @@ Every check is judged by one rule and reported as one :class:`GradCheck`
 (:mod:`fnn.oracle`): an entry ``a`` against the oracle's ``b`` passes when
 ``|a − b| ≤ t (|a| + |b|) + r + u`` (``t`` the dtype's relative threshold, ``r`` its
 rounding, ``u`` the oracle's resolution). An entry is UNRESOLVED only when the oracle cannot
-tell it from 0 and its blind spot ``u`` exceeds ``FLOOR = 1e-6`` times the gradient's
+tell it from 0 and its blind spot ``u`` exceeds ``FLOOR = 1e-5`` times the gradient's
 largest entry — only then could an error the oracle cannot see matter next to the
 gradient's own scale. A NaN or inf on either side fails, naming the first such entry; a NaN
 or inf in a check's inputs is a ``ValueError``.
@@ -37,6 +37,7 @@ from fnn.network_checks import (
     NetworkDifference,
     check_hvp,
     check_network,
+    compare_network,
     kink_crossings,
     network_central_difference,
     network_loss,
@@ -84,6 +85,7 @@ __all__ = [
     "check_hvp",
     "check_network",
     "compare",
+    "compare_network",
     "kink_crossings",
     "network_central_difference",
     "network_loss",
