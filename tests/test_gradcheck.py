@@ -643,3 +643,22 @@ def test_check_hvp_fails_where_the_step_crosses_a_kink():
     still = [jax.tree.map(jnp.zeros_like, params[0]), jax.tree.map(jnp.ones_like, params[1])]
     calm = gradcheck.check_hvp(net, params, x, y, still, fnn.hvp(net, params, x, y, still))
     assert calm.passed and calm.kinks_crossed == 0, str(calm)
+
+
+def test_a_saturated_probability_is_unresolved_not_failed():
+    """σ(30) = 1 − 9e-14: L = −0.7 log(1 − p) is computed from 1 − p to only ~1e-3, so its
+    central difference is noise; |J_L| |ŷ| ≈ 7e12 says so, and the check is UNRESOLVED (the
+    oracle cannot judge it) instead of failing a correct gradient."""
+    net = fnn.MLP((2, 1), ("sigmoid",))
+    params = [{"W": jnp.array([[30.0, 0.0]]), "b": jnp.zeros(1)}]
+    x, y = jnp.array([1.0, 0.0]), jnp.array([0.3])
+    _, grads = value_and_grad(net, params, x, y, loss="binary_cross_entropy")
+    fd = gradcheck.network_central_difference(net, params, x, y, loss="binary_cross_entropy")
+    assert fd.condition > 1e12
+    report = gradcheck.check_network(net, params, x, y, grads, loss="binary_cross_entropy")
+    assert report.verdict == "UNRESOLVED" and report.resolution > 1.0, str(report)
+    # a well-conditioned point of the same network: a plain pass, u at its usual size
+    params[0]["W"] = jnp.array([[0.5, 0.0]])
+    _, grads = value_and_grad(net, params, x, y, loss="binary_cross_entropy")
+    calm = gradcheck.check_network(net, params, x, y, grads, loss="binary_cross_entropy")
+    assert calm.passed and calm.resolution < 1e-8, str(calm)
