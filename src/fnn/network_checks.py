@@ -28,7 +28,6 @@ from fnn.network import forward as forward_pass  # the contract's name for the f
 from fnn.numerical import at_plus_minus, check_eps, check_same_structure, check_tree, steps
 from fnn.oracle import (
     ORACLE,
-    ROUNDING,
     GradCheck,
     check_finite_tree,
     compare,
@@ -220,20 +219,15 @@ def loss_condition(loss_fn: losses.Loss, y_hat: jax.Array, y) -> jax.Array:
 
 def compare_network(grads, fd: NetworkDifference, *, threshold=None, atol=None) -> GradCheck:
     """A network's ``grads`` against its :func:`network_central_difference` ``fd``, by the
-    rule of :func:`fnn.gradcheck.compare`, with the loss's conditioning in both tolerances:
-    the oracle's resolution ``u`` is taken at ``max(|L|, condition)`` (what rounding the
-    outputs does to L) and the gradient's rounding ``r`` grows by ``κ = max(1, condition /
-    max(1, |L|))`` — a saturated output makes both sides less accurate, and says so
-    (S11, S19).
+    rule of :func:`fnn.gradcheck.compare`, with the loss's conditioning in the oracle's
+    resolution: ``u`` is taken at ``max(|L|, condition)`` (what rounding the outputs does to
+    L), so that the central differences of a loss computed from a saturated probability are
+    UNRESOLVED, not taken for the truth (S11, S16, S19).
 
     Raises:
       ValueError, TypeError: as :func:`fnn.gradcheck.compare`.
     """
     check_same_structure(grads, fd.numerical, "grads")
-    kappa = max(1.0, fd.condition / max(1.0, abs(fd.value)))
-    if atol is None:
-        e = entries(grads, fd.numerical, fd.kinks, dtype=check_tree(grads, "grads"))
-        atol = ROUNDING * float(jnp.finfo(e.dtype).eps) * largest(e) * kappa
     value = max(abs(fd.value), fd.condition) if np.isfinite(fd.value) else fd.value
     return compare(grads, fd.numerical, kinks=fd.kinks, value=value, threshold=threshold,
                    atol=atol, num_evaluations=fd.num_evaluations)  # fmt: skip
