@@ -8,19 +8,21 @@ the output it takes), the three backprop methods in turn; for each, the correct 
 checked again against the same central differences. A wrong gradient that passes is a
 false pass; a correct one that does not pass, a false alarm.
 
+False-alarm sweep: correct gradients of float32 and float64 networks (counted apart), every
+activation and every loss, batches of 1–3, three architectures, the three methods, in eight
+regimes of weights, biases and inputs — normal, tiny and large weights, dead units (negative
+biases), saturated units (large weights or inputs), tiny inputs. Every one must pass; a
+problem whose loss or gradient is not finite at θ is skipped and counted. For each dtype it
+also reports the rounding ``r`` (in ``ε_mach · max|b|``) the worst correct entry needed.
+
 Directional experiment (``--directional``): ``check_directional`` on random 7-parameter
 float32 networks (1 → 2 → 1, tanh) with one entry 10 % wrong, for k = 1, 2, 4, 8, 16
 directions: the share missed, and the smallest relative error of the whole gradient each
 check can detect.
 
-It uses only ``network_central_difference``, ``compare`` and ``check_directional``, which
-older versions of fnn have too: run it with ``PYTHONPATH`` at another checkout to measure
-that version on the same experiment.
-
-  python scripts/gradcheck_power.py                    # 28 networks, a few ×10 s on 2 cores
-  python scripts/gradcheck_power.py --networks 210     # the full experiment
-  python scripts/gradcheck_power.py --directional      # the k sweep as well
-  python scripts/gradcheck_power.py --quick            # 2 networks, for the tests
+  python scripts/gradcheck_power.py          # 6 networks, 48 gradients: well under a minute
+  python scripts/gradcheck_power.py --full   # 210 networks, 1120 gradients, the k sweep
+  python scripts/gradcheck_power.py --quick  # 2 networks, 8 gradients, for the tests
 
 Writes ``results/gradcheck_power.json`` and ``results/gradcheck_power.png`` (or ``--out``).
 """
@@ -45,6 +47,9 @@ import matplotlib.pyplot as plt
 
 import fnn
 from fnn import gradcheck
+
+# The sweep's float64 half needs float64 arrays; the float32 networks stay float32.
+jax.config.update("jax_enable_x64", True)
 
 FACTORS = (2.0, 0.0, -1.0, 1.01)
 SIZES = ((3, 4, 2), (2, 3, 3, 2))
@@ -88,6 +93,14 @@ def problem(i: int):
 value_and_grad = jax.jit(fnn.value_and_grad, static_argnames=("loss", "method"))
 
 
+def judge(grads, fd):
+    """The verdict of ``check_network`` on a computed ``fd`` (``compare`` where a version of
+    fnn has no ``compare_network``)."""
+    if hasattr(gradcheck, "compare_network"):
+        return gradcheck.compare_network(grads, fd)
+    return gradcheck.compare(grads, fd.numerical, kinks=fd.kinks, value=fd.value)
+
+
 def verdict(report) -> str:
     """PASS / FAIL / UNRESOLVED (a version without ``verdict`` knows only pass and fail)."""
     return getattr(report, "verdict", "PASS" if report.passed else "FAIL")
@@ -99,9 +112,8 @@ def mutation_experiment(networks: int):
     for i in range(networks):
         net, params, x, y, act, loss, method = problem(i)
         _, grads = value_and_grad(net, params, x, y, loss=loss, method=method)
-        fd = gradcheck.network_central_difference(net, params, x, y, loss)
-        check = functools.partial(gradcheck.compare, numerical=fd.numerical, kinks=fd.kinks,
-                                  value=fd.value)  # fmt: skip
+        fd = gradcheck.network_central_difference(net, params, x, y, loss=loss)
+        check = functools.partial(judge, fd=fd)
         base = verdict(check(grads))
         correct[base] += 1
         flat, unravel = ravel_pytree(grads)
@@ -179,7 +191,7 @@ def directional_experiment(trials: int):
         sizes.append(float(abs(flat[j]) / jnp.max(jnp.abs(flat))))
         wrong = unravel(flat.at[j].multiply(1.1))
         for k in DIRECTIONS:
-            report = gradcheck.check_directional(_loss, params, wrong, jax.random.key(t), k)
+            report = gradcheck.check_directional(_loss, params, wrong, key=jax.random.key(t), k=k)
             missed[k].append(bool(report.passed))
             detectable[k].append(getattr(report, "min_detectable", float("nan")))
     large = np.asarray(sizes) >= 0.1
@@ -202,6 +214,114 @@ def print_directional(result, trials):
     for k, r in result.items():
         large_share = "" if r["missed_large"] is None else f"{r['missed_large']:.1%}"
         print(f"{k:3d} {r['missed']:8.1%} {large_share:>30} {r['median_min_detectable']:44.1e}")
+
+
+# ---------------------------------------------------------------------------------------
+# False alarms: correct gradients in every regime a user meets.
+# ---------------------------------------------------------------------------------------
+
+# (name, weight std, hidden bias, input scale): dead units come from negative biases,
+# saturated ones from large weights or inputs.
+REGIMES = (
+    ("normal", 0.6, 0.0, 1.0),
+    ("tiny weights", 1e-3, 0.0, 1.0),
+    ("large weights", 3.0, 0.0, 1.0),
+    ("dead units", 0.6, -1.5, 1.0),
+    ("saturated", 1.5, 0.0, 20.0),
+    ("small", 0.1, 0.0, 1.0),
+    ("tiny inputs", 0.6, 0.0, 1e-3),
+    ("large, dead", 3.0, -3.0, 3.0),
+)
+SWEEP_SIZES = ((3, 4, 2), (2, 3, 3, 2), (4, 5, 3))
+
+
+def sweep_config(c: int):
+    """Configuration c: activation c mod 14, loss ⌊c / 14⌋ mod 5, dtype, batch 1–3, method,
+    sizes — each (network, dtype, batch) compiled once for all its regimes."""
+    acts, losses = fnn.activations.names(), fnn.losses.names()
+    act, loss = acts[c % len(acts)], losses[(c // len(acts)) % len(losses)]
+    dtype = ("float32", "float64")[(c // (len(acts) * len(losses))) % 2]
+    methods = tuple(fnn.derivatives.METHODS)
+    sizes = SWEEP_SIZES[c % len(SWEEP_SIZES)]
+    net = fnn.MLP(sizes, (act,) * (len(sizes) - 2) + (output_activation(loss),))
+    return net, act, loss, dtype, 1 + c % 3, methods[c % len(methods)]
+
+
+def sweep_problem(net, loss, dtype, batch, regime, seed):
+    """Parameters, inputs and targets of one regime, drawn by NumPy."""
+    _, std, bias, scale = regime
+    rng = np.random.default_rng(seed)
+    params = []
+    for layer, shapes in enumerate(net.layer_shapes()):
+        hidden = layer < net.num_layers - 1
+        p = {k: rng.normal(0.0, std, s) for k, s in shapes.items()}
+        p["b"] = p["b"] + (bias if hidden else 0.0)
+        params.append({k: jnp.asarray(v, dtype) for k, v in p.items()})
+    x = jnp.asarray(scale * rng.normal(size=(batch, net.in_features)), dtype)
+    spec = fnn.losses.get(loss)
+    if spec.target == "label":
+        y = jnp.asarray(rng.integers(0, net.out_features, batch))
+    elif spec.on_probabilities:
+        y = jnp.asarray(rng.uniform(size=(batch, net.out_features)), dtype)
+    else:
+        y = jnp.asarray(rng.normal(size=(batch, net.out_features)), dtype)
+    return params, x, y
+
+
+def false_alarm_sweep(n: int, seed: int = 0):
+    """``n`` correct gradients over every activation, loss, dtype, batch 1–3 and regime: how
+    many do not pass. A problem whose loss or gradient is not finite at θ (a probability
+    that underflowed) is no correct gradient to check: skipped, and counted."""
+    tally = {d: {"checked": 0, "PASS": 0, "FAIL": 0, "UNRESOLVED": 0, "skipped": 0}
+             for d in ("float32", "float64")}  # fmt: skip
+    alarms = []
+    for i in range(n):
+        c, r = divmod(i, len(REGIMES))
+        net, act, loss, dtype, batch, method = sweep_config(c)
+        params, x, y = sweep_problem(net, loss, dtype, batch, REGIMES[r], seed + i)
+        value, grads = value_and_grad(net, params, x, y, loss=loss, method=method)
+        t = tally[dtype]
+        if not (np.isfinite(float(value)) and all(
+            np.all(np.isfinite(np.asarray(g))) for g in jax.tree.leaves(grads))):  # fmt: skip
+            t["skipped"] += 1
+            continue
+        fd = gradcheck.network_central_difference(net, params, x, y, loss=loss)
+        report = judge(grads, fd)
+        t["checked"] += 1
+        t[verdict(report)] += 1
+        t["worst_rounding"] = max(t.get("worst_rounding", 0.0), needed_rounding(grads, fd))
+        if verdict(report) != "PASS":
+            alarms.append({"gradient": i, "activation": act, "loss": loss, "dtype": dtype,
+                           "regime": REGIMES[r][0], "batch": batch, "method": method,
+                           "report": str(report)})  # fmt: skip
+    return tally, alarms
+
+
+def needed_rounding(grads, fd) -> float:
+    """The ``r`` (in units of ``ε_mach · max|b|``) the worst entry of a correct gradient
+    needs beyond ``t (|a| + |b|) + u``: what ``ROUNDING`` must cover."""
+    a = np.asarray(ravel_pytree(grads)[0], np.float64)
+    b = np.asarray(ravel_pytree(fd.numerical)[0], np.float64)
+    ok = ~np.asarray(ravel_pytree(fd.kinks)[0], bool)
+    dtype = str(ravel_pytree(grads)[0].dtype)
+    u = fnn.numerical.resolution(fd.oracle_dtype, fd.value)
+    excess = np.abs(a - b) - gradcheck.THRESHOLDS[dtype] * (np.abs(a) + np.abs(b)) - u
+    scale = float(jnp.finfo(dtype).eps) * np.abs(b[ok]).max(initial=0.0)
+    return float(np.max(excess[ok], initial=0.0) / scale) if scale > 0 else 0.0
+
+
+def print_sweep(tally, alarms):
+    print("\nFalse-alarm sweep: correct gradients, every activation, loss and regime")
+    print(f"{'dtype':<8} {'checked':>8} {'PASS':>6} {'FAIL':>6} {'UNRES.':>7} {'skipped':>8}")
+    for dtype, t in tally.items():
+        print(f"{dtype:<8} {t['checked']:8d} {t['PASS']:6d} {t['FAIL']:6d} "
+              f"{t['UNRESOLVED']:7d} {t['skipped']:8d}   worst entry needs r = "
+              f"{t.get('worst_rounding', 0.0):.1f} ε_mach max|b|")  # fmt: skip
+    print("regimes: " + ", ".join(r[0] for r in REGIMES) + " (skipped: loss or gradient "
+          "not finite at θ)")  # fmt: skip
+    for a in alarms[:10]:
+        print(f"  false alarm: gradient {a['gradient']} {a['activation']}/{a['loss']}/"
+              f"{a['dtype']}/{a['regime']}:\n{a['report']}")  # fmt: skip
 
 
 def plot(tallies, correct, directional, path):
@@ -230,29 +350,42 @@ def plot(tallies, correct, directional, path):
     plt.close(fig)
 
 
-def main(argv=None) -> int:
+def parse(argv):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--networks", type=int, default=28, help="random networks (default 28)")
+    parser.add_argument("--networks", type=int, default=6, help="mutated networks (default 6)")
+    parser.add_argument("--sweep", type=int, default=48, help="correct gradients (default 48)")
     parser.add_argument("--directional", action="store_true", help="the k sweep as well")
     parser.add_argument("--trials", type=int, default=200, help="directional trials")
-    parser.add_argument("--quick", action="store_true", help="2 networks, 2 directional trials")
+    parser.add_argument("--full", action="store_true", help="210 networks, 1120 gradients, k")
+    parser.add_argument("--quick", action="store_true", help="2 networks, 8 gradients, 2 trials")
+    parser.add_argument("--seed", type=int, default=0, help="first seed of the sweep's draws")
     parser.add_argument("--out", type=Path, default=Path("results"), help="output folder")
     args = parser.parse_args(argv)
-    if args.networks < 0 or args.trials < 1:
-        parser.error(f"--networks must be ≥ 0 (0: the directional part only) and --trials "
-                     f"positive; got {args.networks}, {args.trials}")  # fmt: skip
+    if args.networks < 0 or args.sweep < 0 or args.trials < 1:
+        parser.error(f"--networks and --sweep must be ≥ 0 and --trials positive; got "
+                     f"{args.networks}, {args.sweep}, {args.trials}")  # fmt: skip
+    if args.full:
+        args.networks, args.sweep, args.directional = 210, 1120, True
     if args.quick:
-        args.networks, args.trials = 2, 2
+        args.networks, args.sweep, args.trials = 2, 8, 2
+    return args
+
+
+def main(argv=None) -> int:
+    args = parse(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     rows, tallies, correct = mutation_experiment(args.networks)
     caught, alarms = print_mutations(rows, tallies, correct) if rows else (None, None)
+    sweep, sweep_alarms = false_alarm_sweep(args.sweep, args.seed)
+    print_sweep(sweep, sweep_alarms)
     directional = None
     if args.directional or args.quick:
         directional = directional_experiment(args.trials)
         print_directional(directional, args.trials)
     plot(tallies, correct, directional, args.out / "gradcheck_power.png")
-    config = {"networks": args.networks, "factors": FACTORS, "smallest": SMALLEST,
-              "batch": BATCH, "trials": args.trials}  # fmt: skip
+    config = {"networks": args.networks, "sweep": args.sweep, "seed": args.seed, "factors": FACTORS,
+              "smallest": SMALLEST, "batch": BATCH, "trials": args.trials,
+              "regimes": REGIMES}  # fmt: skip
     result = {
         "config": config,
         "fnn": fnn.__file__,
@@ -262,6 +395,9 @@ def main(argv=None) -> int:
         "tallies": {str(f): t for f, t in tallies.items()},
         "correct": correct,
         "networks": rows,
+        "sweep": sweep,
+        "sweep_false_alarms": sum(t["FAIL"] + t["UNRESOLVED"] for t in sweep.values()),
+        "sweep_alarms": sweep_alarms,
         "directional": {str(k): v for k, v in (directional or {}).items()},
     }
     (args.out / "gradcheck_power.json").write_text(json.dumps(result, indent=1))

@@ -105,13 +105,10 @@ def check_all(cases, methods, seed, quick=False):
         by_method = {m: {"activation": act, "loss": loss, "method": m} for m in chosen}
         for dtype in DTYPES:
             params, x, y = problem(net, loss, dtype, seed + i)
-            fd = gradcheck.network_central_difference(net, params, x, y, loss)
+            fd = gradcheck.network_central_difference(net, params, x, y, loss=loss)
             grads = hand_gradients(net, params, x, y, loss, chosen)
             for method, row in by_method.items():
-                report = gradcheck.compare(
-                    grads[method], fd.numerical, kinks=fd.kinks, value=fd.value,
-                    num_evaluations=fd.num_evaluations,
-                )  # fmt: skip
+                report = gradcheck.compare_network(grads[method], fd)
                 row[dtype] = report.max_error
                 row[f"median_{dtype}"] = report.median_error
                 row[f"kinks_{dtype}"] = report.num_kinks

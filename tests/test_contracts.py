@@ -173,7 +173,7 @@ def test_activations_without_sign_flips_are_refused_and_not_counted(act):
 # Modules whose public functions of (net, params, x, …) follow the convention.
 CONVENTION_MODULES = (
     "derivatives", "forward_mode", "extensions", "traces", "curvature", "hessian_backprop",
-    "gauss_newton", "gradcheck", "training", "step",
+    "gauss_newton", "gradcheck", "network_checks", "testing", "training", "step",
 )  # fmt: skip
 # Positional after (net, params, x[, y]): the vector of a product (v), the derivative a
 # check compares (grads, Hv), the optimizer of a training step and its state.
@@ -183,13 +183,6 @@ KEY_FIRST = {"fnn.init", "fnn.network.init", "fnn.symmetry.random_symmetry"}
 # Not of the (net, params, x, y) shape on purpose: the shared door takes the loss it checks
 # as an argument like the others.
 OTHER_SHAPES = {"fnn.derivatives.check_loss_problem"}
-# Functions that break the convention in this branch and follow it once the branches that
-# own them are merged; the integrator empties this set.
-PENDING_MERGE = {
-    "fnn.gradcheck.check_directional", "fnn.gradcheck.check_hvp",
-    "fnn.gradcheck.check_network", "fnn.gradcheck.kink_crossings",
-    "fnn.gradcheck.network_central_difference", "fnn.gradcheck.network_loss",
-}  # fmt: skip
 
 
 def _public_functions():
@@ -236,9 +229,6 @@ def test_the_convention_walk_finds_the_differentiating_functions():
 @pytest.mark.parametrize("qualname", sorted(_public_functions()))
 def test_every_public_function_follows_the_calling_convention(qualname):
     breaches = convention_breaches(qualname, _public_functions()[qualname])
-    if qualname in PENDING_MERGE:
-        pytest.xfail(f"pending merge: {breaches}") if breaches else None
-        return
     assert not breaches, f"{qualname}: {breaches}"
 
 
@@ -258,6 +248,3 @@ def test_the_convention_check_catches_what_it_is_for():
     assert "key is not keyword-only" in convention_breaches("k", key_positional)
     assert convention_breaches("g", good) == []
 
-
-def test_pending_merge_names_only_functions_that_exist():
-    assert PENDING_MERGE <= set(_public_functions())

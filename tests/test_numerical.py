@@ -144,7 +144,7 @@ value_and_grad = jax.jit(fnn.value_and_grad, static_argnames=("loss", "method"))
 def test_float64_median_relative_error_at_the_default_eps(sizes, acts, loss):
     net, params, x, y = random_problem(sizes, acts, loss, seed=len(sizes))
     _, grads = value_and_grad(net, params, x, y, loss=loss, method="reverse")
-    f = lambda t: fnn.gradcheck.network_loss(net, t["params"], t["x"], y, loss)  # noqa: E731
+    f = lambda t: fnn.gradcheck.network_loss(net, t["params"], t["x"], y, loss=loss)  # noqa: E731
     numeric = numerical.central_difference(f, {"params": params, "x": x})
     errors = numerical.relative_error(
         jax.flatten_util.ravel_pytree(grads)[0], jax.flatten_util.ravel_pytree(numeric)[0]

@@ -59,7 +59,7 @@ print(report)
 
 # %%
 def f(p):
-    return gradcheck.network_loss(net, p, x, y, "l2")
+    return gradcheck.network_loss(net, p, x, y, loss="l2")
 
 
 print(numerical.compare_cost(f, params, jax.grad(f)))
@@ -110,9 +110,12 @@ plt.show()
 
 # %% [markdown]
 # The float32 V bottoms out around $10^{-5}$ relative error; the float64 one near
-# $10^{-10}$. A check in float32 can therefore only tell errors apart from noise down to
-# about 1 %, which is why [`gradcheck.THRESHOLDS`][fnn.gradcheck.THRESHOLDS] are $10^{-2}$
-# for float32 and $10^{-6}$ for float64, and why fnn's proofs run in float64.
+# $10^{-10}$. Central differences in float32 can only tell errors apart from noise down to
+# about 1 %. That is why fnn's oracle computes them in float64 whatever the gradient's dtype
+# (the point is upcast exactly): a float32 gradient is judged against a reference some
+# $10^4$ times more accurate than itself, to its own precision
+# ([`gradcheck.THRESHOLDS`][fnn.gradcheck.THRESHOLDS]: $10^{-3}$ for float32, $10^{-6}$ for
+# float64).
 
 # %%
 _, g32 = fnn.value_and_grad(small, p32, x32, y32)
@@ -233,9 +236,30 @@ print(
 )
 
 # %% [markdown]
-# **4. Errors smaller than the resolution.** In float32 anything below about 1 % of a
-# gradient entry, or below $10\,ε_{mach}^{2/3}|L| \approx 2 \cdot 10^{-4}|L|$ absolute, is
-# indistinguishable from round-off (above). A bug that small passes a float32 check.
+# **4. Errors smaller than the resolution.** Even in float64, central differences cannot
+# tell an entry from 0 below about $u = 10\,ε_{mach}^{2/3}\max(1, |L|) \approx 4 \cdot
+# 10^{-10}\max(1, |L|)$. Such an entry is reported UNRESOLVED only when that blind spot
+# could matter next to the gradient's own scale: when $u$ exceeds $10^{-5}$ times the
+# largest entry of the gradient ([`gradcheck.FLOOR`][fnn.gradcheck.FLOOR]). A dead ReLU
+# unit, whose hand gradient is exactly 0 and whose central difference is rounding noise of
+# $10^{-11}$, therefore passes:
+
+# %%
+dead_net = fnn.MLP((6, 8, 8, 4), ("relu", "relu", "identity"))
+rng = np.random.default_rng(0)
+dp = [{k: jnp.asarray(rng.normal(0, 0.6, s)) for k, s in shapes.items()}
+      for shapes in dead_net.layer_shapes()]  # fmt: skip
+dx, dy = jnp.asarray(rng.normal(size=(3, 6))), jnp.asarray(rng.integers(0, 4, 3))
+_, dg = fnn.value_and_grad(dead_net, dp, dx, dy, loss="softmax_cross_entropy")
+zeros = sum(int(jnp.sum(g == 0)) for g in jax.tree.leaves(dg))
+print(f"{zeros} entries of the hand gradient are exactly 0 (dead units)")
+print(gradcheck.check_network(dead_net, dp, dx, dy, dg, loss="softmax_cross_entropy"))
+
+# %% [markdown]
+# An error smaller than $10^{-5}$ of the gradient's largest entry can pass; every error
+# the power experiment plants (×2, ×0, −1 on entries of at least $10^{-4}$ of the largest,
+# ×1.01 on the largest) fails (`scripts/gradcheck_power.py`). A NaN or inf on either side
+# always fails, naming the first such entry.
 #
 # ## The cheap check: random directions
 #
@@ -254,4 +278,36 @@ def tree_loss(t):
 
 
 for name, g in [("correct", grads), ("forgot 1/B", forgot_mean), ("transposed W²", transposed)]:
-    print(f"{name:<14}", gradcheck.check_directional(tree_loss, tree, g, jax.random.key(5), k=8))
+    report = gradcheck.check_directional(tree_loss, tree, g, key=jax.random.key(5), k=8)
+    print(f"{name:<14}", str(report).splitlines()[0])
+
+# %% [markdown]
+# ## Your own JAX code: `fnn.testing`
+#
+# The same oracle checks any JAX function, not only fnn's networks — a `jax.custom_vjp`
+# rule, a hand-written layer, a loss — from your own pytest suite
+# ([`fnn.testing`](../api/testing.md)). Here a log-sum-exp whose backward pass forgot to
+# normalise by $\sum_j e^{x_j}$:
+
+# %%
+from fnn import testing  # noqa: E402
+
+
+@jax.custom_vjp
+def logsumexp(x):
+    return jnp.log(jnp.sum(jnp.exp(x)))
+
+
+def lse_fwd(x):
+    return logsumexp(x), x
+
+
+def lse_bwd(x, g):
+    return (g * jnp.exp(x),)  # bug: should be g * exp(x) / Σ exp(x)
+
+
+logsumexp.defvjp(lse_fwd, lse_bwd)
+try:
+    testing.assert_vjp(logsumexp, jnp.array([0.5, -1.0, 2.0]))
+except AssertionError as error:
+    print(error)

@@ -210,7 +210,7 @@ v = jax.tree.map(lambda p: jax.random.normal(jax.random.key(3), p.shape), params
 
 
 def L(p):
-    return fnn.gradcheck.network_loss(net, p, x, y, "l2")
+    return fnn.gradcheck.network_loss(net, p, x, y, loss="l2")
 
 
 Hv = fnn.hvp(net, params, x, y, v, loss="l2")

@@ -42,6 +42,7 @@ from fnn import (
     losses,
     numerical,
     symmetry,
+    testing,
     traces,
     training,
 )

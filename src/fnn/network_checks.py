@@ -1,0 +1,371 @@
+r"""Gradient and Hessian-vector checks of a network's loss (S11, S19, S27, S29).
+
+* :func:`network_loss` — the batch loss ``(1/B) Σ_b L(nn_θ(x_b), y_b)`` as
+  ``fnn.value_and_grad`` defines it, a function of ``params`` and ``x``.
+* :func:`network_central_difference`, :func:`kink_crossings` — its float64 central
+  differences w.r.t. ``{"params", "x"}`` and the entries whose ``θ ± h`` moves a
+  pre-activation across a kink of its activation (``Activation.kinks``) or a residual
+  across a kink of the loss (``Loss.kinks``).
+* :func:`check_network`, :func:`check_hvp` — the verdicts, judged by :mod:`fnn.oracle`.
+
+Every function here follows ``f(net, params, x, y[, …], *, loss=..., <options>)``.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.flatten_util import ravel_pytree
+
+from fnn import _checks, activations, backprop, derivatives, losses
+from fnn.network import MLP, forward_pass
+from fnn.numerical import at_plus_minus, check_eps, check_same_structure, check_tree, steps
+from fnn.oracle import (
+    ORACLE,
+    GradCheck,
+    check_finite_tree,
+    compare,
+    entries,
+    largest,
+    oracle_dtype,
+    precision,
+    report,
+    upcast,
+)
+
+__all__ = [
+    "NetworkDifference",
+    "check_hvp",
+    "check_network",
+    "compare_network",
+    "kink_crossings",
+    "network_central_difference",
+    "network_loss",
+]
+
+
+def check_problem(net: MLP, params, x, y, loss):
+    """The door of every network check: the loss problem's checks (shapes, dtypes, a loss
+    that suits the output activation, targets), then finite ``params``, ``x`` and ``y``.
+
+    Returns:
+      The :class:`fnn.losses.Loss`, ``x`` and ``y`` as arrays.
+    """
+    loss_fn, x, y = derivatives.check_loss_problem(net, params, x, y, losses.get(loss))
+    check_finite_tree(params, "params")
+    check_finite_tree(x, "x")
+    check_finite_tree(y, "y")
+    return loss_fn, x, y
+
+
+def network_loss(net: MLP, params, x, y, *, loss="l2") -> jax.Array:
+    """The loss ``L(nn_θ(x), y)`` of one example, or the batch loss
+    ``(1/B) Σ_b L(nn_θ(x_b), y_b)`` — as ``fnn.value_and_grad`` defines it (S11, S19).
+
+    Raises:
+      ValueError: unknown ``loss``, or one that does not suit the output activation;
+        ``params``/``x`` that do not fit ``net``; a ``y`` that is not a target for the
+        outputs (:func:`fnn.losses.check_target`: its shape always, labels and
+        probabilities where ``y`` is concrete).
+    """
+    loss_fn = losses.get(loss)
+    losses.check_output_activation(loss_fn, net.activations[-1])
+    y_hat, _ = forward_pass(net, params, x)
+    return batch_loss(loss_fn, y_hat, y)
+
+
+def batch_loss(loss_fn: losses.Loss, y_hat: jax.Array, y) -> jax.Array:
+    """The mean of ``loss_fn`` over a batch ``y_hat`` (or its value for one example)."""
+    losses.check_target(loss_fn, y_hat.shape, y)
+    fn = loss_fn.fn
+    return fn(y_hat, y) if y_hat.ndim == 1 else jnp.mean(jax.vmap(fn)(y_hat, y))
+
+
+def kink_sides(net: MLP, loss_fn: losses.Loss, y_hat: jax.Array, cache, y) -> jax.Array:
+    """One code per pre-activation and loss residual: ``Σ_k sign(a − k)`` over its kinks k.
+    Equal codes mean the same smooth piece (or the same kink point)."""
+    sides = [jnp.zeros((0,), y_hat.dtype)]
+    for layer_cache, f in zip(cache, net.activations):
+        sides += [jnp.sign(layer_cache.a - k).ravel() for k in activations.get(f).kinks]
+    sides += [jnp.sign(y_hat - y - k).ravel() for k in loss_fn.kinks]
+    return jnp.concatenate(sides)
+
+
+def kink_crossings(net: MLP, params, x, y, *, loss="l2", eps=None, oracle=ORACLE):
+    """For each entry of ``{"params": params, "x": x}``: does ``θ ± h`` move any
+    pre-activation across a kink of its activation (``Activation.kinks``), or a loss
+    residual ``ŷ − y`` across a kink of the loss (``Loss.kinks``)? (S11) Where it does, the
+    central difference straddles a jump of the derivative and agrees with neither
+    one-sided derivative — a kink, not a bug.
+
+    Returns:
+      A bool pytree ``{"params": …, "x": …}``, True where a kink is crossed.
+
+    Raises:
+      ValueError: as :func:`network_central_difference`.
+    """
+    return network_central_difference(net, params, x, y, loss=loss, eps=eps, oracle=oracle).kinks
+
+
+class NetworkDifference(NamedTuple):
+    """:func:`network_central_difference`: the numerical ``{"params", "x"}`` gradient of a
+    network's loss (NumPy arrays of ``oracle_dtype``), where a kink was crossed, the loss,
+    the evaluations counted, and ``condition = max_b |J_L(ŷ_b)|∞ |ŷ_b|∞``: how much a
+    rounding of the outputs moves the loss (S11, S16)."""
+
+    numerical: dict
+    kinks: dict
+    value: float
+    num_evaluations: int
+    oracle_dtype: str = ""
+    condition: float = 0.0
+
+
+def network_central_difference(
+    net: MLP, params, x, y, *, loss="l2", eps: float | None = None, oracle=ORACLE
+) -> NetworkDifference:
+    """Central differences of :func:`network_loss` w.r.t. ``{"params": params, "x": x}``,
+    and :func:`kink_crossings` from the same batch of ``2P`` evaluations (S11) — in float64
+    by default (``oracle``; ``params``, ``x`` and a vector ``y`` upcast exactly), so that a
+    float32 gradient meets a float64 reference.
+
+    Raises:
+      ValueError: unknown ``loss``; an output activation the loss does not take
+        (:func:`fnn.losses.check_output_activation`); bad ``eps`` or ``oracle``;
+        ``params``/``x`` that do not fit ``net`` or hold a NaN or inf; a ``y`` that is not a
+        target for the outputs.
+      TypeError: ``net`` is not an ``fnn.MLP``; ``params`` or ``x`` not floating.
+    """
+    loss_fn, _, _ = check_problem(net, params, x, y, loss)
+    return differences(net, params, x, y, loss_fn, eps, oracle)
+
+
+def differences(net, params, x, y, loss_fn, eps, oracle) -> NetworkDifference:
+    """:func:`network_central_difference` after its checks."""
+    tree = {"params": params, "x": x}
+    target = oracle_dtype(oracle, check_tree(tree))
+    with precision(target):
+        params, x, y = upcast((params, x, y), target)
+        eps = check_eps(eps, target)
+        out = _network_differences(net, loss_fn, params, x, y, eps)
+        numerical, crossed, value, condition = (np.asarray(a) for a in out)
+    numerical = _unravel_like(tree, numerical, np.asarray)
+    kinks = _unravel_like(tree, crossed, np.asarray)
+    condition = float(condition) if np.isfinite(condition) else 0.0
+    return NetworkDifference(
+        numerical, kinks, float(value), 2 * _num_entries(tree), target, condition
+    )
+
+
+def _num_entries(tree) -> int:
+    """P, the number of entries of a pytree of arrays."""
+    return sum(np.size(leaf) for leaf in jax.tree.leaves(tree))
+
+
+def _unravel_like(tree, flat: np.ndarray, to_array: Callable):
+    """``flat``, of ``tree``'s P entries in ``ravel_pytree`` order, as a pytree like ``tree``;
+    split on the host, so that the compiled program need not slice every leaf out."""
+    leaves, treedef = jax.tree.flatten(tree)
+    ends = np.cumsum([np.size(leaf) for leaf in leaves])[:-1]
+    parts = np.split(flat, ends)
+    return jax.tree.unflatten(
+        treedef, [to_array(p.reshape(np.shape(leaf))) for p, leaf in zip(parts, leaves)]
+    )
+
+
+@functools.partial(jax.jit, static_argnames=("net", "loss_fn"))
+def _network_differences(net, loss_fn, params, x, y, eps):
+    """The P quotients of the loss and the P kink crossings, flat, and the loss at θ."""
+    tree = {"params": params, "x": x}
+    theta, unravel = ravel_pytree(tree)
+
+    def loss_and_sides(t):  # one forward pass for both
+        y_hat, cache = forward_pass(net, t["params"], t["x"])
+        value = batch_loss(loss_fn, y_hat, y)
+        return jnp.concatenate([value[None], kink_sides(net, loss_fn, y_hat, cache, y)])
+
+    values, taken = at_plus_minus(loss_and_sides, theta, steps(theta, eps), unravel)
+    at_theta = loss_and_sides(tree)
+    numerical = (values[:, 0, 0] - values[:, 1, 0]) / taken
+    crossed = jnp.any(values[:, :, 1:] != at_theta[1:], axis=(1, 2))
+    y_hat = forward_pass(net, params, x)[0]
+    return numerical, crossed, at_theta[0], loss_condition(loss_fn, y_hat, y)
+
+
+def loss_condition(loss_fn: losses.Loss, y_hat: jax.Array, y) -> jax.Array:
+    """``max_b |J_L(ŷ_b)|∞ |ŷ_b|∞``: a relative rounding ε of the outputs moves the loss by
+    about ε times this — large where a probability is near 0 or 1 (a saturated output)."""
+    jacobian = loss_fn.jacobian if y_hat.ndim == 1 else jax.vmap(loss_fn.jacobian)
+    size = jnp.max(jnp.abs(jacobian(y_hat, y)), axis=-1) * jnp.max(jnp.abs(y_hat), axis=-1)
+    return jnp.max(size)
+
+
+def compare_network(grads, fd: NetworkDifference, *, threshold=None, atol=None) -> GradCheck:
+    """A network's ``grads`` against its :func:`network_central_difference` ``fd``, by the
+    rule of :func:`fnn.gradcheck.compare`, with the loss's conditioning in the oracle's
+    resolution: ``u`` is taken at ``max(|L|, condition)`` (what rounding the outputs does to
+    L), so that the central differences of a loss computed from a saturated probability are
+    UNRESOLVED, not taken for the truth (S11, S16, S19).
+
+    Raises:
+      ValueError, TypeError: as :func:`fnn.gradcheck.compare`.
+    """
+    check_same_structure(grads, fd.numerical, "grads")
+    value = max(abs(fd.value), fd.condition) if np.isfinite(fd.value) else fd.value
+    return compare(grads, fd.numerical, kinks=fd.kinks, value=value, threshold=threshold,
+                   atol=atol, num_evaluations=fd.num_evaluations)  # fmt: skip
+
+
+def check_network(
+    net: MLP,
+    params,
+    x,
+    y,
+    grads,
+    *,
+    loss="l2",
+    eps: float | None = None,
+    threshold: float | None = None,
+    atol: float | None = None,
+    oracle=ORACLE,
+) -> GradCheck:
+    """:func:`fnn.gradcheck.check_gradient` for a network's ``grads = {"params": …, "x": …}``
+    (the output format of ``fnn.value_and_grad``) with the loss of :func:`network_loss`; the
+    entries whose ``θ ± h`` crosses a kink (:func:`kink_crossings`) are reported, not failed
+    (S11, S19). The oracle is float64 central differences by default (``oracle``).
+
+    Raises:
+      ValueError: ``grads`` does not match ``{"params", "x"}``, unknown ``loss``, an output
+        activation the loss does not take (``cross_entropy`` after ``identity``), bad
+        ``eps``, ``threshold``, ``atol`` or ``oracle``, ``params``/``x`` that do not fit
+        ``net`` or hold a NaN or inf, a ``y`` that does not fit.
+      TypeError: ``net`` is not an ``fnn.MLP``; ``params``, ``x`` or ``grads`` not floating.
+
+    >>> net = MLP((1, 1), ("identity",))  # L = (W x + b − y)², at W = 2, b = 0, x = 1, y = 0
+    >>> params, x, y = [{"W": jnp.array([[2.0]]), "b": jnp.zeros(1)}], jnp.ones(1), jnp.zeros(1)
+    >>> grads = {"params": [{"W": jnp.array([[4.0]]), "b": jnp.array([4.0])}],
+    ...          "x": jnp.array([8.0])}
+    >>> check_network(net, params, x, y, grads).passed
+    True
+    """
+    loss_fn, _, _ = check_problem(net, params, x, y, loss)
+    check_same_structure(grads, {"params": params, "x": x}, "grads")
+    check_tree(grads, "grads")
+    fd = differences(net, params, x, y, loss_fn, eps, oracle)
+    return compare_network(grads, fd, threshold=threshold, atol=atol)
+
+
+# ---------------------------------------------------------------------------------------
+# Hessian-vector products (S27, S29; Bishop 5.4.4): against central differences of ∇L.
+# ---------------------------------------------------------------------------------------
+
+
+@functools.partial(jax.jit, static_argnames=("net", "loss_fn"))
+def _gradient_quotient(net, loss_fn, params, x, y, v, eps):
+    """``(∇L(θ + h v) − ∇L(θ − h v)) / 2h`` by fnn's backprop, ``h = ε max(1, |θ|∞) / |v|∞``;
+    the kink crossings; ``|∇L(θ)|∞``, ``h``."""
+    theta, unravel = ravel_pytree(params)
+    direction = ravel_pytree(v)[0].astype(theta.dtype)
+    h = eps * jnp.maximum(1, jnp.max(jnp.abs(theta))) / jnp.max(jnp.abs(direction))
+
+    def gradient_and_sides(t):
+        p = unravel(t)
+        grads = backprop.reverse(net, p, x, y, loss_fn)[1]["params"]
+        y_hat, cache = forward_pass(net, p, x)
+        return ravel_pytree(grads)[0], kink_sides(net, loss_fn, y_hat, cache, y)
+
+    g_plus, s_plus = gradient_and_sides(theta + h * direction)
+    g_minus, s_minus = gradient_and_sides(theta - h * direction)
+    g, sides = gradient_and_sides(theta)
+    crossed = jnp.sum((s_plus != sides) | (s_minus != sides))
+    quotient = (g_plus - g_minus) / (2 * h)
+    return unravel(quotient), crossed, jnp.max(jnp.abs(g)), h
+
+
+def check_hvp(
+    net: MLP,
+    params,
+    x,
+    y,
+    v,
+    Hv,
+    *,
+    loss="l2",
+    eps: float | None = None,
+    threshold: float | None = None,
+    oracle=ORACLE,
+) -> GradCheck:
+    r"""Check a Hessian-vector product ``Hv`` against central differences of the gradient
+    (S27, S29; Bishop 5.4.4), entry by entry as :func:`fnn.gradcheck.check_gradient`:
+
+    .. math::  ∇²L\, v ≈ \frac{∇L(θ + h v) − ∇L(θ − h v)}{2h}, \qquad
+               h = ε \max(1, \max_i |θ_i|) / \max_i |v_i|
+
+    ``∇L`` is fnn's backpropagation of the batch loss (proven against ``jax.grad``), in
+    float64 by default (``oracle``); two gradient evaluations, O(h²) truncation error. The
+    tolerance is that of ``params``' dtype (an ``Hv`` handed over wider is no more accurate
+    than the parameters) and scales with ``v`` (the oracle's resolution is
+    ``10 ε^{2/3} (|∇L|∞ |v|∞ / max(1, |θ|∞) + max |Hv|)``): a
+    correct ``Hv`` passes for a ``v`` of any size. Where ``θ ± h v`` moves a pre-activation
+    across a kink (``Activation.kinks``) or a loss residual across a kink of the loss,
+    ``∇L`` jumps and the quotient is no derivative: the report counts them and fails.
+
+    Args:
+      net, params, x, y, loss: the network and its batch loss, as in ``fnn.value_and_grad``.
+      v: the direction, like ``params``.
+      Hv: the product to check (``fnn.hvp``'s), like ``params``.
+      eps: the base step (default ``ε_mach^{1/3}`` of the oracle's dtype).
+      threshold: the relative threshold (default :data:`fnn.gradcheck.THRESHOLDS` of
+        ``params``' dtype).
+      oracle: the dtype of the quotient (default float64; ``None``: ``params``' own).
+
+    Returns:
+      A :class:`fnn.gradcheck.GradCheck` of kind ``"HVP"``; ``print`` it for the report. An
+      entry of ``Hv`` that is NaN or inf fails, named.
+
+    Raises:
+      TypeError: ``net`` is not an ``fnn.MLP``, or an array is not real floating point.
+      ValueError: ``params``/``v``/``Hv`` not matching ``net``, bad ``x``/``y``/``eps``, an
+        unknown loss, a loss that does not suit the output activation, ``v = 0``, or a NaN
+        or inf in ``params``, ``x``, ``y`` or ``v``.
+
+    >>> import fnn
+    >>> net = MLP((1, 1), ("identity",))  # L = (w x + b − y)²: ∇²L v = [2x², 2x; 2x, 2] v
+    >>> params = [{"W": jnp.ones((1, 1)), "b": jnp.zeros(1)}]
+    >>> v = [{"W": jnp.ones((1, 1)), "b": jnp.zeros(1)}]
+    >>> x, y = jnp.array([3.0]), jnp.zeros(1)
+    >>> check_hvp(net, params, x, y, v, fnn.hvp(net, params, x, y, v)).passed
+    True
+    """
+    loss_fn, x, y = check_problem(net, params, x, y, loss)
+    _checks.check_params(net, v, "v")
+    check_finite_tree(v, "v")
+    check_same_structure(Hv, params, "Hv")
+    dtype, hv_dtype = check_tree(params, "params"), check_tree(Hv, "Hv")
+    if not np.any([np.any(np.asarray(t) != 0) for t in jax.tree.leaves(v)]):
+        raise ValueError("v must be a nonzero direction; got all zeros.")
+    target = oracle_dtype(oracle, dtype)
+    with precision(target):
+        p, x, y, w = upcast((params, x, y, v), target)
+        out = _gradient_quotient(net, loss_fn, p, x, y, w, check_eps(eps, target))
+        numerical, crossed, g_max, h = jax.tree.map(np.asarray, out)
+    narrower = min((dtype, hv_dtype), key=lambda d: np.dtype(d).itemsize)
+    e = entries(Hv, numerical, dtype=narrower)
+    v_max = max(float(np.max(np.abs(t))) for t in jax.tree.leaves(v))
+    theta_max = max(float(np.max(np.abs(t))) for t in jax.tree.leaves(params))
+    u = hvp_resolution(target, float(g_max) * v_max / max(1.0, theta_max), e)
+    return report(e, threshold=threshold, atol=None, u=u, num_evaluations=6, kind="HVP",
+                  step=float(h), kinks_crossed=int(crossed))  # fmt: skip
+
+
+def hvp_resolution(dtype: str, gradient_scale: float, e) -> float:
+    """The quotient's round-off ``10 ε^{2/3} |∇L|∞ |v|∞ / max(1, |θ|∞)`` (``ε_mach |∇L| /
+    h`` at ``h = ε^{1/3} max(1, |θ|∞) / |v|∞``) and truncation (``10 ε^{2/3}`` of its
+    largest entry): linear in ``v``, so a check of ``c v`` is that of ``v`` scaled."""
+    eps = float(jnp.finfo(dtype).eps)
+    return 10 * eps ** (2 / 3) * (gradient_scale + largest(e))

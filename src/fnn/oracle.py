@@ -1,0 +1,447 @@
+r"""The oracle's verdict: one tolerance, one pass/fail rule and one report for every check of
+a derivative against central differences (S11, S19, S29).
+
+Each entry ``a`` (the derivative under test) against ``b`` (the oracle, central differences
+in float64 by default) passes when
+
+.. math::  |a − b| ≤ τ = t\,(|a| + |b|) + r + u,
+
+``t`` the relative threshold of the tested dtype (:data:`THRESHOLDS`), ``r`` the rounding
+that dtype allows (``ROUNDING · ε_mach · max |b|``), ``u`` the oracle's resolution (what
+its round-off and truncation can hide). Its rule for what it cannot see, in one sentence:
+
+    An entry is *unresolved* only when the oracle cannot tell it from 0
+    (``|a| + |b| ≤ 4u``), the gradient's own tolerance is below ``u``, and ``u`` exceeds
+    ``FLOOR = 1e-5`` times the largest ``|b|`` — an error the oracle cannot see could then
+    matter next to the gradient's own scale; below that floor such an entry passes.
+
+An entry with a NaN or inf on either side fails, and the report names the first one.
+Gradients, directional derivatives and Hessian-vector products are all judged here and all
+reported as a :class:`GradCheck`; :mod:`fnn.gradcheck` computes the oracle's side.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from fnn.numerical import check_same_structure, check_tree, relative_error
+from fnn.numerical import resolution as oracle_resolution
+
+__all__ = [
+    "FLOOR",
+    "ORACLE",
+    "RESOLVED",
+    "ROUNDING",
+    "THRESHOLDS",
+    "GradCheck",
+    "LeafError",
+    "check_finite_tree",
+    "compare",
+    "first_nonfinite",
+]
+
+# The relative threshold t, by the dtype of the derivative under test. A float32 gradient
+# judged by a float64 oracle must agree to 0.1 %: a 1 % error (×1.01) in one entry fails.
+THRESHOLDS = {"float64": 1e-6, "float32": 1e-3, "float16": 1e-1, "bfloat16": 1e-1}
+# r = ROUNDING · ε_mach(gradient) · max|b|: the rounding a correct gradient carries.
+# Measured on 300 random float32 networks (every activation, loss and method, against the
+# float64 gradient): the worst entry was 3.5 ε_mach · max|b|, the 99th percentile 2.9. It
+# cannot be larger: a 1 % error in an entry of 1e-4 · max|b| is only 8.4 ε_mach · max|b|.
+ROUNDING = 6.0
+# The oracle's dtype by default: float64, whatever the gradient's dtype.
+ORACLE = "float64"
+# The oracle tells an entry from 0 when |a| + |b| > RESOLVED · u: then ×2, 0 and −1 on it
+# all exceed τ (as long as r is below u, which is when it matters).
+RESOLVED = 4.0
+# An error the oracle cannot see matters only above FLOOR · max|b|: ten times below the
+# smallest entry whose ×2, ×0 or −1 the power experiment requires caught (1e-4 · max|b|).
+FLOOR = 1e-5
+
+
+class LeafError(NamedTuple):
+    """One leaf of a :class:`GradCheck` (S11, S19): the relative error of its worst entry
+    (the one furthest past, or closest to, its tolerance; 0 where both numbers are below the
+    oracle's resolution), the median relative error of its resolved entries, and how many
+    entries failed, were unresolved or crossed a kink."""
+
+    path: str
+    max_error: float
+    median_error: float
+    worst_index: tuple[int, ...]
+    kinks: int
+    failed: int = 0
+    unresolved: int = 0
+    size: int = 0
+
+
+class GradCheck(NamedTuple):
+    """The report of every check (S11, S19, S29): a gradient, directional derivatives, a
+    Hessian-vector product, a VJP or JVP (``kind`` says which).
+
+    ``passed`` only if no entry failed and none was unresolved (kinks are left out). The
+    worst entry is the one with the largest ``|a − b| / τ`` (``worst_ratio``; above 1 it
+    failed); ``max_error`` is ITS relative error ``|a − b| / (|a| + |b|)`` — of the two
+    printed numbers ``worst_hand`` and ``worst_numerical`` — or 0 where both are below the
+    oracle's resolution. ``nonfinite`` names the first NaN or inf entry ("" if none).
+    ``min_detectable`` (directional checks) is the smallest relative error of the whole
+    gradient some direction fails; ``step`` and ``kinks_crossed`` (HVP checks) the step
+    along ``v`` and how many pre-activations or residuals ``θ ± h v`` moves across a kink
+    (then the quotient is no derivative: the check fails).
+    """
+
+    passed: bool
+    max_error: float
+    median_error: float
+    threshold: float
+    worst_path: str
+    worst_index: tuple[int, ...]
+    worst_hand: float
+    worst_numerical: float
+    leaves: tuple[LeafError, ...]
+    num_kinks: int
+    num_evaluations: int
+    dtype: str
+    atol: float = 0.0
+    num_failed: int = 0
+    num_unresolved: int = 0
+    oracle_dtype: str = ""
+    worst_ratio: float = 0.0
+    resolution: float = 0.0
+    kind: str = "gradient"
+    nonfinite: str = ""
+    min_detectable: float = math.nan
+    step: float = math.nan
+    kinks_crossed: int = 0
+
+    @property
+    def verdict(self) -> str:
+        """``"PASS"``, ``"FAIL"`` (an entry failed, or an HVP step crossed a kink) or
+        ``"UNRESOLVED"`` (none failed, some entry is below the oracle's resolution where
+        that matters)."""
+        if self.num_failed or self.kinks_crossed:
+            return "FAIL"
+        return "UNRESOLVED" if self.num_unresolved else "PASS"
+
+    def __str__(self) -> str:
+        return "\n".join(_header(self) + _notes(self) + _table(self))
+
+
+def _header(r: GradCheck) -> list[str]:
+    judged = sum(leaf.size for leaf in r.leaves) - r.num_kinks
+    lines = [
+        f"{r.kind} check {r.verdict} ({r.dtype}) against {r.oracle_dtype} central "
+        f"differences: {r.num_failed} of {judged} entries failed, {r.num_unresolved} "
+        f"unresolved; {r.num_evaluations} evaluations",
+        f"  tolerance per entry: |hand − numerical| ≤ {r.threshold:.0e} (|hand| + |numerical|)"
+        f" + {r.atol:.2e} (rounding) + {r.resolution:.2e} (resolution of the oracle)",
+    ]
+    if r.worst_path or r.worst_index:
+        diff = abs(r.worst_hand - r.worst_numerical)
+        error = (
+            f"relative error {r.max_error:.2e}"
+            if r.max_error or diff > r.resolution
+            else "both below the oracle's resolution"
+        )
+        lines.append(
+            f"  worst entry {r.worst_path}{list(r.worst_index)}: hand {r.worst_hand:.10g}, "
+            f"numerical {r.worst_numerical:.10g}: {error}, |difference| {diff:.2e} = "
+            f"{r.worst_ratio:.2g} × its tolerance"
+        )
+    return lines
+
+
+def _notes(r: GradCheck) -> list[str]:
+    lines = []
+    if r.nonfinite:
+        lines.append(f"  not finite: {r.nonfinite} (FAIL: a check never passes a NaN or inf)")
+    if r.num_unresolved:
+        lines.append(
+            f"  unresolved: {r.num_unresolved} entries with |hand| + |numerical| ≤ "
+            f"{RESOLVED:g} × {r.resolution:.1e}, the oracle's resolution, which exceeds "
+            f"{FLOOR:.0e} × the gradient's largest entry: not passed"
+        )
+    if r.num_kinks:
+        lines.append(f"  kink crossed at {r.num_kinks} entries: left out of the verdict")
+    if r.kinks_crossed:
+        lines.append(
+            f"  θ ± h v crosses a kink at {r.kinks_crossed} pre-activations or residuals: "
+            "∇L jumps there, the quotient is no derivative (FAIL; a smaller eps or another v)"
+        )
+    if not math.isnan(r.min_detectable):
+        lines.append(
+            f"  the smallest relative error of the whole gradient it detects: "
+            f"{r.min_detectable:.1e}"
+        )
+    return lines
+
+
+def _table(r: GradCheck) -> list[str]:
+    lines = [f"  {'leaf':<22} {'worst rel. error':>16} {'median':>9}"]
+    for leaf in r.leaves:
+        counts = ((leaf.failed, "failed"), (leaf.unresolved, "unresolved"),
+                  (leaf.kinks, "kink crossed"))  # fmt: skip
+        notes = ", ".join(f"{n} {what}" for n, what in counts if n)
+        lines.append(
+            f"  {leaf.path:<22} {leaf.max_error:16.2e} {leaf.median_error:9.2e}"
+            + (f"  {notes}" if notes else "")
+        )
+    return lines
+
+
+def first_nonfinite(tree) -> tuple[str, tuple[int, ...], float] | None:
+    """The first NaN or inf entry of ``tree`` in flattening order — ``(path, index,
+    value)`` — or ``None`` (S11: a check never passes what it cannot compare)."""
+    for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+        values = np.asarray(leaf)
+        if values.dtype.kind not in "fc" or np.all(np.isfinite(values)):
+            continue
+        index = tuple(int(i) for i in np.argwhere(~np.isfinite(values))[0])
+        return jax.tree_util.keystr(path), index, values[index].item()
+    return None
+
+
+def check_finite_tree(tree, name: str) -> None:
+    """``ValueError`` naming the first NaN or inf entry of an input of a check (S11).
+
+    >>> check_finite_tree({"w": np.array([1.0, np.nan])}, "params")
+    Traceback (most recent call last):
+    ValueError: params['w'] must be finite; got nan at index (1,).
+    """
+    bad = first_nonfinite(tree)
+    if bad is not None:
+        path, index, value = bad
+        raise ValueError(f"{name}{path} must be finite; got {value} at index {index}.")
+
+
+def oracle_dtype(oracle, dtype: str) -> str:
+    """The oracle's dtype: ``oracle`` (at least as wide as ``dtype``), or ``dtype`` itself
+    for ``None``.
+
+    Raises:
+      ValueError: ``oracle`` is not a floating dtype name, or narrower than ``dtype``.
+    """
+    if oracle is None:
+        return dtype
+    try:
+        wanted = jnp.dtype(oracle)
+    except TypeError:
+        wanted = None
+    if wanted is None or not jnp.issubdtype(wanted, jnp.floating):
+        raise ValueError(f"oracle must be a floating dtype name such as 'float64', or None; "
+                         f"got {oracle!r}.")  # fmt: skip
+    if wanted.itemsize < jnp.dtype(dtype).itemsize:
+        raise ValueError(
+            f"oracle must be at least as precise as the point's dtype {dtype}; got {oracle!r}."
+        )
+    return wanted.name
+
+
+@contextlib.contextmanager
+def precision(dtype: str):
+    """Arrays of ``dtype`` inside: ``jax.enable_x64(True)`` for float64 (a no-op where x64 is
+    already on); every result must leave as NumPy, since outside the context JAX would
+    truncate it to float32 again."""
+    if jnp.dtype(dtype).itemsize >= 8:
+        with jax.enable_x64(True):
+            yield
+    else:
+        yield
+
+
+def upcast(tree, dtype: str):
+    """Every floating leaf of ``tree`` as ``dtype`` (exactly: a wider dtype holds every
+    narrower value); integer leaves (labels) unchanged. Call it inside :func:`precision`."""
+
+    def cast(leaf):
+        leaf = np.asarray(leaf)
+        return jnp.asarray(leaf.astype(dtype) if jnp.issubdtype(leaf.dtype, jnp.floating) else leaf)
+
+    return jax.tree.map(cast, tree)
+
+
+def default_threshold(dtype: str, threshold: float | None) -> float:
+    """``threshold``, or the default of ``dtype`` (``THRESHOLDS``, 1e-2 for any other)."""
+    return THRESHOLDS.get(dtype, 1e-2) if threshold is None else threshold
+
+
+def check_tolerance(value, name: str) -> None:
+    """``ValueError`` unless ``value`` is ``None`` or a non-negative finite number."""
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating)):
+        raise ValueError(f"{name} must be a non-negative finite number or None; got {value!r}.")
+    if not (math.isfinite(value) and value >= 0):
+        raise ValueError(f"{name} must be a non-negative finite number; got {value!r}.")
+
+
+class Verdicts(NamedTuple):
+    """Entry by entry: relative error (0 below the resolution), failed, unresolved,
+    ``|a − b| / τ`` (−1 at kinks, inf where not finite)."""
+
+    relative: np.ndarray
+    failed: np.ndarray
+    unresolved: np.ndarray
+    ratio: np.ndarray
+
+
+def judge(a, b, kinks, threshold: float, atol: float, u: float, scale: float) -> Verdicts:
+    """Every entry's verdict: failed if not finite or ``|a − b| > τ = t (|a| + |b|) + r + u``;
+    unresolved if not failed, ``|a| + |b| ≤ 4u``, ``t (|a| + |b|) + r < u`` and
+    ``u > FLOOR · scale`` (``scale`` = max |b|), unless both are exactly 0."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    finite = np.isfinite(a) & np.isfinite(b)
+    a0, b0 = np.where(finite, a, 0.0), np.where(finite, b, 0.0)
+    diff, size = np.abs(a0 - b0), np.abs(a0) + np.abs(b0)
+    granted = threshold * size + atol
+    tolerance = granted + u
+    below = size <= RESOLVED * u
+    relative = np.where(finite, np.where(below, 0.0, relative_error(a0, b0)), np.nan)
+    failed = ~finite | (~kinks & (diff > tolerance))
+    blind = u > FLOOR * scale
+    unresolved = ~kinks & ~failed & below & (granted < u) & (size > 0) & blind
+    ratio = np.divide(diff, tolerance, out=np.where(diff > 0, np.inf, 0.0), where=tolerance > 0)
+    ratio = np.where(finite, np.where(kinks, -1.0, ratio), np.inf)
+    return Verdicts(relative, failed, unresolved, ratio)
+
+
+class Entries(NamedTuple):
+    """What :func:`report` judges: the leaves' paths, the tested and the oracle's numbers
+    (float64 NumPy), where kinks are crossed, and the dtypes of both sides."""
+
+    paths: list
+    hand: list
+    oracle: list
+    kinks: list
+    dtype: str
+    oracle_dtype: str
+
+
+def entries(grad, numerical, kinks=None, dtype: str | None = None) -> Entries:
+    """The :class:`Entries` of two pytrees of one structure (``kinks`` optional)."""
+    flat = jax.tree_util.tree_flatten_with_path(grad)[0]
+    hand = [np.asarray(a, np.float64) for _, a in flat]
+    oracle = [np.asarray(b, np.float64) for b in jax.tree.leaves(numerical)]
+    crossed = (
+        [np.zeros(h.shape, bool) for h in hand]
+        if kinks is None
+        else [np.asarray(k, bool) for k in jax.tree.leaves(kinks)]
+    )
+    paths = [jax.tree_util.keystr(p) for p, _ in flat]
+    dtype = check_tree(grad, "grad") if dtype is None else dtype
+    return Entries(paths, hand, oracle, crossed, dtype, check_tree(numerical, "numerical"))
+
+
+def largest(e: Entries) -> float:
+    """max |b| over the finite entries of the oracle that cross no kink."""
+    return max(
+        float(np.abs(np.where(np.isfinite(b) & ~k, b, 0.0)).max(initial=0.0))
+        for b, k in zip(e.oracle, e.kinks)
+    )
+
+
+def report(
+    e: Entries, *, threshold, atol, u: float, num_evaluations: int = 0, **extra
+) -> GradCheck:
+    """Judge every entry of ``e`` and gather the :class:`GradCheck` (``extra``: its
+    ``kind``, ``min_detectable``, ``step``, ``kinks_crossed``)."""
+    scale = largest(e)
+    threshold = default_threshold(e.dtype, threshold)
+    if atol is None:
+        atol = ROUNDING * float(jnp.finfo(e.dtype).eps) * scale
+    leaves, kept, worst = [], [], (-1.0, "", (), math.nan, math.nan, 0.0)
+    for path, a, b, k in zip(e.paths, e.hand, e.oracle, e.kinks):
+        v = judge(a, b, k, threshold, atol, u, scale)
+        resolved = ~k & ~v.unresolved
+        idx = tuple(int(i) for i in np.unravel_index(np.argmax(v.ratio), v.ratio.shape))
+        leaf = LeafError(path, float(v.relative[idx]) if v.ratio[idx] >= 0 else 0.0,
+                         _median(v.relative[resolved & np.isfinite(v.relative)]), idx,
+                         int(k.sum()), int(v.failed.sum()), int(v.unresolved.sum()),
+                         int(k.size))  # fmt: skip
+        leaves.append(leaf)
+        kept.append(v.relative[resolved & np.isfinite(v.relative)])
+        if v.ratio[idx] > worst[0]:
+            worst = (float(v.ratio[idx]), path, idx, float(a[idx]), float(b[idx]), leaf.max_error)
+    failed = sum(leaf.failed for leaf in leaves)
+    unresolved = sum(leaf.unresolved for leaf in leaves)
+    ratio, path, idx, a, b, max_error = worst
+    nonfinite = _describe(e)
+    passed = failed == 0 and unresolved == 0 and not extra.get("kinks_crossed", 0)
+    return GradCheck(
+        passed, max_error if ratio >= 0 else 0.0, _median(np.concatenate(kept)), threshold,
+        path, idx, a, b, tuple(leaves), sum(leaf.kinks for leaf in leaves), num_evaluations,
+        e.dtype, float(atol), failed, unresolved, e.oracle_dtype, max(ratio, 0.0), u,
+        nonfinite=nonfinite, **extra,
+    )  # fmt: skip
+
+
+def _median(values: np.ndarray) -> float:
+    return float(np.median(values)) if values.size else 0.0
+
+
+def _describe(e: Entries) -> str:
+    """``hand ['w'][1] = nan``: the first non-finite entry, the hand side's first; or ""."""
+    for side, leaves in (("hand", e.hand), ("numerical", e.oracle)):
+        bad = first_nonfinite(dict(zip(range(len(leaves)), leaves)))
+        if bad is not None:
+            path, index, value = bad
+            return f"{side} {e.paths[int(path.strip('[]'))]}{list(index)} = {value}"
+    return ""
+
+
+def compare(
+    grad,
+    numerical,
+    *,
+    kinks=None,
+    value: float = 0.0,
+    threshold: float | None = None,
+    atol: float | None = None,
+    resolution: float | None = None,
+    num_evaluations: int = 0,
+) -> GradCheck:
+    """Compare ``grad`` with a ``numerical`` gradient leaf by leaf, leaving out the entries
+    marked in ``kinks`` — the verdict of :func:`fnn.gradcheck.check_gradient`, for a
+    numerical gradient computed once and compared with several hand-written ones (S19).
+
+    Args:
+      grad, numerical: pytrees of one structure; ``numerical``'s dtype is the oracle's
+        (it sets the resolution ``u``), ``grad``'s sets ``t`` and ``r``.
+      kinks: optional bool pytree like them, True where a kink is crossed.
+      value: the function's value at θ, for the oracle's resolution ``u``.
+      threshold: the relative threshold ``t`` (default ``THRESHOLDS`` of ``grad``'s dtype).
+      atol: ``r``, the rounding granted to the gradient (default
+        ``ROUNDING · ε_mach(grad) · max|numerical|``).
+      resolution: ``u``, the oracle's resolution (default
+        :func:`fnn.numerical.resolution` of ``numerical``'s dtype at ``value``).
+      num_evaluations: how many evaluations ``numerical`` cost, for the report.
+
+    Returns:
+      A :class:`GradCheck`; an entry that is NaN or inf on either side fails, named in
+      ``nonfinite``.
+
+    Raises:
+      ValueError: the pytrees do not match, a negative or non-finite ``threshold``,
+        ``atol`` or ``resolution``.
+      TypeError: a leaf of ``grad`` or ``numerical`` that is not floating.
+
+    >>> compare({"w": np.array([1.0, np.nan])}, {"w": np.array([1.0, 2.0])}).nonfinite
+    "hand ['w'][1] = nan"
+    """
+    check_same_structure(grad, numerical)
+    if kinks is not None:
+        check_same_structure(kinks, numerical, "kinks")
+    for option, name in ((threshold, "threshold"), (atol, "atol"), (resolution, "resolution")):
+        check_tolerance(option, name)
+    e = entries(grad, numerical, kinks)
+    if resolution is None:
+        value = float(value)
+        resolution = oracle_resolution(e.oracle_dtype, value if math.isfinite(value) else 0.0)
+    return report(
+        e, threshold=threshold, atol=atol, u=float(resolution), num_evaluations=num_evaluations
+    )
