@@ -33,6 +33,7 @@ from fnn import (
     layer,
     losses,
     numerical,
+    optim,
     symmetry,
     training,
 )
@@ -86,6 +87,7 @@ __all__ = [
     "load",
     "losses",
     "numerical",
+    "optim",
     "per_example_grad_norms",
     "per_example_grads",
     "save",

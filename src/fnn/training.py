@@ -160,7 +160,9 @@ def train_step(
         L, grads = extensions.clipped_grad(
             net, params, x, y, clip_norm, loss, noise_multiplier=noise_multiplier, key=key
         )
-    updates, opt_state = optimizer.update(grads, opt_state, params)
+    # Optimizers that take extra arguments get the batch (fnn.optim's curvature needs it).
+    batch = {"x": x, "y": y} if isinstance(optimizer, optax.GradientTransformationExtraArgs) else {}
+    updates, opt_state = optimizer.update(grads, opt_state, params, **batch)
     return optax.apply_updates(params, updates), opt_state, L
 
 
