@@ -1,6 +1,7 @@
 """K-FAC and Hessian-free as optax transformations: the step against dense linear algebra
 (float64), the running averages, the damping rule, jit, fit, checkpoints, chains."""
 
+import functools
 import inspect
 import itertools
 
@@ -35,9 +36,18 @@ def _grads(net, params, x, y, loss):
     return fnn.value_and_grad(net, params, x, y, loss=loss)[1]["params"]
 
 
+@functools.lru_cache
+def _compiled_update(optimizer, net, loss):
+    def step(state, params, x, y):
+        return optimizer.update(_grads(net, params, x, y, loss), state, params, x=x, y=y)
+
+    return jax.jit(step)
+
+
 def _step(optimizer, params, x, y, loss, net, state=None):
+    """One compiled ``update`` on the batch's gradient (eager ``lax.cond`` compiles anyway)."""
     state = optimizer.init(params) if state is None else state
-    return optimizer.update(_grads(net, params, x, y, loss), state, params, x=x, y=y)
+    return _compiled_update(optimizer, net, loss)(state, params, x, y)
 
 
 def _dense_ggn(net, params, x, y, loss):
