@@ -32,16 +32,8 @@ Both are ``optax.GradientTransformationExtraArgs`` whose ``update`` needs the mi
 ``update(grads, state, params, x=x, y=y)``. :func:`fnn.training.fit` passes it to every
 optimizer that takes extra arguments, and ``optax.chain`` passes it on, so they train with
 ``fit``, inside chains (clipping, schedules) and under ``jax.jit``. Their states are
-``NamedTuple``\ s of arrays, which ``fit``'s checkpoints save and resume exactly.
-
->>> import fnn, jax, optax
->>> net = fnn.MLP((1, 8, 1), ("tanh", "identity"))
->>> params = fnn.init(jax.random.key(0), net)
->>> optimizer = kfac(net, learning_rate=0.5, damping=1e-2)
->>> x = jnp.linspace(-1, 1, 16)[:, None]
->>> state = optimizer.init(params)
->>> grads = fnn.value_and_grad(net, params, x, x**2)[1]["params"]
->>> updates, state = optimizer.update(grads, state, params, x=x, y=x**2)
+``NamedTuple``\ s of arrays, which ``fit``'s checkpoints save and resume exactly. Tutorial 8
+shows both at work.
 """
 
 from __future__ import annotations
