@@ -41,6 +41,7 @@ from fnn import (
     local_jacobians,
     losses,
     numerical,
+    optim,
     symmetry,
     testing,
     traces,

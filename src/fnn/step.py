@@ -93,7 +93,9 @@ def update(net, params, x, y, optimizer, opt_state, loss, method, max_norm, nois
         L, grads = extensions.clipped_grad(
             net, params, x, y, loss=loss, max_norm=max_norm, noise_multiplier=noise, key=key
         )
-    updates, opt_state = optimizer.update(grads, opt_state, params)
+    # Optimizers that take extra arguments get the batch (fnn.optim's curvature needs it).
+    batch = {"x": x, "y": y} if isinstance(optimizer, optax.GradientTransformationExtraArgs) else {}
+    updates, opt_state = optimizer.update(grads, opt_state, params, **batch)
     return optax.apply_updates(params, updates), opt_state, L
 
 
