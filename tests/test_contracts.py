@@ -247,4 +247,3 @@ def test_the_convention_check_catches_what_it_is_for():
     assert convention_breaches("c", clip) == ["has clip_norm="]
     assert "key is not keyword-only" in convention_breaches("k", key_positional)
     assert convention_breaches("g", good) == []
-
