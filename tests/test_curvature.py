@@ -430,7 +430,7 @@ def test_cost_model_counts():
     P = fnn.summary(wide).num_params
     ratio = cost_model.hessian_macs(wide, "fwd_over_fwd") / cost_model.hessian_macs(wide)
     assert P / 4 < ratio < 4 * P
-    with pytest.raises(ValueError, match="mode"):
+    with pytest.raises(ValueError, match="method"):
         cost_model.hessian_macs(wide, "fwd")
 
 
@@ -497,7 +497,7 @@ def reference_ggn(net, params, X, Y, loss_name):
     ``(M, M)`` ``H_a`` of every example carried down, residual terms dropped): the way fnn
     computed them before the factor of ``H_L``, kept as the tests' second witness."""
     loss = losses.get(loss_name)
-    Y_hat, caches = backprop.forward_batch(net, params, X)
+    Y_hat, caches = fnn.network.run_with_cache(net, params, X)
     B = X.shape[0]
     G, H = jax.vmap(loss.jacobian)(Y_hat, Y) / B, jax.vmap(loss.hessian)(Y_hat, Y) / B
     diag, blocks, kfac = [], [], []
