@@ -397,7 +397,7 @@ def _typed(key) -> bool:
 
 
 def _check_fit_data(net, params, loss_fn, x, y, mesh, digest: bool):
-    """:func:`_check_data`, then :func:`fnn.distributed.assemble`: with several processes,
+    """:func:`fnn.step.check_data`, then :func:`fnn.distributed.assemble`: with several processes,
     every one learns whether every other one passed, and their rows become one global data
     set. Returns ``(x, y, N, digest)``: N global, this process's data digest when asked
     for, else ``None``."""
