@@ -24,7 +24,7 @@ from fnn._checks import check_finite, check_input, check_number, check_params
 from fnn.derivatives import value_and_grad
 from fnn.network import MLP, Params, check_net
 
-__all__ = ["METHODS", "make_train_step", "train_step"]
+__all__ = ["METHODS", "make_train_step", "train_step", "update"]
 
 METHODS = derivatives.METHODS  # ("reverse", "explicit", "forward")
 
