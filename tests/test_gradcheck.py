@@ -662,3 +662,20 @@ def test_a_saturated_probability_is_unresolved_not_failed():
     _, grads = value_and_grad(net, params, x, y, loss="binary_cross_entropy")
     calm = gradcheck.check_network(net, params, x, y, grads, loss="binary_cross_entropy")
     assert calm.passed and calm.resolution < 1e-8, str(calm)
+
+
+def test_the_float32_rounding_allowance_is_a_few_ulps_of_the_largest_entry():
+    """``r = ROUNDING · ε_mach · max|b|`` grants a float32 gradient its measured rounding
+    (worst 3.5 ε · max|b|), no more: an exact-zero entry off by 3 ε · max|b| passes, one off
+    by 20 ε · max|b| fails — a 10× looser allowance would let it through."""
+    eps = float(np.finfo(np.float32).eps)
+    c = np.array([1.0, 0.0], np.float32)
+    theta = jnp.asarray([0.3, -0.7], jnp.float32)
+
+    def f(t):
+        return jnp.sum(c.astype(t.dtype) * t)
+
+    for ulps, verdict in ((3, "PASS"), (20, "FAIL")):
+        grad = jnp.asarray([1.0, ulps * eps], jnp.float32)
+        report = gradcheck.check_gradient(f, theta, grad)
+        assert report.verdict == verdict, (ulps, str(report))
