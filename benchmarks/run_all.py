@@ -2,7 +2,7 @@
 
 Every figure is a ratio of contenders timed in the same run: jitted, warmed up, alternating
 their order every repetition, the median of ``--reps`` paired samples (``timing.py``). The
-goals are those of the performance issue; the table marks the ones missed, and the notes
+goals are fnn's performance targets (S22); the table marks the ones missed, and the notes
 under it say, from the same run's measurements, where the limit is.
 
   reverse ÷ jax.value_and_grad     784-512-512-10, batch 256, float32 (relu and tanh)

@@ -42,3 +42,19 @@ def test_run_all_quick_writes_every_row(tmp_path, capsys):
     assert all(set(r["ms"]) == {"2", "8"} for r in compile_rows)
     out = capsys.readouterr().out
     assert "benchmark" in out and "goal" in out and "Wrote" in out
+
+
+def test_every_planted_bug_still_applies():
+    """Each mutation of benchmarks/planted_bugs.py must find its line exactly once in its
+    module, and name test modules that exist: a refactor that moves the line would
+    otherwise drop the mutant from the count silently ("not applied")."""
+    root = Path(__file__).parents[1]
+    planted = load_script(root / "benchmarks" / "planted_bugs.py")
+    stale = []
+    for m in planted.MUTATIONS:
+        source = root / "src" / "fnn" / m.module
+        count = source.read_text().count(m.old) if source.exists() else 0
+        missing = [t for t in m.tests if not (root / "tests" / t).exists()]
+        if count != 1 or missing or m.old == m.new:
+            stale.append((m.module, m.bug, count, missing))
+    assert not stale, stale

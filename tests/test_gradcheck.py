@@ -149,7 +149,7 @@ def test_compare_one_numerical_gradient_with_several(tanh_problem):
 # Power in float32: a float64 oracle, tolerances that a wrong entry cannot hide in.
 # ---------------------------------------------------------------------------------------
 
-# The issue's case, as a script: a float32 3-4-2 tanh network; with x64 off (as users run
+# A small wrong entry, as a script: a float32 3-4-2 tanh network; with x64 off (as users run
 # it) and on (as the test suite runs), the oracle is float64, the correct gradient passes,
 # and one small entry ×2, ×0, ×(−1) or the largest entry ×1.01 fails.
 POWER_SCRIPT = """
@@ -193,16 +193,16 @@ def test_float32_check_has_a_float64_oracle_with_and_without_x64(x64):
     assert result.stdout.startswith("caught 4"), result.stdout
 
 
-def test_the_issues_float32_example_fails_now():
-    """A 3-4-2 tanh network in float32: an entry of a few 1e-4 doubled used to pass against
-    float32 central differences (their own error there is 6 %); the float64 oracle fails it."""
+def test_a_small_doubled_float32_entry_fails_against_the_float64_oracle():
+    """A 3-4-2 tanh network in float32: an entry of a few 1e-4 doubled hides in float32
+    central differences (their own error there is 6 %); the float64 oracle fails it."""
     net, params, x, y = problem((3, 4, 2), ("tanh", "identity"), seed=32, dtype=np.float32)
     _, grads = value_and_grad(net, params, x, y)
     flat, unravel = jax.flatten_util.ravel_pytree(grads)
     i = int(np.argmin(np.abs(np.asarray(flat))))
-    assert 2e-4 < abs(float(flat[i])) < 3e-4  # the smallest entry, as in the issue
+    assert 2e-4 < abs(float(flat[i])) < 3e-4  # the smallest entry, below float32's resolution
     wrong = unravel(flat.at[i].multiply(2.0))
-    # Float32 central differences cannot resolve it: unresolved (it used to pass) …
+    # Float32 central differences cannot resolve it: unresolved, not a pass …
     old_style = gradcheck.check_network(net, params, x, y, wrong, oracle=None)
     assert old_style.oracle_dtype == "float32" and old_style.verdict == "UNRESOLVED"
     # … the float64 oracle resolves it, and fails it.
@@ -662,3 +662,20 @@ def test_a_saturated_probability_is_unresolved_not_failed():
     _, grads = value_and_grad(net, params, x, y, loss="binary_cross_entropy")
     calm = gradcheck.check_network(net, params, x, y, grads, loss="binary_cross_entropy")
     assert calm.passed and calm.resolution < 1e-8, str(calm)
+
+
+def test_the_float32_rounding_allowance_is_a_few_ulps_of_the_largest_entry():
+    """``r = ROUNDING · ε_mach · max|b|`` grants a float32 gradient its measured rounding
+    (worst 3.5 ε · max|b|), no more: an exact-zero entry off by 3 ε · max|b| passes, one off
+    by 20 ε · max|b| fails — a 10× looser allowance would let it through."""
+    eps = float(np.finfo(np.float32).eps)
+    c = np.array([1.0, 0.0], np.float32)
+    theta = jnp.asarray([0.3, -0.7], jnp.float32)
+
+    def f(t):
+        return jnp.sum(c.astype(t.dtype) * t)
+
+    for ulps, verdict in ((3, "PASS"), (20, "FAIL")):
+        grad = jnp.asarray([1.0, ulps * eps], jnp.float32)
+        report = gradcheck.check_gradient(f, theta, grad)
+        assert report.verdict == verdict, (ulps, str(report))

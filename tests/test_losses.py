@@ -361,7 +361,8 @@ def test_softmax_cross_entropy_hessian_is_the_softmax_jacobian_whatever_the_labe
 
 
 # ---------------------------------------------------------------------------------------
-# jax.grad of fn is fnn's J_L everywhere, kinks and saturation included (issue 13, item 5).
+# jax.grad of fn is fnn's J_L everywhere, kinks and saturation included: autodiff through a
+# loss must agree with fnn's own backward pass.
 # ---------------------------------------------------------------------------------------
 
 
@@ -555,7 +556,7 @@ def test_jax_grad_and_hessian_of_fn_equal_the_hand_ones_at_random_points(
     name, values, label, soft, tie
 ):
     """jax.grad(fn) = J_L and jax.hessian(fn) = H_L for every loss at random points, L1's
-    kink ŷ = y among them (issue 13 item 5, S26)."""
+    kink ŷ = y among them (S26)."""
     loss = losses.get(name)
     key = "random/" + name
     if key not in _JIT:
@@ -647,8 +648,8 @@ def test_predictions_pass_where_they_need_no_check():
 
 
 # ---------------------------------------------------------------------------------------
-# Targets out of their domain under jit and vmap: NaN, never a finite number (issue 13
-# item 2); the opt-in checked mode names the value and its index under jit (checkify).
+# Targets out of their domain under jit and vmap: NaN, never a finite number that would pass
+# for a loss; the opt-in checked mode names the value and its index under jit (checkify).
 # ---------------------------------------------------------------------------------------
 
 # (loss, ŷ of 4 outputs, a batch of targets, which examples are out of the domain)
