@@ -67,13 +67,13 @@ MUTATIONS = (
     M("activations.py", "return s * (t - jnp.sum(s * t, axis=-1, keepdims=True))",
       "return s * (t - jnp.sum(t, axis=-1, keepdims=True))",
       ("test_activations.py", "test_backprop.py"), "softmax J·t: ⟨s, t⟩ as Σ t"),
-    # losses.py
-    M("losses.py", "return -jnp.sum(xlogy(y, y_hat) + xlog1py(1 - y, -y_hat))",
+    # losses.py, loss_zoo.py
+    M("loss_zoo.py", "return -jnp.sum(xlogy(y, y_hat) + xlog1py(1 - y, -y_hat))",
       "return -jnp.sum(xlogy(y, y_hat) + xlogy(1 - y, 1 - y_hat))",
       ("test_losses.py", "test_contracts.py"), "BCE: log(1 − ŷ) instead of log1p(−ŷ)"),
-    M("losses.py", "return jnp.sign(y_hat - y)", "return jnp.where(y_hat > y, 1.0, -1.0)",
+    M("loss_zoo.py", "return jnp.sign(y_hat - y)", "return jnp.where(y_hat > y, 1.0, -1.0)",
       ("test_losses.py",), "L1′: sign(0) = −1 instead of 0"),
-    M("losses.py", "return m + jnp.log(jnp.sum(jnp.exp(a - m[..., None]), axis=-1))",
+    M("loss_zoo.py", "return m + jnp.log(jnp.sum(jnp.exp(a - m[..., None]), axis=-1))",
       "return jnp.log(jnp.sum(jnp.exp(a), axis=-1))", ("test_losses.py",),
       "logsumexp without the max shift"),
     M("losses.py", "bad = None if values is None else _first_outside(values, 0, n, hi_open=True)",
