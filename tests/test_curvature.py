@@ -24,12 +24,11 @@ import fnn
 from conftest import load_script
 from fnn import (
     _curvature,
-    backprop,
     cost_model,
     curvature,
     gauss_newton,
     hessian_backprop,
-    layer,
+    layer_curvature,
     losses,
 )
 from test_backprop import problem
@@ -503,10 +502,12 @@ def reference_ggn(net, params, X, Y, loss_name):
     diag, blocks, kfac = [], [], []
     for i in reversed(range(net.num_layers)):
         p, cache = params[i], caches[i]
-        lh, G, H = layer.hessian_backward(p, net.activations[i], cache, G, H, residual=False)
+        lh, G, H = layer_curvature.hessian_backward(
+            p, net.activations[i], cache, G, H, residual=False
+        )
         z_bar = jnp.concatenate([jnp.ones_like(cache.z_prev[:, :1]), cache.z_prev], axis=1)
-        diag.insert(0, layer.param_hessian_diagonal(cache, lh))
-        blocks.insert(0, layer.param_hessian_block(p, cache, lh))
+        diag.insert(0, layer_curvature.param_hessian_diagonal(cache, lh))
+        blocks.insert(0, layer_curvature.param_hessian_block(p, cache, lh))
         kfac.insert(0, {"A": z_bar.T @ z_bar / B, "G": jnp.sum(lh.a, axis=0)})
     return diag, blocks, kfac
 

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from jax.flatten_util import ravel_pytree
 
-from fnn import activations, layer
+from fnn import activations, layer, layer_curvature
 
 F64 = {"rtol": 1e-10, "atol": 1e-12}
 CD = {"rtol": 1e-6, "atol": 1e-8}
@@ -81,12 +81,12 @@ def test_second_order_rules(f):
 
     @jax.jit
     def run(p, v, Z, R_Z, G, R_G, H_z):
-        Z_next, R_Z_next, cache, r_cache = layer.r_forward(p, f, v, Z, R_Z)
-        R_grads, G_prev, R_G_prev = layer.r_backward(p, f, v, cache, r_cache, G, R_G)
+        Z_next, R_Z_next, cache, r_cache = layer_curvature.r_forward(p, f, v, Z, R_Z)
+        R_grads, G_prev, R_G_prev = layer_curvature.r_backward(p, f, v, cache, r_cache, G, R_G)
         r_rules = (Z_next, G_prev), (R_Z_next, r_cache.r_a, R_grads, R_G_prev)
         r_jax = jax.jvp(lambda *t: first_order(f, *t), (p, Z, G), (v, R_Z, R_G))
-        lh = layer.hessian_backward(p, f, cache, G, H_z)[0]
-        lh_gn = layer.hessian_backward(p, f, cache, G, H_z, residual=False)[0]
+        lh = layer_curvature.hessian_backward(p, f, cache, G, H_z)[0]
+        lh_gn = layer_curvature.hessian_backward(p, f, cache, G, H_z, residual=False)[0]
         of_u = local_loss(f, p, cache.z, G, H_z)[0]
         H_u = jax.vmap(jax.hessian(of_u, (0, 1)), (0, None, 0))(cache.a, alpha, jnp.arange(B))
         J_f = jax.vmap(lambda a: act.jacobian(a, **q))(cache.a)
@@ -124,10 +124,10 @@ def test_second_order_rules_central_differences_and_blocks(f):
 
     @jax.jit
     def run(p, v, Z, R_Z, G, R_G, H_z):
-        _, R_Z_next, cache, r_cache = layer.r_forward(p, f, v, Z, R_Z)
-        R_grads, _, R_G_prev = layer.r_backward(p, f, v, cache, r_cache, G, R_G)
+        _, R_Z_next, cache, r_cache = layer_curvature.r_forward(p, f, v, Z, R_Z)
+        R_grads, _, R_G_prev = layer_curvature.r_backward(p, f, v, cache, r_cache, G, R_G)
         r_cd = central(lambda t: first_order(f, *t), (p, Z, G), (v, R_Z, R_G))
-        lh, _, H_prev = layer.hessian_backward(p, f, cache, G, H_z)
+        lh, _, H_prev = layer_curvature.hessian_backward(p, f, cache, G, H_z)
         of_u, of_params = local_loss(f, p, cache.z, G, H_z)
         rows = jnp.arange(B)
 
@@ -140,8 +140,8 @@ def test_second_order_rules_central_differences_and_blocks(f):
         H_x = jax.vmap(jax.hessian(lambda z, b: of_u(p["W"] @ z + p["b"], alpha, b)))(Z, rows)
         theta, unravel = ravel_pytree(p)
         H_theta = jax.hessian(lambda t: of_params(unravel(t), Z))(theta)
-        block = layer.param_hessian_block(p, cache, lh)
-        diagonal = ravel_pytree(layer.param_hessian_diagonal(cache, lh))[0]
+        block = layer_curvature.param_hessian_block(p, cache, lh)
+        diagonal = ravel_pytree(layer_curvature.param_hessian_diagonal(cache, lh))[0]
         R_hand = (R_Z_next, r_cache.r_a, R_grads, R_G_prev)
         return R_hand, r_cd[:4], (lh.a, H_cd), (H_prev, H_x), (block, diagonal, H_theta)
 
@@ -154,17 +154,17 @@ def test_second_order_rules_central_differences_and_blocks(f):
     chex.assert_trees_all_close(block, H_theta, **F64)
     chex.assert_trees_all_close(diagonal, jnp.diag(H_theta), **F64)
     _, cache = layer.forward_batch(p, f, Z)
-    assert layer.hessian_backward(p, f, cache, G, H_z, input_hessian=False)[2] is None
+    assert layer_curvature.hessian_backward(p, f, cache, G, H_z, input_hessian=False)[2] is None
 
 
 @jax.jit
 def _identity_rules(p, v, Z, R_Z, G, R_G, H_z):
-    _, R_Z_next, cache, r_cache = layer.r_forward(p, "identity", v, Z, R_Z)
-    R_grads, _, R_G_prev = layer.r_backward(p, "identity", v, cache, r_cache, G, R_G)
-    _, _, cache0, r_cache0 = layer.r_forward(p, "identity", v, Z, None)
-    R_grads0 = layer.r_backward(p, "identity", v, cache0, r_cache0, G, R_G)[0]
-    lh, _, H_prev = layer.hessian_backward(p, "identity", cache, G, H_z)
-    block = layer.param_hessian_block(p, cache, lh)
+    _, R_Z_next, cache, r_cache = layer_curvature.r_forward(p, "identity", v, Z, R_Z)
+    R_grads, _, R_G_prev = layer_curvature.r_backward(p, "identity", v, cache, r_cache, G, R_G)
+    _, _, cache0, r_cache0 = layer_curvature.r_forward(p, "identity", v, Z, None)
+    R_grads0 = layer_curvature.r_backward(p, "identity", v, cache0, r_cache0, G, R_G)[0]
+    lh, _, H_prev = layer_curvature.hessian_backward(p, "identity", cache, G, H_z)
+    block = layer_curvature.param_hessian_block(p, cache, lh)
     return R_Z_next, r_cache.r_a, R_grads, R_G_prev, R_grads0, H_prev, block, lh
 
 
@@ -216,7 +216,7 @@ def test_vjp_columns_equals_vmap_of_jax_vjp(f):
     p, _, Z, _, _, _, _ = inputs(f, seed=3)
     G = jnp.asarray(np.random.default_rng(4).normal(size=(B, C, M)))
     _, cache = layer.forward_batch(p, f, Z)
-    Delta, alpha, G_prev = layer.vjp_columns(p, f, cache, G)
+    Delta, alpha, G_prev = layer_curvature.vjp_columns(p, f, cache, G)
 
     def one(z, g):  # one example, one column: (∂/∂θ, ∂/∂z) of g · z'(θ, z)
         def out(p, z):
@@ -228,15 +228,17 @@ def test_vjp_columns_equals_vmap_of_jax_vjp(f):
     grads, g_prev = jax.vmap(lambda z, gs: jax.vmap(lambda g: one(z, g))(gs))(Z, G)
     chex.assert_trees_all_close((Delta, G_prev), (grads["b"], g_prev), **F64)
     chex.assert_trees_all_close(alpha, {k: grads[k] for k in alpha}, **F64)
-    U = layer.param_columns(p, cache, Delta, alpha)
+    U = layer_curvature.param_columns(p, cache, Delta, alpha)
     by_jax = jax.vmap(jax.vmap(lambda t: ravel_pytree(t)[0]))(grads).reshape(B * C, -1)
     chex.assert_trees_all_close(U, by_jax, **F64)
-    diagonal = ravel_pytree(layer.param_ggn_diagonal(cache, Delta, alpha))[0]
+    diagonal = ravel_pytree(layer_curvature.param_ggn_diagonal(cache, Delta, alpha))[0]
     chex.assert_trees_all_close(diagonal, jnp.sum(by_jax**2, axis=0), **F64)
     chex.assert_trees_all_close(
-        layer.ggn_kfac_g(Delta), Delta.reshape(B * C, M).T @ Delta.reshape(B * C, M), **F64
+        layer_curvature.ggn_kfac_g(Delta),
+        Delta.reshape(B * C, M).T @ Delta.reshape(B * C, M),
+        **F64,
     )
-    each = layer.param_ggn_diagonal(cache, Delta, alpha, per_example=True)
+    each = layer_curvature.param_ggn_diagonal(cache, Delta, alpha, per_example=True)
     chex.assert_trees_all_close(
         jax.vmap(lambda t: ravel_pytree(t)[0])(each),
         jnp.sum(by_jax.reshape(B, C, -1) ** 2, axis=1),
@@ -250,9 +252,9 @@ def test_param_ggn_diagonal_is_finite_where_z_squared_overflows():
     z = jnp.array([[1e20, -3e19], [1e20, 1.0]], jnp.float32)
     cache = layer.Cache(z, jnp.zeros((2, 1), jnp.float32), jnp.zeros((2, 1), jnp.float32))
     Delta = jnp.array([[[0.0]], [[1e-30]]], jnp.float32)  # (B, C, M) = (2, 1, 1)
-    d = layer.param_ggn_diagonal(cache, Delta, {})
+    d = layer_curvature.param_ggn_diagonal(cache, Delta, {})
     expected = (1e-30 * 1e20) ** 2
     # (1e-30 · 1)² = 1e-60 underflows to 0 in float32, as it does for jax
     chex.assert_trees_all_close(d["W"], jnp.array([[expected, 0.0]]), rtol=1e-5, atol=1e-38)
-    each = layer.param_ggn_diagonal(cache, Delta, {}, per_example=True)
+    each = layer_curvature.param_ggn_diagonal(cache, Delta, {}, per_example=True)
     chex.assert_tree_all_finite((d, each))

@@ -4,11 +4,12 @@ and :mod:`fnn.gauss_newton` (S28) under one name.
 
 Everything here is about ``L(θ) = (1/B) Σ_b L(nn_θ(x_b), y_b)`` as a function of the
 parameters θ (the input x stays fixed), and is a fold of one layer's second-order rules
-(:mod:`fnn.layer`, section "Second order") over the layers, as the first-order engines are:
+(:mod:`fnn.layer_curvature`, section "Second order") over the layers, as the first-order
+engines are:
 
 * :func:`hvp` — ``∇²θ L · v`` by Pearlmutter's R-operator (Bishop 5.4.6): the forward pass
-  pushes ``R{a}, R{z}`` (:func:`fnn.layer.r_forward`), the backward pass ``R{δ}``
-  (:func:`fnn.layer.r_backward`), seeded at the loss with ``R{∂L/∂ŷ} = H_L R{ŷ}``. One
+  pushes ``R{a}, R{z}`` (:func:`fnn.layer_curvature.r_forward`), the backward pass ``R{δ}``
+  (:func:`fnn.layer_curvature.r_backward`), seeded at the loss with ``R{∂L/∂ŷ} = H_L R{ŷ}``. One
   forward and one backward pass, batch-first.
 * :func:`ggn_vp` — the Gauss–Newton product ``G v = Jᵀ H_L J v`` split at the output ŷ
   (``J = ∂ŷ/∂θ``, ``H_L = ∂²L/∂ŷ²``): the same forward pass gives ``J v = R{ŷ}``, and the
@@ -39,7 +40,17 @@ import jax
 import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
 
-from fnn import _checks, _curvature, _scan, backprop, forward_mode, layer, losses, network
+from fnn import (
+    _checks,
+    _curvature,
+    _scan,
+    backprop,
+    forward_mode,
+    layer,
+    layer_curvature,
+    losses,
+    network,
+)
 from fnn._curvature import CURVATURE_MAX_BYTES
 from fnn.gauss_newton import (
     gauss_newton_bytes,
@@ -84,14 +95,14 @@ HVP_METHODS = ("r_operator", *HESSIAN_METHODS)
 
 
 def _r_forward_pair(p, f, carry, v):
-    """:func:`fnn.layer.r_forward` on the fold's carry ``(Z, R{Z})``; both caches kept."""
-    Z, R_Z, cache, r_cache = layer.r_forward(p, f, v, *carry)
+    """:func:`fnn.layer_curvature.r_forward` on the fold's carry ``(Z, R{Z})``; both caches kept."""
+    Z, R_Z, cache, r_cache = layer_curvature.r_forward(p, f, v, *carry)
     return (Z, R_Z), (cache, r_cache)
 
 
 def _r_backward_pair(p, f, xs, carry):
-    """:func:`fnn.layer.r_backward` on the fold's carry ``(G, R{G})``."""
-    R_grads, G, R_G = layer.r_backward(p, f, *xs, *carry)
+    """:func:`fnn.layer_curvature.r_backward` on the fold's carry ``(G, R{G})``."""
+    R_grads, G, R_G = layer_curvature.r_backward(p, f, *xs, *carry)
     return R_grads, (G, R_G)
 
 
@@ -104,8 +115,8 @@ def _r_forward(net: MLP, params, v, X):
 
 
 def r_operator(net: MLP, params: Params, X, Y, v, loss: losses.Loss):
-    """``∇²θ L · v`` by the R-operator (S27): :func:`fnn.layer.r_forward` up, then from
-    ``G = J_L(Ŷ)/B``, ``R{G} = H_L(Ŷ) R{Ŷ}/B`` :func:`fnn.layer.r_backward` down. ``X`` a
+    """``∇²θ L · v`` by the R-operator (S27): :func:`fnn.layer_curvature.r_forward` up, then from
+    ``G = J_L(Ŷ)/B``, ``R{G} = H_L(Ŷ) R{Ŷ}/B`` :func:`fnn.layer_curvature.r_backward` down. ``X`` a
     batch ``(B, D)``; unchecked."""
     fold, grouped_v, Y_hat, R_Y, caches = _r_forward(net, params, v, X)
     G = jax.vmap(loss.jacobian)(Y_hat, Y) / X.shape[0]

@@ -9,10 +9,10 @@ For the batch loss ``L = (1/B) Σ_b L(ŷ_b, y_b)`` the Gauss–Newton matrix is
 with ``J_b = ∂ŷ_b/∂θ`` and ``S_b`` (``M × C``) the factor :attr:`fnn.losses.Loss.hessian_sqrt`
 gives by hand. ``J_bᵀ S_b`` is ``C`` vector-Jacobian products: the columns of ``S`` pulled
 back through the network by the plain VJP with a leading column axis
-(:func:`fnn.layer.vjp_columns`, ``δ`` of shape ``(B, C, M)``) — about ``C`` backward passes,
-where Hessian backpropagation (:mod:`fnn.hessian_backprop`) carries ``(M, M)`` per example
-and layer. At each layer the pulled-back columns ``Δ`` give (:mod:`fnn.layer`, section
-"Columns")::
+(:func:`fnn.layer_curvature.vjp_columns`, ``δ`` of shape ``(B, C, M)``) — about ``C``
+backward passes, where Hessian backpropagation (:mod:`fnn.hessian_backprop`) carries
+``(M, M)`` per example and layer. At each layer the pulled-back columns ``Δ`` give
+(:mod:`fnn.layer_curvature`, section "Columns")::
 
     diagonal  G_{W_jk} = Σ_b Σ_c (Δ_bcj z_bk)²            (BackPACK's DiagGGNExact)
     K-FAC     G = Σ_b Σ_c Δ_bc Δ_bcᵀ,  A = (1/B) Σ_b z̄_b z̄_bᵀ   (KFLR)
@@ -34,7 +34,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fnn import _checks, _curvature, layer, network
+from fnn import _checks, _curvature, layer_curvature, network
 from fnn.network import MLP, Params
 
 __all__ = [
@@ -81,27 +81,27 @@ def _backprop(net, params, loss, collect, mc_samples, X, Y, w, keys=None):
     G = jnp.sqrt(w)[:, None, None].astype(G.dtype) * G
     out = [None] * net.num_layers
     for i in reversed(range(net.num_layers)):
-        Delta, alpha, G = layer.vjp_columns(params[i], net.activations[i], caches[i], G)
+        Delta, alpha, G = layer_curvature.vjp_columns(params[i], net.activations[i], caches[i], G)
         out[i] = collect(params[i], caches[i], Delta, alpha, w)
     return out
 
 
 def _diagonal(p, cache, Delta, alpha, w):
-    return layer.param_ggn_diagonal(cache, Delta, alpha)
+    return layer_curvature.param_ggn_diagonal(cache, Delta, alpha)
 
 
 def _per_example_diagonal(p, cache, Delta, alpha, w):
-    return layer.param_ggn_diagonal(cache, Delta, alpha, per_example=True)
+    return layer_curvature.param_ggn_diagonal(cache, Delta, alpha, per_example=True)
 
 
 def _block(p, cache, Delta, alpha, w):
-    U = layer.param_columns(p, cache, Delta, alpha)
+    U = layer_curvature.param_columns(p, cache, Delta, alpha)
     return U.T @ U
 
 
 def _kfac(p, cache, Delta, alpha, w):
     z_bar = jnp.concatenate([jnp.ones_like(cache.z_prev[:, :1]), cache.z_prev], axis=1)
-    return {"A": (w[:, None] * z_bar).T @ z_bar, "G": layer.ggn_kfac_g(Delta)}
+    return {"A": (w[:, None] * z_bar).T @ z_bar, "G": layer_curvature.ggn_kfac_g(Delta)}
 
 
 def _diagonal_sizes(net, dtype, B, C):  # nothing per example but the columns; P numbers
@@ -206,7 +206,7 @@ def ggn_blocks(net: MLP, params: Params, x, y, *, loss="l2", max_bytes: int | No
     """The diagonal blocks of the Gauss–Newton matrix (S28), one ``(P_i, P_i)`` matrix per
     layer in ``ravel_pytree(params[i])`` order (``W`` row-major, then ``alpha``, then ``b``):
     ``Σ_b Σ_c u_bc u_bcᵀ`` over the pulled-back columns in parameter space
-    (:func:`fnn.layer.param_columns`, ``C · P_i`` numbers per example). The blocks count
+    (:func:`fnn.layer_curvature.param_columns`, ``C · P_i`` numbers per example). The blocks count
     against ``max_bytes`` too; errors as :func:`ggn_diagonal`."""
 
     def sizes(net, dtype, B, C):

@@ -1,6 +1,6 @@
 r"""The exact Hessian's diagonal and blocks by Hessian backpropagation (S28, Bishop 5.4.1).
 
-Per example, from the loss down (:func:`fnn.layer.hessian_backward`)::
+Per example, from the loss down (:func:`fnn.layer_curvature.hessian_backward`)::
 
     H_z⁽ᴺ⁾ = H_L,   H_a⁽ⁱ⁾ = J_f⁽ⁱ⁾ᵀ H_z⁽ⁱ⁾ J_f⁽ⁱ⁾ + Σₖ gₖ ∇²fₖ(a⁽ⁱ⁾),
     H_z⁽ⁱ⁻¹⁾ = W⁽ⁱ⁾ᵀ H_a⁽ⁱ⁾ W⁽ⁱ⁾
@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fnn import _curvature, layer, network
+from fnn import _curvature, layer_curvature, network
 from fnn.network import MLP, Params
 
 __all__ = [
@@ -51,14 +51,14 @@ def hessian_backprop_bytes(net: MLP, batch: int, dtype) -> int:
 
 
 def _backprop(net, params, loss, collect, X, Y, w):
-    """Fold :func:`fnn.layer.hessian_backward` from the loss down for the examples ``X``
+    """Fold :func:`fnn.layer_curvature.hessian_backward` from the loss down for the examples ``X``
     weighted by ``w``; ``collect(p, cache, lh)`` per layer."""
     Y_hat, caches = network.run_with_cache(net, params, X)
     G = w[:, None] * jax.vmap(loss.jacobian)(Y_hat, Y)
     H = w[:, None, None] * jax.vmap(loss.hessian)(Y_hat, Y)
     out = [None] * net.num_layers
     for i in reversed(range(net.num_layers)):  # unrolled: the first layer needs no H_z of x
-        lh, G, H = layer.hessian_backward(
+        lh, G, H = layer_curvature.hessian_backward(
             params[i], net.activations[i], caches[i], G, H, input_hessian=i > 0
         )
         out[i] = collect(params[i], caches[i], lh)
@@ -66,7 +66,7 @@ def _backprop(net, params, loss, collect, X, Y, w):
 
 
 def _diagonal(p, cache, lh):
-    return layer.param_hessian_diagonal(cache, lh)
+    return layer_curvature.param_hessian_diagonal(cache, lh)
 
 
 def _per_example_diagonal(p, cache, lh):
@@ -87,7 +87,7 @@ def _per_example_sizes(net, dtype, B):  # one diagonal per example, B of them ke
 
 
 def _block(p, cache, lh):
-    return layer.param_hessian_block(p, cache, lh)
+    return layer_curvature.param_hessian_block(p, cache, lh)
 
 
 def _run(net, params, x, y, loss, collect, max_bytes, what, instead, sizes, *, each=False):
@@ -167,7 +167,7 @@ def block_bytes(net: MLP, dtype) -> tuple[int, int]:
 def hessian_blocks(net: MLP, params: Params, x, y, *, loss="l2", max_bytes: int | None = None):
     """The exact diagonal blocks of ``∇²θ L``, one ``(P_i, P_i)`` matrix per layer in
     ``ravel_pytree(params[i])`` order (``W`` row-major, then ``alpha``, then ``b``) (S28):
-    ``Σ_b Uᵀ H_u U`` (:func:`fnn.layer.param_hessian_block`). The blocks count against
+    ``Σ_b Uᵀ H_u U`` (:func:`fnn.layer_curvature.param_hessian_block`). The blocks count against
     ``max_bytes`` too; errors as :func:`hessian_diagonal`."""
     blocks, _ = _run(
         net, params, x, y, loss, _block, max_bytes, "hessian_blocks",

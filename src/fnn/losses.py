@@ -44,7 +44,8 @@ Bad targets are refused at three levels:
   the loss, the value and its index (the plain loss leaves such a ``ŷ`` to
   :func:`check_prediction`: inside fnn it is a softmax or sigmoid output).
 
-No function here calls ``jax.grad``: the tests prove every ``J_L`` and ``H_L`` against
+The formulas live in :mod:`fnn.loss_zoo`, each under its own; the records are made here.
+No function of either calls ``jax.grad``: the tests prove every ``J_L`` and ``H_L`` against
 ``jax.grad``/``jax.hessian``, central differences and the closed form. The other way round
 holds too: ``jax.grad`` of every ``fn`` equals ``jacobian`` everywhere, L1's kink at ŷ = y
 (sign(0) = 0) and BCE's saturated ŷ ∈ {0, 1} included, and ``jax.hessian`` of it equals
@@ -63,7 +64,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.experimental import checkify
 
-from fnn import activations
+from fnn import loss_zoo as zoo
 from fnn._checks import unknown_name
 
 __all__ = [
@@ -100,227 +101,6 @@ class Loss(NamedTuple):
     # The output activations the loss suits (None: any), and the interval of vector targets.
     outputs: tuple[str, ...] | None = None
     target_range: tuple[float, float] | None = None
-
-
-def _float(x):
-    """The float dtype of ``x`` (integer inputs give the default float)."""
-    return jnp.result_type(x, float)
-
-
-# L2(ŷ, y) = Σᵢ (ŷᵢ − yᵢ)²,   J_L = [2(ŷᵢ − yᵢ)],   H_L = 2I.
-def _l2(y_hat, y):
-    return jnp.sum((y_hat - y) ** 2)
-
-
-def _l2_jacobian(y_hat, y):
-    return 2 * (y_hat - y)
-
-
-def _l2_hessian(y_hat, y):
-    del y
-    return 2 * jnp.eye(y_hat.shape[-1], dtype=_float(y_hat))
-
-
-def _l2_hessian_vp(y_hat, y, v):
-    del y_hat, y
-    return 2 * v
-
-
-def _l2_hessian_sqrt(y_hat, y):
-    return jnp.sqrt(2.0).astype(_float(y_hat)) * jnp.eye(y_hat.shape[-1], dtype=_float(y_hat))
-
-
-# L2 is −log N(y; ŷ, ½I) up to a constant: a target ỹ = ŷ + ε, ε ~ N(0, ½I), has the
-# gradient 2(ŷ − ỹ) = −2ε, and E[4 ε εᵀ] = 2I = H_L.
-def _l2_sample_gradient(y_hat, key):
-    return -jnp.sqrt(2.0).astype(_float(y_hat)) * jax.random.normal(key, y_hat.shape, y_hat.dtype)
-
-
-# L1(ŷ, y) = Σᵢ |ŷᵢ − yᵢ|,   J_L = [sign(ŷᵢ − yᵢ)] with sign(0) = 0, as the lecture defines
-# it (jnp.sign does),   H_L = 0 (at the kink too). |d| is written sign(d) · d: its JAX
-# derivative sign(d) + d · 0 is that sign, where jnp.abs's would be 1 at d = 0.
-def _l1(y_hat, y):
-    d = y_hat - y
-    return jnp.sum(jnp.sign(d) * d)
-
-
-def _l1_jacobian(y_hat, y):
-    return jnp.sign(y_hat - y)
-
-
-def _l1_hessian(y_hat, y):
-    del y
-    return jnp.zeros((y_hat.shape[-1],) * 2, _float(y_hat))
-
-
-def _l1_hessian_vp(y_hat, y, v):
-    del y_hat, y
-    return jnp.zeros_like(v)
-
-
-def _l1_hessian_sqrt(y_hat, y):
-    return _l1_hessian(y_hat, y)
-
-
-def _one_hot(y, n):
-    """``[0, …, 1, …, 0]`` of length ``n`` with the 1 at the label ``y`` (a bool mask)."""
-    return jnp.arange(n) == y
-
-
-# Cross-entropy on probabilities p = ŷ (the output of a softmax), integer label y:
-# L_ce(p, y) = −log p(ŷ = y | x) = −log p_y,   J_L = [0, …, −1/p_y, …, 0],
-# H_L = diag(onehot(y) / p_y²) (the one entry 1/p_y² at (y, y)).
-def _cross_entropy(y_hat, y):
-    return -jnp.log(y_hat[y])
-
-
-def _cross_entropy_jacobian(y_hat, y):
-    return jnp.where(_one_hot(y, y_hat.shape[-1]), -1 / y_hat[y], 0)
-
-
-def _cross_entropy_hessian_vp(y_hat, y, v):
-    return jnp.where(_one_hot(y, y_hat.shape[-1]), v / y_hat[y] ** 2, 0)
-
-
-def _cross_entropy_hessian(y_hat, y):
-    return jnp.diag(_cross_entropy_hessian_vp(y_hat, y, jnp.ones_like(y_hat)))
-
-
-def _cross_entropy_hessian_sqrt(y_hat, y):  # diag(onehot(y) / p_y): (1/p_y)² = H_L's entry
-    return jnp.diag(jnp.where(_one_hot(y, y_hat.shape[-1]), 1 / y_hat[y], 0))
-
-
-# Softmax cross-entropy on logits ŷ, fused: L = −log softmax(ŷ)_y = logsumexp(ŷ) − ŷ_y,
-# with logsumexp(ŷ) = m + log Σⱼ e^{ŷⱼ − m}, m = max ŷ (the shift of S7: no overflow; m
-# carries no derivative, hence stop_gradient: jax.grad gives exactly s − onehot).
-# J_L = softmax(ŷ) − onehot(y)  (= J_ce(softmax(ŷ)) · J_softmax(ŷ), tested);
-# H_L = J_softmax(ŷ) = diag(s) − s sᵀ, whatever the label.
-def _logsumexp(a):
-    m = jax.lax.stop_gradient(jnp.max(a, axis=-1))
-    return m + jnp.log(jnp.sum(jnp.exp(a - m[..., None]), axis=-1))
-
-
-def _softmax_cross_entropy(y_hat, y):
-    return _logsumexp(y_hat) - y_hat[y]
-
-
-def _softmax_cross_entropy_jacobian(y_hat, y):
-    s = activations.get("softmax").fn(y_hat)
-    return s - _one_hot(y, y_hat.shape[-1]).astype(s.dtype)
-
-
-def _softmax_cross_entropy_hessian(y_hat, y):
-    del y
-    return activations.get("softmax").jacobian(y_hat)
-
-
-def _softmax_cross_entropy_hessian_vp(y_hat, y, v):
-    del y
-    return activations.jvp(activations.get("softmax"), y_hat, v)
-
-
-# S = diag(√s) − s √sᵀ: S Sᵀ = diag(s) − 2 s sᵀ + s (Σⱼ sⱼ) sᵀ = diag(s) − s sᵀ, as Σⱼ sⱼ = 1.
-def _softmax_cross_entropy_hessian_sqrt(y_hat, y):
-    del y
-    s = activations.get("softmax").fn(y_hat)
-    r = jnp.sqrt(s)
-    return jnp.diag(r) - s[:, None] * r[None, :]
-
-
-# −log softmax(ŷ)_y is the negative log-likelihood of a categorical distribution: a label ỹ
-# drawn from softmax(ŷ) has the gradient s − onehot(ỹ), E[(s − e_ỹ)(s − e_ỹ)ᵀ] = diag(s) − s sᵀ.
-def _softmax_cross_entropy_sample_gradient(y_hat, key):
-    label = jax.random.categorical(key, y_hat)
-    return _softmax_cross_entropy_jacobian(y_hat, label)
-
-
-# Binary cross-entropy on probabilities ŷ ∈ [0, 1] (after a sigmoid), targets y ∈ [0, 1]:
-# L = −Σᵢ [yᵢ log ŷᵢ + (1 − yᵢ) log(1 − ŷᵢ)],
-# J_L = [−yᵢ/ŷᵢ + (1 − yᵢ)/(1 − ŷᵢ)] = [(ŷᵢ − yᵢ) / (ŷᵢ (1 − ŷᵢ))] for 0 < ŷᵢ < 1,
-# H_L = diag(yᵢ/ŷᵢ² + (1 − yᵢ)/(1 − ŷᵢ)²).
-# The first forms, with 0 · log 0 = 0 and 0 / 0 = 0, stay finite where a float32 sigmoid
-# saturates to ŷ = 1 with y = 1 (J = −1, H = 1), where the second form gives 0 / 0. The loss
-# is written with x log y that is 0 for x = 0 in value AND derivative (the inner where keeps
-# log away from 0): jax.grad of it is J_L there too (jax.scipy's xlogy gives NaN).
-def _xlogy(x, y):
-    """``x log y`` with ``0 log y = 0``, and derivative ``0`` there."""
-    zero = x == 0
-    return jnp.where(zero, 0, x * jnp.log(jnp.where(zero, 1, y)))
-
-
-def _xlog1py(x, y):
-    """``x log(1 + y)`` with ``0 log(1 + y) = 0``, and derivative ``0`` there."""
-    zero = x == 0
-    return jnp.where(zero, 0, x * jnp.log1p(jnp.where(zero, 0, y)))
-
-
-def _xdivy(x, d):
-    """``x / d`` with ``0 / d = 0`` for every ``d`` (0 / 0 included)."""
-    zero = x == 0
-    return jnp.where(zero, 0, x / jnp.where(zero, 1, d))
-
-
-def _binary_cross_entropy(y_hat, y):
-    return -jnp.sum(_xlogy(y, y_hat) + _xlog1py(1 - y, -y_hat))
-
-
-def _binary_cross_entropy_jacobian(y_hat, y):
-    return -_xdivy(y, y_hat) + _xdivy(1 - y, 1 - y_hat)
-
-
-def _binary_cross_entropy_hessian_vp(y_hat, y, v):
-    return (_xdivy(y, y_hat**2) + _xdivy(1 - y, (1 - y_hat) ** 2)) * v
-
-
-def _binary_cross_entropy_hessian(y_hat, y):
-    return jnp.diag(_binary_cross_entropy_hessian_vp(y_hat, y, jnp.ones_like(y_hat)))
-
-
-def _binary_cross_entropy_hessian_sqrt(y_hat, y):
-    return jnp.diag(jnp.sqrt(_binary_cross_entropy_hessian_vp(y_hat, y, jnp.ones_like(y_hat))))
-
-
-# Binary cross-entropy on logits ŷ (the sigmoid fused into the loss), targets y:
-# L = −Σᵢ [yᵢ log σ(ŷᵢ) + (1 − yᵢ) log σ(−ŷᵢ)] = Σᵢ softplus(ŷᵢ) − yᵢ ŷᵢ,
-# with softplus(a) = log(1 + eᵃ) = logaddexp(0, a): finite for every a (ŷ = 1e4, y = 0 gives
-# 1e4, where log(1 − σ(1e4)) = log 0 = −∞). J_L = σ(ŷ) − y;  H_L = diag(σ(ŷ) σ(−ŷ)), which is
-# σ(1 − σ) without the cancellation 1 − σ at large ŷ. Linear in y, so defined for every
-# real target (meaningful for y in [0, 1]), as in optax and PyTorch's BCEWithLogitsLoss.
-def _sigmoid_binary_cross_entropy(y_hat, y):
-    return jnp.sum(jnp.logaddexp(0, y_hat) - y * y_hat)
-
-
-def _sigmoid(a):
-    return activations.get("sigmoid").fn(a)
-
-
-def _sigmoid_binary_cross_entropy_jacobian(y_hat, y):
-    return _sigmoid(y_hat) - y
-
-
-def _sigmoid_curvature(y_hat):
-    return _sigmoid(y_hat) * _sigmoid(-y_hat)
-
-
-def _sigmoid_binary_cross_entropy_hessian_vp(y_hat, y, v):
-    del y
-    return _sigmoid_curvature(y_hat) * v
-
-
-def _sigmoid_binary_cross_entropy_hessian(y_hat, y):
-    del y
-    return jnp.diag(_sigmoid_curvature(y_hat))
-
-
-def _sigmoid_binary_cross_entropy_hessian_sqrt(y_hat, y):
-    del y
-    return jnp.diag(jnp.sqrt(_sigmoid_curvature(y_hat)))
-
-
-# Bernoulli targets ỹ ~ σ(ŷ): the gradient σ − ỹ has E[(σ − ỹ)²] = σ (1 − σ) = H_L's entry.
-def _sigmoid_binary_cross_entropy_sample_gradient(y_hat, key):
-    draw = jax.random.bernoulli(key, _sigmoid(y_hat)).astype(y_hat.dtype)
-    return _sigmoid(y_hat) - draw
 
 
 # ---------------------------------------------------------------------------------------
@@ -379,67 +159,67 @@ _REGISTRY: dict[str, Loss] = {
     for loss in (
         _loss(
             "l2",
-            _l2,
-            _l2_jacobian,
-            _l2_hessian,
-            _l2_hessian_vp,
-            hessian_sqrt=_l2_hessian_sqrt,
-            sample_gradient=_l2_sample_gradient,
+            zoo.l2,
+            zoo.l2_jacobian,
+            zoo.l2_hessian,
+            zoo.l2_hessian_vp,
+            hessian_sqrt=zoo.l2_hessian_sqrt,
+            sample_gradient=zoo.l2_sample_gradient,
         ),
         _loss(
             "l1",
-            _l1,
-            _l1_jacobian,
-            _l1_hessian,
-            _l1_hessian_vp,
+            zoo.l1,
+            zoo.l1_jacobian,
+            zoo.l1_hessian,
+            zoo.l1_hessian_vp,
             kinks=(0.0,),
-            hessian_sqrt=_l1_hessian_sqrt,
+            hessian_sqrt=zoo.l1_hessian_sqrt,
         ),
         _loss(
             "cross_entropy",
-            _cross_entropy,
-            _cross_entropy_jacobian,
-            _cross_entropy_hessian,
-            _cross_entropy_hessian_vp,
+            zoo.cross_entropy,
+            zoo.cross_entropy_jacobian,
+            zoo.cross_entropy_hessian,
+            zoo.cross_entropy_hessian_vp,
             "label",
             on_probabilities=True,
-            hessian_sqrt=_cross_entropy_hessian_sqrt,
+            hessian_sqrt=zoo.cross_entropy_hessian_sqrt,
             outputs=PROBABILITY_OUTPUTS,
         ),
         _loss(
             "softmax_cross_entropy",
-            _softmax_cross_entropy,
-            _softmax_cross_entropy_jacobian,
-            _softmax_cross_entropy_hessian,
-            _softmax_cross_entropy_hessian_vp,
+            zoo.softmax_cross_entropy,
+            zoo.softmax_cross_entropy_jacobian,
+            zoo.softmax_cross_entropy_hessian,
+            zoo.softmax_cross_entropy_hessian_vp,
             "label",
             on_logits=True,
-            hessian_sqrt=_softmax_cross_entropy_hessian_sqrt,
-            sample_gradient=_softmax_cross_entropy_sample_gradient,
+            hessian_sqrt=zoo.softmax_cross_entropy_hessian_sqrt,
+            sample_gradient=zoo.softmax_cross_entropy_sample_gradient,
             outputs=("identity",),
         ),
         _loss(
             "binary_cross_entropy",
-            _binary_cross_entropy,
-            _binary_cross_entropy_jacobian,
-            _binary_cross_entropy_hessian,
-            _binary_cross_entropy_hessian_vp,
+            zoo.binary_cross_entropy,
+            zoo.binary_cross_entropy_jacobian,
+            zoo.binary_cross_entropy_hessian,
+            zoo.binary_cross_entropy_hessian_vp,
             "vector",
             on_probabilities=True,
-            hessian_sqrt=_binary_cross_entropy_hessian_sqrt,
+            hessian_sqrt=zoo.binary_cross_entropy_hessian_sqrt,
             outputs=PROBABILITY_OUTPUTS,
             target_range=(0.0, 1.0),
         ),
         _loss(
             "sigmoid_binary_cross_entropy",
-            _sigmoid_binary_cross_entropy,
-            _sigmoid_binary_cross_entropy_jacobian,
-            _sigmoid_binary_cross_entropy_hessian,
-            _sigmoid_binary_cross_entropy_hessian_vp,
+            zoo.sigmoid_binary_cross_entropy,
+            zoo.sigmoid_binary_cross_entropy_jacobian,
+            zoo.sigmoid_binary_cross_entropy_hessian,
+            zoo.sigmoid_binary_cross_entropy_hessian_vp,
             "vector",
             on_logits=True,
-            hessian_sqrt=_sigmoid_binary_cross_entropy_hessian_sqrt,
-            sample_gradient=_sigmoid_binary_cross_entropy_sample_gradient,
+            hessian_sqrt=zoo.sigmoid_binary_cross_entropy_hessian_sqrt,
+            sample_gradient=zoo.sigmoid_binary_cross_entropy_sample_gradient,
             outputs=("identity",),
         ),
     )
