@@ -749,3 +749,32 @@ def test_compare_backpack_small_agrees_with_backpack_and_opacus(tmp_path):
             assert numbers["fnn_mean_vs_exact"] < 0.3 and numbers["backpack_mean_vs_exact"] < 0.3
         assert row["fnn_s"] > 0 and row["torch_s"] > 0
     assert "| `ggn_diagonal` | DiagGGNExact |" in (tmp_path / "compare_backpack.md").read_text()
+
+
+def test_a_user_activation_record_works_in_curvature_S27_S28():
+    """A record built by activations.elementwise (SiLU, hidden and output) goes through the
+    curvature doors like a name: the R-operator equals jax.jvp(jax.grad) of the same loss,
+    and the GGN diagonal equals the diagonal of the dense Jᵀ H_L J."""
+    sig = jax.nn.sigmoid
+    silu = fnn.activations.elementwise(
+        "silu",
+        lambda a: a * sig(a),
+        lambda a: sig(a) * (1 + a * sig(-a)),
+        lambda a: sig(a) * sig(-a) * (2 + a * (sig(-a) - sig(a))),
+    )
+    net = fnn.MLP((3, 4, 2), (silu, silu))
+    params = fnn.init(jax.random.key(0), net)
+    v = fnn.init(jax.random.key(1), net)
+    x = jax.random.normal(jax.random.key(2), (5, 3))
+    y = jax.random.normal(jax.random.key(3), (5, 2))
+
+    def L(p):
+        return fnn.gradcheck.network_loss(net, p, x, y, loss="l2")
+
+    expected = jax.jvp(jax.grad(L), (params,), (v,))[1]
+    chex.assert_trees_all_close(fnn.hvp(net, params, x, y, v), expected, rtol=1e-10, atol=1e-12)
+    theta, unravel = ravel_pytree(params)
+    J = jax.vmap(lambda xb: jax.jacfwd(lambda t: fnn.apply(net, unravel(t), xb))(theta))(x)
+    G = 2 * jnp.einsum("bci,bcj->ij", J, J) / x.shape[0]  # H_L = 2I for L2
+    diag = ravel_pytree(fnn.ggn_diagonal(net, params, x, y))[0]
+    np.testing.assert_allclose(diag, jnp.diag(G), rtol=1e-10, atol=1e-12)

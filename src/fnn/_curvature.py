@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fnn import _checks, losses, network
+from fnn import _checks, derivatives, network
 
 __all__ = [
     "CURVATURE_MAX_BYTES",
@@ -36,16 +36,10 @@ def as_params(tree) -> list:
 
 
 def check_problem(net, params, x, y, loss):
-    """The checks every curvature function shares (those of :func:`fnn.value_and_grad`);
-    returns ``(Loss, params as arrays, X (B, D), Y)``, one example as a batch of 1."""
-    network.check_net(net)
-    _checks.check_params(net, params)
-    _checks.check_input(net, x)
-    loss_fn = losses.get(loss)
-    x = jnp.asarray(x)
-    losses.check_target(loss_fn, (*x.shape[:-1], net.out_features), y)
-    losses.check_output_activation(loss_fn, net.activations[-1])
-    y = jnp.asarray(y)
+    """The checks every curvature function shares (:func:`fnn.derivatives.check_loss_problem`,
+    those of :func:`fnn.value_and_grad`); returns ``(Loss, params as arrays, X (B, D), Y)``,
+    one example as a batch of 1."""
+    loss_fn, x, y = derivatives.check_loss_problem(net, params, x, y, loss)
     X, Y = (x, y) if x.ndim == 2 else (x[None], y[None])
     return loss_fn, as_params(params), X, Y
 
