@@ -119,8 +119,11 @@ plt.show()
 
 # %%
 _, g32 = fnn.value_and_grad(small, p32, x32, y32)
-print(gradcheck.check_network(small, p32, x32, y32, g32).__str__().splitlines()[0])
-print(gradcheck.check_network(small, p64, x64, y64, g64).__str__().splitlines()[0])
+for report in (
+    gradcheck.check_network(small, p32, x32, y32, g32),
+    gradcheck.check_network(small, p64, x64, y64, g64),
+):
+    print("\n".join(str(report).splitlines()[:2]))
 print(
     "smallest derivative resolved (|L| = 1): float32",
     f"{numerical.resolution(jnp.float32, 1.0):.0e},",
@@ -279,7 +282,7 @@ def tree_loss(t):
 
 for name, g in [("correct", grads), ("forgot 1/B", forgot_mean), ("transposed W²", transposed)]:
     report = gradcheck.check_directional(tree_loss, tree, g, key=jax.random.key(5), k=8)
-    print(f"{name:<14}", str(report).splitlines()[0])
+    print(f"{name:<14}", report.verdict, str(report).splitlines()[1].strip())
 
 # %% [markdown]
 # ## Your own JAX code: `fnn.testing`

@@ -241,9 +241,9 @@ def count_paths(graph: Graph) -> int:
     return count[graph.output]
 
 
-def sum_over_paths(graph: Graph, partials: Mapping, max_paths: int = MAX_PATHS) -> PathSum:
-    r"""``∂L/∂s`` as the lecture expands it (S13): the sum over every path s → … → L of the
-    product of the local partials along it,
+def sum_over_paths(graph: Graph, partials: Mapping, *, max_paths: int = MAX_PATHS) -> PathSum:
+    r"""``∂L/∂s`` as the lecture expands it (S13): the sum over every path of the products of
+    the local partials along it.
 
     .. math::  \frac{∂L}{∂s} = \sum_{\text{paths } s = n_0 → n_1 → … → n_k = L}
                \;\prod_{j=1}^{k} \frac{∂n_j}{∂n_{j-1}}

@@ -87,7 +87,7 @@ def affine_b(b: jax.Array) -> jax.Array:
 
 
 def affine_W(W: jax.Array, x: jax.Array) -> jax.Array:
-    r"""``J_a(W) = I_M ⊗ x`` for ``a = W x + b`` (S16): the third-order tensor
+    r"""``J_a(W) = I_M ⊗ x`` for ``a = W x + b``, a third-order tensor (S16).
 
     .. math::  ∂a_i / ∂w_{kl} = δ_{ik} \, x_l ,
 

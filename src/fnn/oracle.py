@@ -135,11 +135,11 @@ class GradCheck(NamedTuple):
 def _header(r: GradCheck) -> list[str]:
     judged = sum(leaf.size for leaf in r.leaves) - r.num_kinks
     lines = [
-        f"{r.kind} check {r.verdict} ({r.dtype}) against {r.oracle_dtype} central "
-        f"differences: {r.num_failed} of {judged} entries failed, {r.num_unresolved} "
-        f"unresolved; {r.num_evaluations} evaluations",
-        f"  tolerance per entry: |hand − numerical| ≤ {r.threshold:.0e} (|hand| + |numerical|)"
-        f" + {r.atol:.2e} (rounding) + {r.resolution:.2e} (resolution of the oracle)",
+        f"{r.kind} check {r.verdict} ({r.dtype}) against {r.oracle_dtype} central differences:",
+        f"  {r.num_failed} of {judged} entries failed, {r.num_unresolved} unresolved; "
+        f"{r.num_evaluations} evaluations",
+        f"  tolerance per entry: |hand − numerical| ≤ {r.threshold:.0e} (|hand| + |numerical|)",
+        f"    + {r.atol:.2e} (rounding) + {r.resolution:.2e} (the oracle's resolution)",
     ]
     if r.worst_path or r.worst_index:
         diff = abs(r.worst_hand - r.worst_numerical)
@@ -148,31 +148,33 @@ def _header(r: GradCheck) -> list[str]:
             if r.max_error or diff > r.resolution
             else "both below the oracle's resolution"
         )
-        lines.append(
-            f"  worst entry {r.worst_path}{list(r.worst_index)}: hand {r.worst_hand:.10g}, "
-            f"numerical {r.worst_numerical:.10g}: {error}, |difference| {diff:.2e} = "
-            f"{r.worst_ratio:.2g} × its tolerance"
-        )
+        lines += [
+            f"  worst entry {r.worst_path}{list(r.worst_index)}: "
+            f"hand {r.worst_hand:.10g}, numerical {r.worst_numerical:.10g}",
+            f"    {error}, |difference| {diff:.2e} = {r.worst_ratio:.2g} × its tolerance",
+        ]
     return lines
 
 
 def _notes(r: GradCheck) -> list[str]:
     lines = []
     if r.nonfinite:
-        lines.append(f"  not finite: {r.nonfinite} (FAIL: a check never passes a NaN or inf)")
+        lines.append(f"  not finite: {r.nonfinite}")
+        lines.append("    FAIL: a check never passes a NaN or inf")
     if r.num_unresolved:
-        lines.append(
+        lines += [
             f"  unresolved: {r.num_unresolved} entries with |hand| + |numerical| ≤ "
-            f"{RESOLVED:g} × {r.resolution:.1e}, the oracle's resolution, which exceeds "
-            f"{FLOOR:.0e} × the gradient's largest entry: not passed"
-        )
+            f"{RESOLVED:g} × {r.resolution:.1e},",
+            f"    the oracle's resolution, which exceeds {FLOOR:.0e} × the gradient's largest "
+            "entry: not passed",
+        ]
     if r.num_kinks:
         lines.append(f"  kink crossed at {r.num_kinks} entries: left out of the verdict")
     if r.kinks_crossed:
-        lines.append(
-            f"  θ ± h v crosses a kink at {r.kinks_crossed} pre-activations or residuals: "
-            "∇L jumps there, the quotient is no derivative (FAIL; a smaller eps or another v)"
-        )
+        lines += [
+            f"  θ ± h v crosses a kink at {r.kinks_crossed} pre-activations or residuals:",
+            "    ∇L jumps there, the quotient is no derivative (FAIL; a smaller eps or another v)",
+        ]
     if not math.isnan(r.min_detectable):
         lines.append(
             f"  the smallest relative error of the whole gradient it detects: "

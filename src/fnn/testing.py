@@ -121,10 +121,10 @@ def _raise_unless_passed(r: GradCheck, what: str, labels: Sequence[str] | None) 
     diff = abs(r.worst_hand - r.worst_numerical)
     tolerance = r.threshold * (abs(r.worst_hand) + abs(r.worst_numerical)) + r.atol + r.resolution
     lines = [
-        f"{what} disagrees with {r.oracle_dtype} central differences at {path}, leaf "
-        f"{rest or '(the whole argument)'}, index {r.worst_index}:",
-        f"  {r.kind} {r.worst_hand:.10g}, central differences {r.worst_numerical:.10g}; "
-        f"|difference| {diff:.3g} vs tolerance {tolerance:.3g} = {r.threshold:.0e} (|a| + |b|)"
+        f"{what} disagrees with {r.oracle_dtype} central differences",
+        f"  at {path}, leaf {rest or '(the whole argument)'}, index {r.worst_index}:",
+        f"  {r.kind} {r.worst_hand:.10g}, central differences {r.worst_numerical:.10g};",
+        f"  |difference| {diff:.3g} vs tolerance {tolerance:.3g} = {r.threshold:.0e} (|a| + |b|)"
         f" + {r.atol:.2g} + {r.resolution:.2g}",
         f"  {r.num_failed} failed, {r.num_unresolved} unresolved of "
         f"{sum(leaf.size for leaf in r.leaves)} entries ({r.dtype})",
