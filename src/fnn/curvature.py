@@ -258,7 +258,7 @@ def hessian(
 
     Raises:
       As :func:`hvp`; ``ValueError`` when the ``(P, P)`` result exceeds ``max_bytes``
-      (default :data:`CURVATURE_MAX_BYTES`), naming :func:`hvp` and
+      (default ``CURVATURE_MAX_BYTES``, 256 MiB), naming :func:`hvp` and
       :func:`hessian_diagonal`.
 
     >>> import fnn

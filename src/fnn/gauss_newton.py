@@ -165,7 +165,7 @@ def ggn_diagonal(
       net, params, x, y, loss: as in :func:`fnn.value_and_grad`.
       mc_samples: ``None`` (exact) or the number ``k`` of random columns per example.
       key: the PRNG key of the Monte-Carlo estimate (with ``mc_samples`` only).
-      max_bytes: the memory limit (default :data:`fnn.curvature.CURVATURE_MAX_BYTES`): the
+      max_bytes: the memory limit (default ``fnn.curvature.CURVATURE_MAX_BYTES``, 256 MiB): the
         batch runs in chunks of :func:`gauss_newton_bytes`; a call whose one example exceeds
         it is refused before anything is allocated.
 

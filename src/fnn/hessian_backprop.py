@@ -119,7 +119,7 @@ def hessian_diagonal(net: MLP, params: Params, x, y, *, loss="l2", max_bytes: in
 
     Args:
       net, params, x, y, loss: as in :func:`fnn.value_and_grad`.
-      max_bytes: the memory limit (default :data:`fnn.curvature.CURVATURE_MAX_BYTES`): the
+      max_bytes: the memory limit (default ``fnn.curvature.CURVATURE_MAX_BYTES``, 256 MiB): the
         batch runs in chunks of :func:`hessian_backprop_bytes`; a call whose one example (and
         the result) exceeds it is refused before anything is allocated.
 
