@@ -285,11 +285,11 @@ for name, g in [("correct", grads), ("forgot 1/B", forgot_mean), ("transposed W�
     print(f"{name:<14}", report.verdict, str(report).splitlines()[1].strip())
 
 # %% [markdown]
-# ## Your own JAX code: `fnn.testing`
+# ## Checking your own JAX code
 #
 # The same oracle checks any JAX function, not only fnn's networks — a `jax.custom_vjp`
 # rule, a hand-written layer, a loss — from your own pytest suite
-# ([`fnn.testing`](../api/testing.md)). Here a log-sum-exp whose backward pass forgot to
+# ([`fnn.testing`](../api/testing.html)). Here a log-sum-exp whose backward pass forgot to
 # normalise by $\sum_j e^{x_j}$:
 
 # %%

@@ -98,7 +98,7 @@ for n in (1, 3, 6, 12, theta.size):
     print(f"n = {n:2d}: ‖d − exact‖ = {float(jnp.linalg.norm(d - exact)):.2e}")
 
 # %% [markdown]
-# ## Training: Bishop's sin(x) with `fit`
+# ## Training on the sine curve with fit
 #
 # The 1-3-1 tanh network of Bishop Fig. 5.3 on 50 points, full batch, 30 epochs (one step
 # each) from the same initial parameters. `fit` passes the batch to the second-order
