@@ -103,7 +103,8 @@ def layered(width, depths, max_paths, s, seed):
             "derivative": backward.derivatives["s"],
         }
         if num_paths <= max_paths:
-            paths, t_paths = timed(functools.partial(graph.sum_over_paths, max_paths=int(max_paths)), g, edge)
+            sum_over_paths = functools.partial(graph.sum_over_paths, max_paths=int(max_paths))
+            paths, t_paths = timed(sum_over_paths, g, edge)
             # Σ over paths of |product|: the scale of the rounding of any order of summation.
             absolute = {e: abs(d) for e, d in edge.items()}
             scale = graph.forward_accumulation(g, absolute).derivatives["L"]

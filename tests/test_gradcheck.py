@@ -679,3 +679,95 @@ def test_the_float32_rounding_allowance_is_a_few_ulps_of_the_largest_entry():
         grad = jnp.asarray([1.0, ulps * eps], jnp.float32)
         report = gradcheck.check_gradient(f, theta, grad)
         assert report.verdict == verdict, (ulps, str(report))
+
+
+def test_a_float32_gradient_gets_its_own_rounding_and_keeps_its_power():
+    # Softmax hidden units, l1, float32, weights ~ N(0, 1e-3²): a correct float32 gradient
+    # carries rounding ~17 ε₃₂ max|b| at ill-conditioned entries, beyond ROUNDING ε₃₂ max|b|.
+    # r grows there by SPREAD |g₃₂ − g₆₄| (fnn's reverse mode in both dtypes): it passes,
+    # while ×1.01 on the largest entry, and on every well-conditioned one ≥ 1e-2 max, fails
+    # (below, the oracle's u ≈ 1.5e-6 max|b| here hides a 1 % error whatever r is).
+    net = fnn.MLP((3, 4, 2), ("softmax", "identity"))
+    rng = np.random.default_rng(16)
+    params = [{k: jnp.asarray(rng.normal(0, 1e-3, s), jnp.float32) for k, s in layer.items()}
+              for layer in net.layer_shapes()]  # fmt: skip
+    x = jnp.asarray(rng.normal(size=(2, 3)), jnp.float32)
+    y = jnp.asarray(rng.normal(size=(2, 2)), jnp.float32)
+    _, grads = fnn.value_and_grad(net, params, x, y, loss="l1", method="explicit")
+    fd = gradcheck.network_central_difference(net, params, x, y, loss="l1")
+    assert fd.spread is not None
+    assert gradcheck.compare_network(grads, fd, atol=None).verdict == "PASS"
+    without = gradcheck.compare_network(grads, fd._replace(spread=None))
+    assert without.verdict == "FAIL"  # the false alarm of a uniform r
+    assert gradcheck.check_network(net, params, x, y, grads, loss="l1").passed
+    flat, unravel = jax.flatten_util.ravel_pytree(grads)
+    size = np.abs(np.asarray(flat, np.float64))
+    spread = jax.flatten_util.ravel_pytree(fd.spread)[0]
+    eps_max = float(jnp.finfo(jnp.float32).eps) * size.max()
+    tight = np.flatnonzero((size >= 1e-2 * size.max()) & (spread <= eps_max))
+    assert int(np.argmax(size)) in tight and tight.size >= 10
+    for j in tight:
+        wrong = unravel(flat.at[j].multiply(1.01))
+        assert gradcheck.check_network(net, params, x, y, wrong, loss="l1").verdict == "FAIL"
+
+
+def test_float64_gradients_get_no_spread(tanh_problem):
+    net, params, x, y, _ = tanh_problem
+    fd = gradcheck.network_central_difference(net, params, x, y)
+    assert fd.spread is None
+
+
+def test_the_second_look_measures_the_oracles_own_truncation():
+    """f(w) = a w + b w³ at w = 0: the quotient at h is a + b h², a truncation the first
+    look cannot tell from an error in a; before it fails the entry the oracle takes the
+    quotient at 2h as well, and Richardson's extrapolation is exact for a cubic (S11)."""
+    a, b = 1e-3, 1e4
+    f = lambda t: jnp.sum(a * t["w"] + b * t["w"] ** 3)  # noqa: E731
+    tree = {"w": jnp.zeros(2, jnp.float64)}
+    grad = {"w": jnp.full(2, a, jnp.float64)}
+    first = gradcheck.compare(grad, gradcheck.central_difference(f, tree))
+    assert first.verdict == "FAIL" and not first.second_look, str(first)
+    report = gradcheck.check_gradient(f, tree, grad)
+    assert report.passed and report.second_look and report.num_evaluations == 8, str(report)
+    assert "second look" in str(report)
+    wrong = gradcheck.check_gradient(f, tree, {"w": grad["w"].at[1].multiply(1.01)})
+    assert wrong.verdict == "FAIL" and wrong.second_look and wrong.worst_index == (1,)
+    # A passing first look needs no second: 2P evaluations.
+    assert gradcheck.check_gradient(lambda t: jnp.sum(t["w"] ** 2), tree,
+                                    {"w": jnp.zeros(2)}).num_evaluations == 4  # fmt: skip
+
+
+def test_the_second_look_keeps_the_first_where_the_quotients_disagree():
+    # Where D(h) and D(2h) differ by more than AGREE (a kink between h and 2h, or noise),
+    # the first look stands and no truncation is granted.
+    fine, coarse = {"w": np.array([1.0, 1.0])}, {"w": np.array([1.0 + 5e-3, 3.0])}
+    better, truncation = fnn.oracle.richardson(fine, coarse)
+    np.testing.assert_allclose(better["w"], [1.0 - 5e-3 / 3, 1.0])
+    np.testing.assert_allclose(truncation["w"], [5e-3 / 3, 0.0])
+    better, truncation = fnn.oracle.richardson(fine, {"w": np.array([np.nan, np.inf])})
+    np.testing.assert_array_equal(better["w"], [1.0, 1.0])
+    np.testing.assert_array_equal(truncation["w"], [0.0, 0.0])
+
+
+def test_a_network_gradient_passes_the_second_look_and_a_wrong_one_still_fails():
+    """A float64 cos network with inputs ×20 (a sweep's saturated regime): the oracle's
+    truncation at one entry of W₁ exceeds the first look's tolerance; the second look
+    passes the correct gradient, and every entry ≥ 1e-4 max multiplied by 1.01 still
+    fails (S11, S19)."""
+    net = fnn.MLP((4, 5, 3), ("cos", "identity"))
+    rng = np.random.default_rng(764)
+    params = [{k: jnp.asarray(rng.normal(0.0, 1.5, s)) for k, s in layer.items()}
+              for layer in net.layer_shapes()]  # fmt: skip
+    x = jnp.asarray(20 * rng.normal(size=(3, 4)))
+    y = jnp.asarray(rng.normal(size=(3, 3)))
+    _, grads = fnn.value_and_grad(net, params, x, y, loss="l2")
+    fd = gradcheck.network_central_difference(net, params, x, y, loss="l2")
+    assert gradcheck.compare_network(grads, fd).verdict == "FAIL"
+    report = gradcheck.check_network(net, params, x, y, grads, loss="l2")
+    assert report.passed and report.second_look, str(report)
+    assert report.num_evaluations == 2 * fd.num_evaluations
+    flat, unravel = jax.flatten_util.ravel_pytree(grads)
+    size = np.abs(np.asarray(flat))
+    for j in np.flatnonzero(size >= 1e-4 * size.max()):
+        wrong = unravel(flat.at[j].multiply(1.01))
+        assert not gradcheck.check_network(net, params, x, y, wrong, loss="l2").passed, j

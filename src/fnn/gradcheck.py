@@ -19,7 +19,10 @@ rounding, ``u`` the oracle's resolution). An entry is UNRESOLVED only when the o
 tell it from 0 and its blind spot ``u`` exceeds ``FLOOR = 1e-5`` times the gradient's
 largest entry — only then could an error the oracle cannot see matter next to the
 gradient's own scale. A NaN or inf on either side fails, naming the first such entry; a NaN
-or inf in a check's inputs is a ``ValueError``.
+or inf in a check's inputs is a ``ValueError``. Before it fails an entry, the oracle takes a
+second look at twice the step and judges against Richardson's extrapolation where the two
+quotients agree (:func:`fnn.oracle.richardson`): its own truncation is never the gradient's
+error.
 """
 
 from __future__ import annotations
@@ -67,6 +70,7 @@ from fnn.oracle import (
     oracle_dtype,
     precision,
     report,
+    richardson,
     upcast,
 )
 
@@ -149,8 +153,14 @@ def check_gradient(
     target = oracle_dtype(oracle, dtype)
     numerical, value = oracle_differences(f, tree, eps, relative, target, dtype)
     num_evaluations = 2 * sum(np.size(leaf) for leaf in jax.tree.leaves(tree))
-    return compare(grad, numerical, kinks=kinks, value=value, threshold=threshold, atol=atol,
-                   num_evaluations=num_evaluations)  # fmt: skip
+    judge = functools.partial(compare, grad, kinks=kinks, value=value, threshold=threshold,
+                              atol=atol)  # fmt: skip
+    result = judge(numerical, num_evaluations=num_evaluations)
+    if result.num_failed and not result.nonfinite:  # the second look
+        coarse, _ = oracle_differences(f, tree, 2 * check_eps(eps, target), relative, target, dtype)
+        better, truncation = richardson(numerical, coarse)
+        result = judge(better, truncation=truncation, num_evaluations=2 * num_evaluations)
+    return result
 
 
 def oracle_differences(f, tree, eps, relative, target: str, dtype: str):

@@ -35,6 +35,7 @@ from fnn.oracle import (
     oracle_dtype,
     precision,
     report,
+    richardson,
     upcast,
 )
 
@@ -115,8 +116,10 @@ def kink_crossings(net: MLP, params, x, y, *, loss="l2", eps=None, oracle=ORACLE
 class NetworkDifference(NamedTuple):
     """:func:`network_central_difference`: the numerical ``{"params", "x"}`` gradient of a
     network's loss (NumPy arrays of ``oracle_dtype``), where a kink was crossed, the loss,
-    the evaluations counted, and ``condition = max_b |J_L(ŷ_b)|∞ |ŷ_b|∞``: how much a
-    rounding of the outputs moves the loss (S11, S16)."""
+    the evaluations counted, ``condition = max_b Σ_k |J_L(ŷ_b)_k ŷ_bk|``: how much a
+    rounding of the outputs moves the loss (S11, S16), ``spread = |g_low − g_64|``
+    (:func:`reverse_spread`; ``None`` for a float64 problem), and after a second look
+    (:func:`fnn.oracle.richardson`) the measured ``truncation`` of the quotients."""
 
     numerical: dict
     kinks: dict
@@ -124,6 +127,8 @@ class NetworkDifference(NamedTuple):
     num_evaluations: int
     oracle_dtype: str = ""
     condition: float = 0.0
+    spread: dict | None = None
+    truncation: dict | None = None
 
 
 def network_central_difference(
@@ -157,9 +162,31 @@ def differences(net, params, x, y, loss_fn, eps, oracle) -> NetworkDifference:
     numerical = _unravel_like(tree, numerical, np.asarray)
     kinks = _unravel_like(tree, crossed, np.asarray)
     condition = float(condition) if np.isfinite(condition) else 0.0
+    spread = reverse_spread(net, loss_fn, tree, y)
     return NetworkDifference(
-        numerical, kinks, float(value), 2 * _num_entries(tree), target, condition
+        numerical, kinks, float(value), 2 * _num_entries(tree), target, condition, spread
     )
+
+
+@functools.partial(jax.jit, static_argnames=("net", "loss_fn"))
+def _reverse_gradient(net, loss_fn, params, x, y):
+    return backprop.reverse(net, params, x, y, loss_fn)[1]
+
+
+def reverse_spread(net: MLP, loss_fn: losses.Loss, tree, y) -> dict | None:
+    """``|g_low − g_64|`` per entry of ``tree = {"params", "x"}``: fnn's own reverse-mode
+    gradient in ``tree``'s dtype against the same in float64 (inputs upcast exactly) — the
+    rounding a correct implementation makes at each entry, large only where the problem is
+    ill-conditioned in that dtype (S11, S19); 0 where not finite (a NaN never widens a
+    tolerance). ``None`` for a float64 ``tree``."""
+    if np.dtype(check_tree(tree)).itemsize >= 8:
+        return None
+    low = _reverse_gradient(net, loss_fn, tree["params"], tree["x"], y)
+    low = jax.tree.map(lambda g: np.asarray(g, np.float64), low)
+    with precision("float64"):
+        params, x, y64 = upcast((tree["params"], tree["x"], y), "float64")
+        high = jax.tree.map(np.asarray, _reverse_gradient(net, loss_fn, params, x, y64))
+    return jax.tree.map(lambda a, b: np.nan_to_num(np.abs(a - b), nan=0.0, posinf=0.0), low, high)
 
 
 def _num_entries(tree) -> int:
@@ -198,11 +225,11 @@ def _network_differences(net, loss_fn, params, x, y, eps):
 
 
 def loss_condition(loss_fn: losses.Loss, y_hat: jax.Array, y) -> jax.Array:
-    """``max_b |J_L(ŷ_b)|∞ |ŷ_b|∞``: a relative rounding ε of the outputs moves the loss by
-    about ε times this — large where a probability is near 0 or 1 (a saturated output)."""
+    """``max_b Σ_k |J_L(ŷ_b)_k ŷ_bk|``: rounding each output by a relative ε moves the loss
+    by about ε times this — large where a probability near 1 enters as ``1 − ŷ`` (a
+    saturated sigmoid), not where a tiny probability keeps its relative precision."""
     jacobian = loss_fn.jacobian if y_hat.ndim == 1 else jax.vmap(loss_fn.jacobian)
-    size = jnp.max(jnp.abs(jacobian(y_hat, y)), axis=-1) * jnp.max(jnp.abs(y_hat), axis=-1)
-    return jnp.max(size)
+    return jnp.max(jnp.sum(jnp.abs(jacobian(y_hat, y) * y_hat), axis=-1))
 
 
 def compare_network(grads, fd: NetworkDifference, *, threshold=None, atol=None) -> GradCheck:
@@ -210,15 +237,18 @@ def compare_network(grads, fd: NetworkDifference, *, threshold=None, atol=None) 
     rule of :func:`fnn.gradcheck.compare`, with the loss's conditioning in the oracle's
     resolution: ``u`` is taken at ``max(|L|, condition)`` (what rounding the outputs does to
     L), so that the central differences of a loss computed from a saturated probability are
-    UNRESOLVED, not taken for the truth (S11, S16, S19).
+    UNRESOLVED, not taken for the truth, and, below float64, ``r`` grown by
+    ``SPREAD · fd.spread`` per entry (:data:`fnn.oracle.SPREAD`; S11, S16, S19).
 
     Raises:
       ValueError, TypeError: as :func:`fnn.gradcheck.compare`.
     """
     check_same_structure(grads, fd.numerical, "grads")
+    spread = fd.spread if np.dtype(check_tree(grads, "grads")).itemsize < 8 else None
     value = max(abs(fd.value), fd.condition) if np.isfinite(fd.value) else fd.value
     return compare(grads, fd.numerical, kinks=fd.kinks, value=value, threshold=threshold,
-                   atol=atol, num_evaluations=fd.num_evaluations)  # fmt: skip
+                   atol=atol, num_evaluations=fd.num_evaluations, spread=spread,
+                   truncation=fd.truncation)  # fmt: skip
 
 
 def check_network(
@@ -257,7 +287,23 @@ def check_network(
     check_same_structure(grads, {"params": params, "x": x}, "grads")
     check_tree(grads, "grads")
     fd = differences(net, params, x, y, loss_fn, eps, oracle)
-    return compare_network(grads, fd, threshold=threshold, atol=atol)
+    result = compare_network(grads, fd, threshold=threshold, atol=atol)
+    if result.num_failed and not result.nonfinite:
+        fd = second_look(net, params, x, y, loss_fn, eps, oracle, fd)
+        result = compare_network(grads, fd, threshold=threshold, atol=atol)
+    return result
+
+
+def second_look(net, params, x, y, loss_fn, eps, oracle, fd: NetworkDifference):
+    """``fd`` after the oracle's second look (:func:`fnn.oracle.richardson`): the quotients
+    at twice the step as well, extrapolated where both agree; an entry whose doubled step
+    crosses a kink keeps its first look (S11)."""
+    eps = check_eps(eps, fd.oracle_dtype)
+    coarse = differences(net, params, x, y, loss_fn, 2 * eps, oracle)
+    numerical = jax.tree.map(lambda d2, k: np.where(k, np.nan, d2), coarse.numerical, coarse.kinks)
+    better, truncation = richardson(fd.numerical, numerical)
+    return fd._replace(numerical=better, truncation=truncation,
+                       num_evaluations=fd.num_evaluations + coarse.num_evaluations)  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------

@@ -7,8 +7,11 @@ in float64 by default) passes when
 .. math::  |a − b| ≤ τ = t\,(|a| + |b|) + r + u,
 
 ``t`` the relative threshold of the tested dtype (:data:`THRESHOLDS`), ``r`` the rounding
-that dtype allows (``ROUNDING · ε_mach · max |b|``), ``u`` the oracle's resolution (what
-its round-off and truncation can hide). Its rule for what it cannot see, in one sentence:
+that dtype allows (``ROUNDING · ε_mach · max |b|``, and for a network's gradient below
+float64 ``SPREAD · |g_low − g_64|`` more at each entry: the rounding a correct implementation
+makes there, fnn's own reverse-mode gradient in the tested dtype against float64), ``u`` the
+oracle's resolution (what its round-off and truncation can hide). Its rule for what it
+cannot see, in one sentence:
 
     An entry is *unresolved* only when the oracle cannot tell it from 0
     (``|a| + |b| ≤ 4u``), the gradient's own tolerance is below ``u``, and ``u`` exceeds
@@ -16,6 +19,11 @@ its round-off and truncation can hide). Its rule for what it cannot see, in one 
     matter next to the gradient's own scale; below that floor such an entry passes.
 
 An entry with a NaN or inf on either side fails, and the report names the first one.
+Before :func:`fnn.gradcheck.check_gradient` or :func:`fnn.gradcheck.check_network` fails
+an entry, the oracle takes a second look (:func:`richardson`): the quotients at twice the
+step as well; where the two agree to ``AGREE``, the entry is judged against the
+extrapolation ``(4 D(h) − D(2h)) / 3`` with its measured truncation added to ``u``, so that
+the oracle's own truncation error is never reported as the gradient's.
 Gradients, directional derivatives and Hessian-vector products are all judged here and all
 reported as a :class:`GradCheck`; :mod:`fnn.gradcheck` computes the oracle's side.
 """
@@ -34,16 +42,19 @@ from fnn.numerical import check_same_structure, check_tree, relative_error
 from fnn.numerical import resolution as oracle_resolution
 
 __all__ = [
+    "AGREE",
     "FLOOR",
     "ORACLE",
     "RESOLVED",
     "ROUNDING",
+    "SPREAD",
     "THRESHOLDS",
     "GradCheck",
     "LeafError",
     "check_finite_tree",
     "compare",
     "first_nonfinite",
+    "richardson",
 ]
 
 # The relative threshold t, by the dtype of the derivative under test. A float32 gradient
@@ -54,6 +65,9 @@ THRESHOLDS = {"float64": 1e-6, "float32": 1e-3, "float16": 1e-1, "bfloat16": 1e-
 # float64 gradient): the worst entry was 3.5 ε_mach · max|b|, the 99th percentile 2.9. It
 # cannot be larger: a 1 % error in an entry of 1e-4 · max|b| is only 8.4 ε_mach · max|b|.
 ROUNDING = 6.0
+# Below float64 a network's r grows by SPREAD · |g_low − g_64| per entry (up to ~17 ε_mach ·
+# max|b| in saturated or tiny-weight float32 networks); well-conditioned entries keep r above.
+SPREAD = 2.0
 # The oracle's dtype by default: float64, whatever the gradient's dtype.
 ORACLE = "float64"
 # The oracle tells an entry from 0 when |a| + |b| > RESOLVED · u: then ×2, 0 and −1 on it
@@ -118,6 +132,7 @@ class GradCheck(NamedTuple):
     min_detectable: float = math.nan
     step: float = math.nan
     kinks_crossed: int = 0
+    second_look: bool = False
 
     @property
     def verdict(self) -> str:
@@ -167,6 +182,11 @@ def _notes(r: GradCheck) -> list[str]:
             f"{RESOLVED:g} × {r.resolution:.1e},",
             f"    the oracle's resolution, which exceeds {FLOOR:.0e} × the gradient's largest "
             "entry: not passed",
+        ]
+    if r.second_look:
+        lines += [
+            "  second look: the quotients at 2h as well; where both agree to 1 %, judged against",
+            "    (4 D(h) − D(2h)) / 3 with resolution 1.5 u + |D(h) − D(2h)| / 3",
         ]
     if r.num_kinks:
         lines.append(f"  kink crossed at {r.num_kinks} entries: left out of the verdict")
@@ -347,18 +367,60 @@ def largest(e: Entries) -> float:
     )
 
 
+# The second look extrapolates only where D(h) and D(2h) agree to this fraction: a smooth
+# O(h²) truncation; a kink between h and 2h, or noise, leaves the first look standing.
+AGREE = 1e-2
+
+
+def richardson(fine, coarse):
+    """The second look of an oracle that failed an entry (S11): from the quotients at the
+    steps h (``fine``) and 2h (``coarse``), pytrees of one structure, the extrapolation
+    ``(4 D(h) − D(2h)) / 3`` (truncation O(h⁴)) and ``|D(h) − D(2h)| / 3``, the measured
+    truncation of ``D(h)``, which bounds it; where the two do not agree to ``AGREE`` or
+    ``D(2h)`` is not finite, ``D(h)`` and 0.
+
+    >>> better, truncation = richardson({"w": np.array([1.0003])}, {"w": np.array([1.0012])})
+    >>> float(better["w"][0]), round(float(truncation["w"][0]), 6)
+    (1.0, 0.0003)
+    """
+
+    def look(d1, d2):
+        d1, d2 = np.asarray(d1, np.float64), np.asarray(d2, np.float64)
+        diff = np.where(np.isfinite(d2), np.abs(d1 - d2), np.inf)
+        smooth = diff <= AGREE * np.abs(d1)
+        return np.where(smooth, (4 * d1 - d2) / 3, d1), np.where(smooth, diff / 3, 0.0)
+
+    pairs = jax.tree.map(look, fine, coarse)
+    pick = lambda i: jax.tree.map(lambda _, p: p[i], fine, pairs)  # noqa: E731
+    return pick(0), pick(1)
+
+
 def report(
-    e: Entries, *, threshold, atol, u: float, num_evaluations: int = 0, **extra
+    e: Entries,
+    *,
+    threshold,
+    atol,
+    u: float,
+    num_evaluations: int = 0,
+    spread=None,
+    truncation=None,
+    **extra,
 ) -> GradCheck:
-    """Judge every entry of ``e`` and gather the :class:`GradCheck` (``extra``: its
+    """Judge every entry of ``e`` and gather the :class:`GradCheck` (``spread``: each leaf's
+    finite ``|g_low − g_64|``, added ``SPREAD`` times to the default ``r``; ``extra``: its
     ``kind``, ``min_detectable``, ``step``, ``kinks_crossed``)."""
     scale = largest(e)
     threshold = default_threshold(e.dtype, threshold)
-    if atol is None:
-        atol = ROUNDING * float(jnp.finfo(e.dtype).eps) * scale
+    if atol is not None:
+        spread = None  # an r given is the whole r
+    atol = ROUNDING * float(jnp.finfo(e.dtype).eps) * scale if atol is None else atol
+    allowed = [atol + SPREAD * d for d in spread] if spread else [atol] * len(e.hand)
+    # After a second look the oracle's number is Richardson's: its noise is up to 1.5 u, and
+    # its own truncation is bounded by the measured one of the first quotient.
+    blind = [u] * len(e.hand) if truncation is None else [1.5 * u + d for d in truncation]
     leaves, kept, worst = [], [], (-1.0, "", (), math.nan, math.nan, 0.0)
-    for path, a, b, k in zip(e.paths, e.hand, e.oracle, e.kinks):
-        v = judge(a, b, k, threshold, atol, u, scale)
+    for path, a, b, k, r, w in zip(e.paths, e.hand, e.oracle, e.kinks, allowed, blind):
+        v = judge(a, b, k, threshold, r, w, scale)
         resolved = ~k & ~v.unresolved
         idx = tuple(int(i) for i in np.unravel_index(np.argmax(v.ratio), v.ratio.shape))
         leaf = LeafError(path, float(v.relative[idx]) if v.ratio[idx] >= 0 else 0.0,
@@ -406,6 +468,8 @@ def compare(
     atol: float | None = None,
     resolution: float | None = None,
     num_evaluations: int = 0,
+    spread=None,
+    truncation=None,
 ) -> GradCheck:
     """Compare ``grad`` with a ``numerical`` gradient leaf by leaf, leaving out the entries
     marked in ``kinks`` — the verdict of :func:`fnn.gradcheck.check_gradient`, for a
@@ -422,6 +486,10 @@ def compare(
       resolution: ``u``, the oracle's resolution (default
         :func:`fnn.numerical.resolution` of ``numerical``'s dtype at ``value``).
       num_evaluations: how many evaluations ``numerical`` cost, for the report.
+      spread: optional pytree like ``grad``, a correct implementation's rounding per entry
+        (``|g_low − g_64|``, finite): ``r`` grows by ``SPREAD`` times it unless ``atol`` is given.
+      truncation: optional pytree like ``grad``, the oracle's measured truncation per entry
+        after a second look (:func:`richardson`): its resolution there is ``1.5 u`` plus it.
 
     Returns:
       A :class:`GradCheck`; an entry that is NaN or inf on either side fails, named in
@@ -444,6 +512,12 @@ def compare(
     if resolution is None:
         value = float(value)
         resolution = oracle_resolution(e.oracle_dtype, value if math.isfinite(value) else 0.0)
-    return report(
-        e, threshold=threshold, atol=atol, u=float(resolution), num_evaluations=num_evaluations
-    )
+    if spread is not None:
+        check_same_structure(spread, numerical, "spread")
+        spread = [np.asarray(d, np.float64) for d in jax.tree.leaves(spread)]
+    if truncation is not None:
+        check_same_structure(truncation, numerical, "truncation")
+        truncation = [np.asarray(d, np.float64) for d in jax.tree.leaves(truncation)]
+    return report(e, threshold=threshold, atol=atol, u=float(resolution),
+                  num_evaluations=num_evaluations, spread=spread, truncation=truncation,
+                  second_look=truncation is not None)  # fmt: skip
