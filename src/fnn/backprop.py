@@ -67,9 +67,13 @@ __all__ = [
     "reverse",
 ]
 
-# The explicit engine holds, per example and layer, the dense J_f (M × M) and ∂L/∂W (M × D);
-# above this many bytes for one call it refuses instead of exhausting memory.
 EXPLICIT_MAX_BYTES = 2**28  # 256 MiB
+"""The explicit engine's default memory limit, 256 MiB, above which a call is refused.
+
+The explicit engine holds, per example and layer, the dense ``J_f`` ``(M × M)`` and
+``∂L/∂W`` ``(M × D)``; above this many bytes for one call it refuses instead of exhausting
+memory.
+"""
 
 
 # ---------------------------------------------------------------------------------------
