@@ -84,10 +84,14 @@ memory.
 class NeuronGrads(NamedTuple):
     """The derivatives of L for one neuron (S14), named after the variable."""
 
-    a: jax.Array  # ∂L/∂a, scalar
-    b: jax.Array  # ∂L/∂b, scalar
-    w: jax.Array  # ∂L/∂wᵢ, (D,)
-    x: jax.Array  # ∂L/∂xᵢ, (D,)
+    a: jax.Array
+    """``∂L/∂a``, a scalar."""
+    b: jax.Array
+    """``∂L/∂b``, a scalar."""
+    w: jax.Array
+    """``∂L/∂wᵢ``, shape ``(D,)``."""
+    x: jax.Array
+    """``∂L/∂xᵢ``, shape ``(D,)``."""
 
 
 def neuron_forward(w, b, x, f: str = "sigmoid", **p) -> tuple[jax.Array, Cache]:
