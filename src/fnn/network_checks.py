@@ -119,11 +119,17 @@ class NetworkDifference(NamedTuple):
     rounding of the outputs moves the loss (S11, S16)."""
 
     numerical: dict
+    """The numerical gradient ``{"params", "x"}``, NumPy arrays of ``oracle_dtype``."""
     kinks: dict
+    """A bool pytree like ``numerical``, True where ``θ ± h`` crosses a kink."""
     value: float
+    """The loss at ``θ``."""
     num_evaluations: int
+    """How many loss evaluations the central differences took."""
     oracle_dtype: str = ""
+    """The dtype the central differences were computed in."""
     condition: float = 0.0
+    """``max_b |J_L(ŷ_b)|∞ |ŷ_b|∞``: how much a rounding of the outputs moves the loss."""
 
 
 def network_central_difference(
