@@ -36,8 +36,6 @@ __all__ = [
 ]
 
 
-# Names people reach for that fnn spells differently: a hint in the error, never an alias
-# that is accepted (one name per thing).
 HINTS = {
     "mse": "l2",
     "squared_error": "l2",
@@ -51,6 +49,10 @@ HINTS = {
     "none": "identity",
     "r_op": "r_operator",
 }
+"""Names people reach for that fnn spells differently, each with fnn's name for it.
+
+A hint in the error, never an alias that is accepted (one name per thing).
+"""
 
 
 def unknown_name(kind: str, name, valid: Iterable[str]) -> ValueError:

@@ -26,8 +26,11 @@ __all__ = [
     "plan_chunks",
 ]
 
-# Above this many bytes (dense per-example matrices, or a dense Hessian) a call is refused.
 CURVATURE_MAX_BYTES = 2**28  # 256 MiB
+"""The curvature engines' default memory limit, 256 MiB, above which a call is refused.
+
+It counts dense per-example matrices, or a dense Hessian.
+"""
 
 
 def as_params(tree) -> list:

@@ -38,9 +38,13 @@ class Segment(NamedTuple):
     (``scan=False``), or a run of identical ``(M, M)`` layers, stacked and scanned."""
 
     start: int
+    """The segment's first layer, 0-based."""
     stop: int
+    """One past the segment's last layer."""
     f: str
+    """The activation every layer of the segment has."""
     scan: bool
+    """Whether the segment is a run of identical layers, stacked and scanned."""
 
 
 def segments(net, *, per_layer_results: bool = False) -> tuple[Segment, ...]:
@@ -145,7 +149,9 @@ class Layers(NamedTuple):
     """
 
     segs: tuple[Segment, ...]
-    params: list  # one pytree per segment, a run's layers stacked
+    """The network cut into :class:`Segment` s, input to output."""
+    params: list
+    """One parameter pytree per segment, a run's layers stacked on a leading axis."""
 
     def forward(self, rule: Callable, carry, xs=None, *, keep: bool = True):
         """Fold ``rule`` first layer to last. ``xs``: one input per segment (or ``None``).

@@ -111,28 +111,49 @@ class Activation(NamedTuple):
     """
 
     name: str
+    """The activation's name, as errors and summaries print it (``"relu"``)."""
     fn: Callable[..., jax.Array]
+    """``f(a, **p)``: the activation ``z = f(a)``."""
     derivative: Callable[..., jax.Array]
+    """``f′(a, **p)`` elementwise, same shape as ``a`` (softmax: its Jacobian's diagonal)."""
     jacobian: Callable[..., jax.Array]
+    """``J_f(a, **p)``: the dense ``(n, n)`` Jacobian for one example ``a`` of shape ``(n,)``."""
     second_derivative: Callable[..., jax.Array]
+    """``f″(a, **p)`` elementwise (S26); for softmax the diagonal ``∂²sᵢ/∂aᵢ²``."""
     elementwise: bool = True
+    """Whether ``f`` acts on each unit alone (``False`` for softmax)."""
     params: Mapping[str, float] = _NO_PARAMS
+    """The learnable parameters with their initial values (PReLU: ``{"alpha": 0.25}``)."""
     param_derivatives: Mapping[str, Callable[..., jax.Array]] = _NO_PARAMS
-    # ∂²f/∂a∂p per learnable parameter p (PReLU: ∂²f/∂a∂α); every ∂²f/∂p² here is 0.
+    """``∂f/∂p`` per learnable parameter ``p``, elementwise."""
     param_second_derivatives: Mapping[str, Callable[..., jax.Array]] = _NO_PARAMS
-    # f′ from the output z = f(a) where that is cheaper (tanh: 1 − z², sigmoid: z (1 − z)):
-    # the reverse engine reuses the cached z, as jax.grad does. `derivative` stays the
-    # accurate reference (these forms lose relative accuracy in the tails, where z → ±1).
+    """The mixed ``∂²f/∂a∂p`` per learnable parameter ``p`` (PReLU: ``∂²f/∂a∂α``).
+
+    Every ``∂²f/∂p²`` here is 0.
+    """
     derivative_from_output: Callable[..., jax.Array] | None = None
-    # f″ = 0 everywhere (ReLU, LeakyReLU, PReLU, hard_tanh, identity: piecewise linear, their
-    # kinks by convention): the R-operator skips the curvature term, which is zero.
+    """``f′`` from the output ``z = f(a)`` where that is cheaper, or ``None``.
+
+    tanh: ``1 − z²``, sigmoid: ``z (1 − z)``: the reverse engine reuses the cached ``z``, as
+    ``jax.grad`` does. ``derivative`` stays the accurate reference (these forms lose relative
+    accuracy in the tails, where ``z → ±1``).
+    """
     piecewise_linear: bool = False
-    # Where f′ jumps (ReLU at 0, hard_tanh at ±1): a central difference that straddles one
-    # of these points measures neither side's derivative, so the gradient check leaves it out.
+    """Whether ``f″ = 0`` everywhere, so that the R-operator skips the zero curvature term.
+
+    ReLU, LeakyReLU, PReLU, hard_tanh, identity: piecewise linear, their kinks by convention.
+    """
     kinks: tuple[float, ...] = ()
-    # c with f(−a) = c − f(a) (0 for odd f, 1 for sigmoid), or None: a unit's sign can be
-    # flipped without changing the network only when this holds (S8).
+    """The points where ``f′`` jumps (ReLU at 0, hard_tanh at ±1).
+
+    A central difference that straddles one of these points measures neither side's
+    derivative, so the gradient check leaves it out.
+    """
     flip_offset: float | None = None
+    """The ``c`` with ``f(−a) = c − f(a)`` (0 for odd ``f``, 1 for sigmoid), or ``None``.
+
+    A unit's sign can be flipped without changing the network only when this holds (S8).
+    """
 
 
 @functools.cache

@@ -67,9 +67,13 @@ __all__ = [
     "reverse",
 ]
 
-# The explicit engine holds, per example and layer, the dense J_f (M × M) and ∂L/∂W (M × D);
-# above this many bytes for one call it refuses instead of exhausting memory.
 EXPLICIT_MAX_BYTES = 2**28  # 256 MiB
+"""The explicit engine's default memory limit, 256 MiB, above which a call is refused.
+
+The explicit engine holds, per example and layer, the dense ``J_f`` ``(M × M)`` and
+``∂L/∂W`` ``(M × D)``; above this many bytes for one call it refuses instead of exhausting
+memory.
+"""
 
 
 # ---------------------------------------------------------------------------------------
@@ -80,10 +84,14 @@ EXPLICIT_MAX_BYTES = 2**28  # 256 MiB
 class NeuronGrads(NamedTuple):
     """The derivatives of L for one neuron (S14), named after the variable."""
 
-    a: jax.Array  # ∂L/∂a, scalar
-    b: jax.Array  # ∂L/∂b, scalar
-    w: jax.Array  # ∂L/∂wᵢ, (D,)
-    x: jax.Array  # ∂L/∂xᵢ, (D,)
+    a: jax.Array
+    """``∂L/∂a``, a scalar."""
+    b: jax.Array
+    """``∂L/∂b``, a scalar."""
+    w: jax.Array
+    """``∂L/∂wᵢ``, shape ``(D,)``."""
+    x: jax.Array
+    """``∂L/∂xᵢ``, shape ``(D,)``."""
 
 
 def neuron_forward(w, b, x, f: str = "sigmoid", **p) -> tuple[jax.Array, Cache]:

@@ -47,8 +47,11 @@ __all__ = [
 ]
 
 CHAIN_ORDERS = ("right_to_left", "left_to_right", "optimal")
+"""The orders :func:`chain_macs` multiplies a chain of matrices in (``"optimal"``: cheapest)."""
 JACOBIAN_METHODS = ("forward", "reverse", "explicit")
+"""The ways :func:`jacobian_macs` counts for computing a network's full Jacobian."""
 GRADIENT_METHODS = ("forward", "reverse")
+"""The ways :func:`gradient_macs` counts for computing the loss gradient."""
 
 
 def _check_widths(name: str, widths: Sequence) -> None:
@@ -253,7 +256,9 @@ def crossover(
 # ---------------------------------------------------------------------------------------
 
 HESSIAN_METHODS = ("fwd_over_rev", "rev_over_fwd", "rev_over_rev", "fwd_over_fwd")
+"""The four compositions of forward and reverse mode :func:`hessian_macs` counts (S29)."""
 HVP_METHODS = ("r_operator", *HESSIAN_METHODS)
+"""The ways :func:`hvp_macs` counts: the R-operator and the four compositions (S27, S29)."""
 
 
 def _over_reverse(sizes, acts) -> tuple[float, float]:

@@ -86,7 +86,9 @@ __all__ = [
 ]
 
 HESSIAN_METHODS = ("fwd_over_rev", "rev_over_fwd", "rev_over_rev", "fwd_over_fwd")
+"""The compositions of forward and reverse mode :func:`hessian` accepts, outer over inner (S29)."""
 HVP_METHODS = ("r_operator", *HESSIAN_METHODS)
+"""The methods :func:`hvp` accepts: the R-operator by hand, or a composition (S27, S29)."""
 
 
 # ---------------------------------------------------------------------------------------

@@ -40,7 +40,9 @@ __all__ = [
 ]
 
 METHODS = ("reverse", "explicit", "forward")
+"""The gradient engines :func:`value_and_grad` accepts as ``method``."""
 JACOBIAN_METHODS = ("auto", "forward", "reverse", "explicit")
+"""The methods :func:`jacobian` accepts (``"auto"``: the one with fewer multiply-adds)."""
 
 
 def check_loss_problem(net: MLP, params, x, y, loss):

@@ -41,9 +41,13 @@ class Unit(NamedTuple):
     """One box: its centre ``(x, y)`` in pixels (y down), kind and lines of text."""
 
     x: float
+    """The centre's horizontal position, in pixels from the left."""
     y: float
-    kind: str  # "input", "hidden", "output" or "loss"
+    """The centre's vertical position, in pixels from the top (y down)."""
+    kind: str
+    """What the box is: ``"input"``, ``"hidden"``, ``"output"`` or ``"loss"``."""
     lines: tuple[str, ...]
+    """The box's lines of text, top to bottom."""
 
 
 class Edge(NamedTuple):
@@ -51,27 +55,44 @@ class Edge(NamedTuple):
     ``i``, with its ``∂L/∂W`` and how it is drawn."""
 
     x0: float
+    """The left end's horizontal position, in pixels (at unit ``d``'s box)."""
     y0: float
+    """The left end's vertical position, in pixels (y down)."""
     x1: float
+    """The right end's horizontal position, in pixels (at unit ``m``'s box)."""
     y1: float
+    """The right end's vertical position, in pixels (y down)."""
     layer: int
+    """The layer ``i`` of the weight, 1-based."""
     m: int
+    """The receiving unit's index in layer ``i``, 0-based (the row of ``W⁽ⁱ⁾``)."""
     d: int
+    """The sending unit's index in layer ``i − 1``, 0-based (the column of ``W⁽ⁱ⁾``)."""
     grad: float
+    """The edge's ``∂L/∂W⁽ⁱ⁾_{md} = δ_m⁽ⁱ⁾ z_d⁽ⁱ⁻¹⁾``."""
     width: float
+    """The line width in pixels, growing with ``|∂L/∂W|`` relative to the largest."""
     colour: str
+    """The line colour: red for a positive ``∂L/∂W``, blue for negative, purple if not finite."""
     opacity: float
-    label_at: float  # where along the edge its label sits, 0 (left) to 1 (right)
+    """The line opacity, 0 to 1, growing with ``|∂L/∂W|`` relative to the largest."""
+    label_at: float
+    """Where along the edge its label sits, 0 (left) to 1 (right)."""
 
 
 class Picture(NamedTuple):
     """Everything a renderer draws, in pixels."""
 
     width: float
+    """The picture's width in pixels."""
     height: float
-    headers: tuple[tuple[float, str], ...]  # (x, text) above each column
-    units: tuple[Unit, ...]  # every unit, then the loss box last
+    """The picture's height in pixels."""
+    headers: tuple[tuple[float, str], ...]
+    """One ``(x, text)`` above each column."""
+    units: tuple[Unit, ...]
+    """Every :class:`Unit`, then the loss box last."""
     edges: tuple[Edge, ...]
+    """Every :class:`Edge`, one per weight."""
 
 
 def _fmt(v: float) -> str:

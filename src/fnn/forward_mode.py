@@ -34,9 +34,12 @@ from fnn.network import MLP, Params
 
 __all__ = ["FORWARD_MAX_TANGENTS", "gradient", "jacobian_forward", "jvp"]
 
-# The forward-mode gradient pushes one tangent per parameter through every example: above
-# this many example-tangent passes (P · B) it refuses and names reverse mode instead.
 FORWARD_MAX_TANGENTS = 2**22
+"""The most example-tangent passes ``P · B`` the forward-mode gradient makes by default.
+
+It pushes one tangent per parameter through every example: above this many it refuses and
+names reverse mode instead.
+"""
 
 
 def _jvp_pair(p, f, carry, p_dot=None):

@@ -95,8 +95,9 @@ __all__ = [
     "network_loss",
 ]
 
-# The default number of directions of check_directional, from a measurement (see there).
 DIRECTIONS = 16
+"""The default number of directions of :func:`check_directional`, from a measurement (see
+there)."""
 
 
 def check_gradient(

@@ -58,8 +58,9 @@ __all__ = [
 ]
 
 
-# sum_over_paths refuses graphs with more paths than this by default (S13).
 MAX_PATHS = 100_000
+"""The most paths :func:`sum_over_paths` enumerates by default; a graph with more is refused
+(S13)."""
 
 # ---------------------------------------------------------------------------------------
 # S12: the chain rule in 1-D and the total derivative along a path.
@@ -107,9 +108,13 @@ class Node(NamedTuple):
     ``partials(*parents) = (∂name/∂parent₁, …)`` (S13)."""
 
     name: str
+    """The node's name, unique in its graph."""
     parents: tuple[str, ...]
+    """The names of the nodes it is computed from, each once."""
     fn: Callable
+    """``fn(*parents)``: the node's value from its parents' values."""
     partials: Callable
+    """``partials(*parents)``: the tuple ``(∂name/∂parent₁, …)``, one per parent."""
 
 
 class Graph(NamedTuple):
@@ -117,14 +122,18 @@ class Graph(NamedTuple):
     the last node is the output ``L``. Build it with :func:`make_graph` to have it checked."""
 
     input: str
+    """The input node's name ``s``."""
     nodes: tuple[Node, ...]
+    """The other nodes, in topological order; the last is the output."""
 
     @property
     def output(self) -> str:
+        """The output node's name: the last node's."""
         return self.nodes[-1].name
 
     @property
     def num_edges(self) -> int:
+        """The number of edges: one per parent of each node."""
         return sum(len(node.parents) for node in self.nodes)
 
 
@@ -190,18 +199,23 @@ class Ops:
     """Counts the multiplications and additions an algorithm performs on derivatives (S13)."""
 
     multiplies: int = 0
+    """The multiplications counted so far."""
     additions: int = 0
+    """The additions counted so far."""
 
     def mul(self, a, b):
+        """``a · b``, counted as one multiplication."""
         self.multiplies += 1
         return a * b
 
     def add(self, a, b):
+        """``a + b``, counted as one addition."""
         self.additions += 1
         return a + b
 
     @property
     def total(self) -> int:
+        """Multiplications and additions together."""
         return self.multiplies + self.additions
 
 
@@ -209,15 +223,20 @@ class PathSum(NamedTuple):
     """:func:`sum_over_paths`: ``∂L/∂s``, the number of paths, the operations (S13)."""
 
     derivative: object
+    """``∂L/∂s``, the sum over the paths of the products of their edge labels."""
     num_paths: int
+    """The number of input→output paths summed over."""
     ops: Ops
+    """The operations the sum took."""
 
 
 class Accumulation(NamedTuple):
     """A dynamic program's derivatives (node name → value) and its operations (S13)."""
 
     derivatives: dict
+    """The derivatives by node name: ``∂node/∂s`` forward, ``∂L/∂node`` backward."""
     ops: Ops
+    """The operations it took."""
 
 
 def paths(graph: Graph) -> Iterator[tuple[str, ...]]:

@@ -47,7 +47,9 @@ from fnn.network import MLP, Params, check_net
 __all__ = ["FORMAT", "VERSION", "load", "save"]
 
 FORMAT = "fnn"
-VERSION = 1  # the format version this fnn writes, and the newest it reads
+"""The format's name in a saved file's header; :func:`load` refuses a file without it."""
+VERSION = 1
+"""The format version this fnn writes, and the newest it reads."""
 _HEADER = "__fnn__"
 
 

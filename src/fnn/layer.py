@@ -71,8 +71,11 @@ class Cache(NamedTuple):
     ``a`` and its output ``z``. Batch-first: every field gains the leading axis B."""
 
     z_prev: jax.Array
+    """The layer's input ``z⁽ⁱ⁻¹⁾`` (the network input ``x`` for the first layer)."""
     a: jax.Array
+    """The layer's pre-activation ``a⁽ⁱ⁾ = W⁽ⁱ⁾ z⁽ⁱ⁻¹⁾ + b⁽ⁱ⁾``."""
     z: jax.Array
+    """The layer's output ``z⁽ⁱ⁾ = f(a⁽ⁱ⁾)``."""
 
 
 def activation_params(p: dict) -> dict:

@@ -60,7 +60,9 @@ class RCache(NamedTuple):
     (``None`` for the network input, which does not move) and ``R{a}``."""
 
     r_z_prev: jax.Array | None
+    """``R{z_prev}``, the input's directional derivative (``None`` for the network input)."""
     r_a: jax.Array
+    """``R{a}``, the pre-activation's directional derivative."""
 
 
 def r_forward(
@@ -123,8 +125,11 @@ class LayerHessian(NamedTuple):
     ``param[k]`` is ``∂²L/∂k²`` ``()`` for each activation parameter ``k`` (PReLU's alpha)."""
 
     a: jax.Array
+    """``H_a = ∂²L/∂a∂a``, shape ``(M, M)`` per example."""
     a_param: dict
+    """The mixed ``∂²L/∂a∂k``, shape ``(M,)`` per example, for each activation parameter ``k``."""
     param: dict
+    """``∂²L/∂k²``, shape ``()`` per example, for each activation parameter ``k``."""
 
 
 def _jf_rows(act: activations.Activation, A: jax.Array, H: jax.Array, **q) -> jax.Array:

@@ -84,23 +84,34 @@ class Loss(NamedTuple):
     """A named per-example loss with its hand-written ``J_L`` and ``H_L`` (S16, S26)."""
 
     name: str
+    """The loss's name, as errors and summaries print it (``"l2"``)."""
     fn: Callable[[jax.Array, jax.Array], jax.Array]
+    """``fn(y_hat, y)``: the scalar loss ``L(ŷ, y)`` of one example."""
     jacobian: Callable[[jax.Array, jax.Array], jax.Array]
+    """``jacobian(y_hat, y)``: the row vector ``J_L(ŷ) = ∂L/∂ŷ``, shape ``ŷ.shape``."""
     hessian: Callable[[jax.Array, jax.Array], jax.Array]
+    """``hessian(y_hat, y)``: ``H_L(ŷ) = ∂²L/∂ŷ²``, shape ``(M, M)`` for ``ŷ`` of shape ``(M,)``."""
     hessian_vp: Callable[[jax.Array, jax.Array, jax.Array], jax.Array]
+    """``hessian_vp(y_hat, y, v)``: ``H_L(ŷ) · v`` without building ``H_L`` (S27)."""
     target: str = "vector"
+    """What ``y`` is: ``"vector"`` (same shape as ``ŷ``) or ``"label"`` (a class index)."""
     on_logits: bool = False
+    """Whether the loss takes the output before the softmax or sigmoid (fused, stable)."""
     on_probabilities: bool = False
-    # Residuals ŷᵢ − yᵢ where the loss has a kink (L1's |r| at 0): the gradient check leaves
-    # out a central difference that straddles one.
+    """Whether the loss's ``ŷ`` must lie in [0, 1] (after a softmax or sigmoid output)."""
     kinks: tuple[float, ...] = ()
-    # S with S Sᵀ = H_L, (M, M) for ŷ of shape (M,).
+    """The residuals ``ŷᵢ − yᵢ`` where the loss has a kink (L1's ``|r|`` at 0).
+
+    The gradient check leaves out a central difference that straddles one.
+    """
     hessian_sqrt: Callable[[jax.Array, jax.Array], jax.Array] | None = None
-    # J_L at a target drawn from the model's distribution (E[g gᵀ] = H_L), or None.
+    """``hessian_sqrt(y_hat, y)``: a factor ``S`` of shape ``(M, M)`` with ``S Sᵀ = H_L`` (S28)."""
     sample_gradient: Callable[[jax.Array, jax.Array], jax.Array] | None = None
-    # The output activations the loss suits (None: any), and the interval of vector targets.
+    """``J_L`` at a target drawn from the model's distribution (``E[g gᵀ] = H_L``), or ``None``."""
     outputs: tuple[str, ...] | None = None
+    """The output activations the loss suits, or ``None``: any."""
     target_range: tuple[float, float] | None = None
+    """The interval a vector target must lie in (BCE's [0, 1]), or ``None``: any."""
 
 
 # ---------------------------------------------------------------------------------------
@@ -150,8 +161,8 @@ def _loss(name, fn, jacobian, hessian, hessian_vp, target="vector", **flags) -> 
     )
 
 
-# Output activations whose values lie in [0, 1], as a loss on probabilities needs.
 PROBABILITY_OUTPUTS = ("softmax", "sigmoid")
+"""The output activations whose values lie in [0, 1], as a loss on probabilities needs."""
 
 
 _REGISTRY: dict[str, Loss] = {

@@ -90,9 +90,16 @@ class MLP:
     """
 
     sizes: tuple[int, ...]
+    """The widths ``(D, M¹, …, Mᴺ)`` from the input to the output."""
     activations: tuple[str | activations.Activation, ...]
+    """One activation per layer, ``(f¹, …, fᴺ)``: a built-in's name or a user's record."""
     scan_min_layers: int | None = 16
+    """The shortest run of identical ``M → M`` layers compiled as one ``jax.lax.scan``.
+
+    ``None``: never.
+    """
     scan_per_layer_results: bool = False
+    """Whether such runs are scanned also where an engine returns one array per layer."""
 
     def __post_init__(self):
         sizes, acts = self.sizes, self.activations
@@ -135,10 +142,12 @@ class MLP:
 
     @property
     def in_features(self) -> int:
+        """The input width ``D = sizes[0]``."""
         return self.sizes[0]
 
     @property
     def out_features(self) -> int:
+        """The output width ``Mᴺ = sizes[-1]``."""
         return self.sizes[-1]
 
     def layer_shapes(self) -> list[dict[str, tuple[int, ...]]]:
@@ -152,6 +161,10 @@ class MLP:
 
 
 check_net = _checks.check_net
+"""``net`` itself if it is an :class:`MLP`, else a ``TypeError`` naming what was passed.
+
+Every public function that takes ``net`` calls it first.
+"""
 
 
 def _canonical(f, i: int):
@@ -189,6 +202,8 @@ SCHEMES = {
     # Plain N(0, 1), as torch.randn in the lecture's example; `scale` sets σ.
     "normal": lambda D, M: _normal(1.0),
 }
+"""The initialisation schemes by name: each maps the fan-in ``D`` and fan-out ``M`` to a
+sampler of ``W``."""
 
 
 def init(
@@ -346,13 +361,20 @@ def apply_augmented(net: MLP, params: Params, x: jax.Array) -> jax.Array:
 class Summary(NamedTuple):
     """Bishop's counts for a network (S5)."""
 
-    num_layers: int  # weight matrices (Bishop's convention)
-    hidden_units: int  # units in all hidden layers
-    num_params: int  # every W, b and learnable activation parameter
+    num_layers: int
+    """The number of weight matrices (Bishop's convention)."""
+    hidden_units: int
+    """The number of units in all hidden layers."""
+    num_params: int
+    """The number of parameters: every ``W``, ``b`` and learnable activation parameter."""
     sizes: tuple[int, ...]
+    """The network's widths, as :attr:`MLP.sizes`."""
     activations: tuple[str | activations.Activation, ...]
+    """The network's activations, as :attr:`MLP.activations`."""
     scan_min_layers: int | None = 16
+    """As :attr:`MLP.scan_min_layers`."""
     scan_per_layer_results: bool = False
+    """As :attr:`MLP.scan_per_layer_results`."""
 
     def __str__(self) -> str:
         arch = " → ".join(str(s) for s in self.sizes)

@@ -122,13 +122,21 @@ class NetworkDifference(NamedTuple):
     (:func:`fnn.oracle.richardson`) the measured ``truncation`` of the quotients."""
 
     numerical: dict
+    """The numerical gradient ``{"params", "x"}``, NumPy arrays of ``oracle_dtype``."""
     kinks: dict
+    """A bool pytree like ``numerical``, True where ``θ ± h`` crosses a kink."""
     value: float
+    """The loss at ``θ``."""
     num_evaluations: int
+    """How many loss evaluations the central differences took."""
     oracle_dtype: str = ""
+    """The dtype the central differences were computed in."""
     condition: float = 0.0
+    """``max_b Σ_k |J_L(ŷ_b)_k ŷ_bk|``: how much a rounding of the outputs moves the loss."""
     spread: dict | None = None
+    """Below float64, ``|g_low − g_64|`` of fnn's reverse mode per entry; else ``None``."""
     truncation: dict | None = None
+    """After a second look, the measured truncation of the quotients per entry; else ``None``."""
 
 
 def network_central_difference(

@@ -46,8 +46,8 @@ __all__ = [
     "resolution",
 ]
 
-# The V-curve's ε: 1e-1 … 1e-12, three points per decade.
 EPS_SWEEP = tuple(float(e) for e in np.logspace(-1, -12, 34))
+"""The V-curve's ε: 1e-1 … 1e-12, three points per decade."""
 
 
 def default_eps(dtype) -> float:
@@ -239,9 +239,13 @@ class Sweep(NamedTuple):
     """:func:`error_vs_eps`: for each ε, the median and the worst relative error (S11)."""
 
     eps: tuple[float, ...]
+    """The steps ε swept, in the order given."""
     median_error: tuple[float, ...]
+    """The median relative error over the parameters, one per ε."""
     max_error: tuple[float, ...]
+    """The worst relative error over the parameters, one per ε."""
     dtype: str
+    """The dtype the sweep ran in (that of ``tree``)."""
 
 
 def error_vs_eps(
@@ -273,12 +277,17 @@ class Cost(NamedTuple):
     """:func:`compare_cost`: central differences against one forward + backward pass (S11)."""
 
     num_params: int
+    """The number of parameters ``P``."""
     fd_evaluations: int
+    """The loss evaluations central differences took (two per parameter)."""
     fd_seconds: float
+    """The best time of central differences over ``repeats`` runs, in seconds."""
     backward_seconds: float
+    """The best time of one forward and backward pass over ``repeats`` runs, in seconds."""
 
     @property
     def ratio(self) -> float:
+        """How many times faster the backward pass was: ``fd_seconds / backward_seconds``."""
         return self.fd_seconds / self.backward_seconds
 
     def __str__(self) -> str:

@@ -61,7 +61,9 @@ __all__ = [
 ]
 
 INVERSES = ("eigh", "cholesky")
-MAX_DAMPING = 1e8  # λ stays below: a step of about g/λ is then no step at all
+"""The ways :func:`kfac` can invert its damped factors (``inverse=``)."""
+MAX_DAMPING = 1e8
+"""The ceiling of the adapted damping ``λ``: a step of about ``g/λ`` is then no step at all."""
 
 
 class KFACState(NamedTuple):
@@ -70,9 +72,13 @@ class KFACState(NamedTuple):
     eigenvectors)`` for ``"eigh"``, ``(cholesky factor of F + √λ I,)`` for ``"cholesky"``)."""
 
     count: jax.Array
+    """The number of steps taken."""
     damping: jax.Array
+    """The current damping ``λ``."""
     factors: list
+    """Every layer's running averages ``{"A", "G"}`` of the Kronecker factors."""
     inverses: list
+    """Every layer's decompositions ``{"A", "G"}`` of its damped factors."""
 
 
 class HessianFreeState(NamedTuple):
@@ -80,8 +86,11 @@ class HessianFreeState(NamedTuple):
     ``d`` (like ``params``; conjugate gradient starts from ``warm_start · d``)."""
 
     count: jax.Array
+    """The number of steps taken."""
     damping: jax.Array
+    """The current damping ``λ``."""
     direction: Params
+    """The last step ``d``, like ``params`` (conjugate gradient starts from ``warm_start · d``)."""
 
 
 # ---------------------------------------------------------------------------------------

@@ -57,25 +57,41 @@ __all__ = [
     "richardson",
 ]
 
-# The relative threshold t, by the dtype of the derivative under test. A float32 gradient
-# judged by a float64 oracle must agree to 0.1 %: a 1 % error (×1.01) in one entry fails.
 THRESHOLDS = {"float64": 1e-6, "float32": 1e-3, "float16": 1e-1, "bfloat16": 1e-1}
-# r = ROUNDING · ε_mach(gradient) · max|b|: the rounding a correct gradient carries.
-# Measured on 300 random float32 networks (every activation, loss and method, against the
-# float64 gradient): the worst entry was 3.5 ε_mach · max|b|, the 99th percentile 2.9. It
-# cannot be larger: a 1 % error in an entry of 1e-4 · max|b| is only 8.4 ε_mach · max|b|.
+"""The relative threshold ``t``, by the dtype of the derivative under test.
+
+A float32 gradient judged by a float64 oracle must agree to 0.1 %: a 1 % error (×1.01) in
+one entry fails.
+"""
 ROUNDING = 6.0
-# Below float64 a network's r grows by SPREAD · |g_low − g_64| per entry (up to ~17 ε_mach ·
-# max|b| in saturated or tiny-weight float32 networks); well-conditioned entries keep r above.
+"""The factor of the rounding a correct gradient carries, ``r = ROUNDING · ε_mach · max|b|``.
+
+Measured on 300 random float32 networks (every activation, loss and method, against the
+float64 gradient): the worst entry was 3.5 ``ε_mach · max|b|``, the 99th percentile 2.9. It
+cannot be larger: a 1 % error in an entry of ``1e-4 · max|b|`` is only
+8.4 ``ε_mach · max|b|``.
+"""
 SPREAD = 2.0
-# The oracle's dtype by default: float64, whatever the gradient's dtype.
+"""Below float64 a network's ``r`` grows by ``SPREAD · |g_low − g_64|`` at each entry.
+
+``|g_low − g_64|`` is fnn's own reverse-mode gradient in the tested dtype against float64:
+up to ~17 ``ε_mach · max|b|`` in saturated or tiny-weight float32 networks, small where the
+problem is well conditioned, so those entries keep the ``r`` above.
+"""
 ORACLE = "float64"
-# The oracle tells an entry from 0 when |a| + |b| > RESOLVED · u: then ×2, 0 and −1 on it
-# all exceed τ (as long as r is below u, which is when it matters).
+"""The oracle's dtype by default: float64, whatever the gradient's dtype."""
 RESOLVED = 4.0
-# An error the oracle cannot see matters only above FLOOR · max|b|: ten times below the
-# smallest entry whose ×2, ×0 or −1 the power experiment requires caught (1e-4 · max|b|).
+"""The oracle tells an entry from 0 when ``|a| + |b| > RESOLVED · u``.
+
+Then ×2, 0 and −1 on it all exceed ``τ`` (as long as ``r`` is below ``u``, which is when it
+matters).
+"""
 FLOOR = 1e-5
+"""An error the oracle cannot see matters only above ``FLOOR · max|b|``.
+
+That is ten times below the smallest entry whose ×2, ×0 or −1 the power experiment requires
+caught (``1e-4 · max|b|``).
+"""
 
 
 class LeafError(NamedTuple):
@@ -85,13 +101,21 @@ class LeafError(NamedTuple):
     entries failed, were unresolved or crossed a kink."""
 
     path: str
+    """The leaf's path in the pytree (``"['params'][0]['W']"``)."""
     max_error: float
+    """The relative error of the leaf's worst entry (0 if below the oracle's resolution)."""
     median_error: float
+    """The median relative error of the leaf's resolved entries."""
     worst_index: tuple[int, ...]
+    """The index of the leaf's worst entry."""
     kinks: int
+    """How many of the leaf's entries crossed a kink (left out)."""
     failed: int = 0
+    """How many of the leaf's entries failed."""
     unresolved: int = 0
+    """How many of the leaf's entries were unresolved."""
     size: int = 0
+    """The number of the leaf's entries."""
 
 
 class GradCheck(NamedTuple):
@@ -110,29 +134,53 @@ class GradCheck(NamedTuple):
     """
 
     passed: bool
+    """Whether no entry failed and none was unresolved (kinks left out)."""
     max_error: float
+    """The worst entry's relative error ``|a − b| / (|a| + |b|)`` (0 below the resolution)."""
     median_error: float
+    """The median relative error of the resolved entries."""
     threshold: float
+    """The relative threshold ``t`` the entries were judged with."""
     worst_path: str
+    """The path of the leaf that holds the worst entry."""
     worst_index: tuple[int, ...]
+    """The worst entry's index within its leaf."""
     worst_hand: float
+    """The worst entry's value under test, ``a``."""
     worst_numerical: float
+    """The worst entry's oracle value, ``b``."""
     leaves: tuple[LeafError, ...]
+    """One :class:`LeafError` per leaf."""
     num_kinks: int
+    """How many entries crossed a kink (left out)."""
     num_evaluations: int
+    """How many evaluations the oracle cost."""
     dtype: str
+    """The dtype of the derivative under test."""
     atol: float = 0.0
+    """The rounding ``r`` granted to the derivative under test."""
     num_failed: int = 0
+    """How many entries failed."""
     num_unresolved: int = 0
+    """How many entries were unresolved."""
     oracle_dtype: str = ""
+    """The dtype the oracle computed in."""
     worst_ratio: float = 0.0
+    """The worst entry's ``|a − b| / τ``: above 1 it failed."""
     resolution: float = 0.0
+    """The oracle's resolution ``u``."""
     kind: str = "gradient"
+    """What was checked: a gradient, directional derivatives, an HVP, a VJP or a JVP."""
     nonfinite: str = ""
+    """The first NaN or inf entry, named (``""`` if none)."""
     min_detectable: float = math.nan
+    """Directional checks: the smallest relative error of the gradient some direction fails."""
     step: float = math.nan
+    """HVP checks: the step ``h`` along ``v``."""
     kinks_crossed: int = 0
+    """HVP checks: how many pre-activations or residuals ``θ ± h v`` moves across a kink."""
     second_look: bool = False
+    """Whether the oracle took a second look at twice the step before judging."""
 
     @property
     def verdict(self) -> str:
@@ -367,9 +415,12 @@ def largest(e: Entries) -> float:
     )
 
 
-# The second look extrapolates only where D(h) and D(2h) agree to this fraction: a smooth
-# O(h²) truncation; a kink between h and 2h, or noise, leaves the first look standing.
 AGREE = 1e-2
+"""The second look extrapolates only where ``D(h)`` and ``D(2h)`` agree to this fraction.
+
+That is a smooth ``O(h²)`` truncation; a kink between ``h`` and ``2h``, or noise, leaves the
+first look standing.
+"""
 
 
 def richardson(fine, coarse):

@@ -26,7 +26,9 @@ from fnn.network import MLP, Params, check_net
 
 __all__ = ["METHODS", "make_train_step", "train_step", "update"]
 
-METHODS = derivatives.METHODS  # ("reverse", "explicit", "forward")
+METHODS = derivatives.METHODS
+"""The gradient engines a training step accepts as ``method``: ``"reverse"``, ``"explicit"``,
+``"forward"``."""
 
 
 def train_step(

@@ -30,14 +30,22 @@ class LayerTrace(NamedTuple):
     """One layer ``a = W z_prev + b``, ``z = f(a)`` in one forward and backward pass (S23).
     Per example: a leading batch axis when the trace is of a batch."""
 
-    z_prev: jax.Array  # z⁽ⁱ⁻¹⁾ (x for the first layer)
-    a: jax.Array  # a⁽ⁱ⁾ = W z⁽ⁱ⁻¹⁾ + b
-    z: jax.Array  # z⁽ⁱ⁾ = f(a⁽ⁱ⁾)
-    dL_dz: jax.Array  # ∂L_b/∂z⁽ⁱ⁾
-    dL_da: jax.Array  # δ⁽ⁱ⁾ = ∂L_b/∂a⁽ⁱ⁾ = ∂L_b/∂z⁽ⁱ⁾ · J_f(a⁽ⁱ⁾)
-    dL_dW: jax.Array  # δ⁽ⁱ⁾ ⊗ z⁽ⁱ⁻¹⁾
-    dL_db: jax.Array  # δ⁽ⁱ⁾
-    dL_dalpha: jax.Array | None = None  # ∂L_b/∂α (PReLU only)
+    z_prev: jax.Array
+    """The layer's input ``z⁽ⁱ⁻¹⁾`` (``x`` for the first layer)."""
+    a: jax.Array
+    """The pre-activation ``a⁽ⁱ⁾ = W z⁽ⁱ⁻¹⁾ + b``."""
+    z: jax.Array
+    """The output ``z⁽ⁱ⁾ = f(a⁽ⁱ⁾)``."""
+    dL_dz: jax.Array
+    """``∂L_b/∂z⁽ⁱ⁾``, the gradient coming down into the layer's output."""
+    dL_da: jax.Array
+    """``δ⁽ⁱ⁾ = ∂L_b/∂a⁽ⁱ⁾ = ∂L_b/∂z⁽ⁱ⁾ · J_f(a⁽ⁱ⁾)``."""
+    dL_dW: jax.Array
+    """``∂L_b/∂W⁽ⁱ⁾ = δ⁽ⁱ⁾ ⊗ z⁽ⁱ⁻¹⁾``."""
+    dL_db: jax.Array
+    """``∂L_b/∂b⁽ⁱ⁾ = δ⁽ⁱ⁾``."""
+    dL_dalpha: jax.Array | None = None
+    """``∂L_b/∂α`` (PReLU only; ``None`` otherwise)."""
 
 
 _LEGEND = (
@@ -52,9 +60,13 @@ class NonFinite(NamedTuple):
     ``dL_dx``), the field, the index of the first bad entry and its value."""
 
     layer: int | None
+    """The layer, 1-based (``None`` for the loss and ``dL_dx``)."""
     quantity: str
+    """The field that became non-finite (``"dL_da"``)."""
     index: tuple
+    """The index of the field's first non-finite entry."""
     value: float
+    """That entry's value (NaN or ±inf)."""
 
     def __str__(self) -> str:
         where = "" if self.layer is None else f"layer {self.layer}: "
@@ -87,9 +99,13 @@ class Trace(NamedTuple):
     began."""
 
     loss: jax.Array
+    """The batch-mean loss."""
     layers: tuple[LayerTrace, ...]
+    """One :class:`LayerTrace` per layer, from the input to the output."""
     dL_dx: jax.Array
+    """``∂L_b/∂x``, the gradient with respect to the network input."""
     net: MLP
+    """The network traced (static)."""
 
     @property
     def num_examples(self) -> int | None:

@@ -83,7 +83,9 @@ class History(NamedTuple):
     k (before that step's update), ``epoch_loss[e]`` the mean over the steps of epoch e."""
 
     loss: np.ndarray
+    """The mini-batch loss at each step ``k``, before that step's update."""
     epoch_loss: np.ndarray
+    """The mean of ``loss`` over the steps of each epoch ``e``."""
 
 
 class _Run(NamedTuple):
