@@ -741,10 +741,10 @@ def test_the_second_look_keeps_the_first_where_the_quotients_disagree():
     # Where D(h) and D(2h) differ by more than AGREE (a kink between h and 2h, or noise),
     # the first look stands and no truncation is granted.
     fine, coarse = {"w": np.array([1.0, 1.0])}, {"w": np.array([1.0 + 5e-3, 3.0])}
-    better, truncation = fnn.oracle.richardson(fine, coarse)
+    better, truncation = fnn.numerical.richardson(fine, coarse)
     np.testing.assert_allclose(better["w"], [1.0 - 5e-3 / 3, 1.0])
     np.testing.assert_allclose(truncation["w"], [5e-3 / 3, 0.0])
-    better, truncation = fnn.oracle.richardson(fine, {"w": np.array([np.nan, np.inf])})
+    better, truncation = fnn.numerical.richardson(fine, {"w": np.array([np.nan, np.inf])})
     np.testing.assert_array_equal(better["w"], [1.0, 1.0])
     np.testing.assert_array_equal(truncation["w"], [0.0, 0.0])
 

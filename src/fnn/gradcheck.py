@@ -21,7 +21,7 @@ largest entry — only then could an error the oracle cannot see matter next to 
 gradient's own scale. A NaN or inf on either side fails, naming the first such entry; a NaN
 or inf in a check's inputs is a ``ValueError``. Before it fails an entry, the oracle takes a
 second look at twice the step and judges against Richardson's extrapolation where the two
-quotients agree (:func:`fnn.oracle.richardson`): its own truncation is never the gradient's
+quotients agree (:func:`fnn.numerical.richardson`): its own truncation is never the gradient's
 error.
 """
 
@@ -48,10 +48,15 @@ from fnn.network_checks import (
 from fnn.numerical import (
     central_difference,
     check_eps,
+    check_finite_tree,
     check_same_structure,
     check_scalar,
     check_tree,
+    oracle_dtype,
+    precision,
+    richardson,
     steps,
+    upcast,
 )
 from fnn.numerical import resolution as oracle_resolution
 from fnn.oracle import (
@@ -63,15 +68,10 @@ from fnn.oracle import (
     Entries,
     GradCheck,
     LeafError,
-    check_finite_tree,
     check_tolerance,
     compare,
     default_threshold,
-    oracle_dtype,
-    precision,
     report,
-    richardson,
-    upcast,
 )
 
 __all__ = [

@@ -24,19 +24,25 @@ from jax.flatten_util import ravel_pytree
 
 from fnn import _checks, activations, backprop, derivatives, losses
 from fnn.network import MLP, forward_pass
-from fnn.numerical import at_plus_minus, check_eps, check_same_structure, check_tree, steps
+from fnn.numerical import (
+    at_plus_minus,
+    check_eps,
+    check_finite_tree,
+    check_same_structure,
+    check_tree,
+    oracle_dtype,
+    precision,
+    richardson,
+    steps,
+    upcast,
+)
 from fnn.oracle import (
     ORACLE,
     GradCheck,
-    check_finite_tree,
     compare,
     entries,
     largest,
-    oracle_dtype,
-    precision,
     report,
-    richardson,
-    upcast,
 )
 
 __all__ = [
@@ -119,7 +125,7 @@ class NetworkDifference(NamedTuple):
     the evaluations counted, ``condition = max_b Σ_k |J_L(ŷ_b)_k ŷ_bk|``: how much a
     rounding of the outputs moves the loss (S11, S16), ``spread = |g_low − g_64|``
     (:func:`reverse_spread`; ``None`` for a float64 problem), and after a second look
-    (:func:`fnn.oracle.richardson`) the measured ``truncation`` of the quotients."""
+    (:func:`fnn.numerical.richardson`) the measured ``truncation`` of the quotients."""
 
     numerical: dict
     """The numerical gradient ``{"params", "x"}``, NumPy arrays of ``oracle_dtype``."""
@@ -303,7 +309,7 @@ def check_network(
 
 
 def second_look(net, params, x, y, loss_fn, eps, oracle, fd: NetworkDifference):
-    """``fd`` after the oracle's second look (:func:`fnn.oracle.richardson`): the quotients
+    """``fd`` after the oracle's second look (:func:`fnn.numerical.richardson`): the quotients
     at twice the step as well, extrapolated where both agree; an entry whose doubled step
     crosses a kink keeps its first look (S11)."""
     eps = check_eps(eps, fd.oracle_dtype)

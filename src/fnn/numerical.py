@@ -10,6 +10,9 @@ The lecture's naive way to a gradient:
 * :func:`error_vs_eps` — the V-curve: truncation ``O(ε²)`` for large ε, round-off
   ``≈ ε_mach |L| / ε`` for small ε, in any dtype.
 * :func:`compare_cost` — ``2P`` loss evaluations, counted, against one backward pass.
+* :func:`richardson` — the second look at a quotient: ``(4 D(h) − D(2h)) / 3`` and the
+  measured truncation of ``D(h)``; :func:`precision` and :func:`upcast` evaluate the oracle
+  in float64, :func:`check_finite_tree` refuses a NaN or inf among its inputs.
 
 The gradient checks built on this live in :mod:`fnn.gradcheck`. Nothing here calls
 ``jax.grad`` or the backprop engines: this module is the oracle they are checked against.
@@ -17,6 +20,7 @@ The gradient checks built on this live in :mod:`fnn.gradcheck`. Nothing here cal
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import time
@@ -31,19 +35,26 @@ from jax.flatten_util import ravel_pytree
 from fnn._checks import check_positive_int
 
 __all__ = [
+    "AGREE",
     "EPS_SWEEP",
     "Cost",
     "Sweep",
     "central_difference",
     "check_eps",
+    "check_finite_tree",
     "check_same_structure",
     "check_scalar",
     "check_tree",
     "compare_cost",
     "default_eps",
     "error_vs_eps",
+    "first_nonfinite",
+    "oracle_dtype",
+    "precision",
     "relative_error",
     "resolution",
+    "richardson",
+    "upcast",
 ]
 
 EPS_SWEEP = tuple(float(e) for e in np.logspace(-1, -12, 34))
@@ -329,3 +340,110 @@ def compare_cost(f: Callable, tree, grad_fn: Callable, *, repeats: int = 3) -> C
         _best_time(lambda: central_difference(f, tree), repeats),
         _best_time(lambda: backward(tree), repeats),
     )
+
+
+# ---------------------------------------------------------------------------------------
+# The oracle's arithmetic: finite inputs, float64 evaluation, and a second look.
+# ---------------------------------------------------------------------------------------
+
+
+def first_nonfinite(tree) -> tuple[str, tuple[int, ...], float] | None:
+    """The first NaN or inf entry of ``tree`` in flattening order — ``(path, index,
+    value)`` — or ``None`` (S11: a check never passes what it cannot compare)."""
+    for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+        values = np.asarray(leaf)
+        if values.dtype.kind not in "fc" or np.all(np.isfinite(values)):
+            continue
+        index = tuple(int(i) for i in np.argwhere(~np.isfinite(values))[0])
+        return jax.tree_util.keystr(path), index, values[index].item()
+    return None
+
+
+def check_finite_tree(tree, name: str) -> None:
+    """``ValueError`` naming the first NaN or inf entry of an input of a check (S11).
+
+    >>> check_finite_tree({"w": np.array([1.0, np.nan])}, "params")
+    Traceback (most recent call last):
+    ValueError: params['w'] must be finite; got nan at index (1,).
+    """
+    bad = first_nonfinite(tree)
+    if bad is not None:
+        path, index, value = bad
+        raise ValueError(f"{name}{path} must be finite; got {value} at index {index}.")
+
+
+def oracle_dtype(oracle, dtype: str) -> str:
+    """The oracle's dtype: ``oracle`` (at least as wide as ``dtype``), or ``dtype`` itself
+    for ``None``.
+
+    Raises:
+      ValueError: ``oracle`` is not a floating dtype name, or narrower than ``dtype``.
+    """
+    if oracle is None:
+        return dtype
+    try:
+        wanted = jnp.dtype(oracle)
+    except TypeError:
+        wanted = None
+    if wanted is None or not jnp.issubdtype(wanted, jnp.floating):
+        raise ValueError(f"oracle must be a floating dtype name such as 'float64', or None; "
+                         f"got {oracle!r}.")  # fmt: skip
+    if wanted.itemsize < jnp.dtype(dtype).itemsize:
+        raise ValueError(
+            f"oracle must be at least as precise as the point's dtype {dtype}; got {oracle!r}."
+        )
+    return wanted.name
+
+
+@contextlib.contextmanager
+def precision(dtype: str):
+    """Arrays of ``dtype`` inside: ``jax.enable_x64(True)`` for float64 (a no-op where x64 is
+    already on); every result must leave as NumPy, since outside the context JAX would
+    truncate it to float32 again."""
+    if jnp.dtype(dtype).itemsize >= 8:
+        with jax.enable_x64(True):
+            yield
+    else:
+        yield
+
+
+def upcast(tree, dtype: str):
+    """Every floating leaf of ``tree`` as ``dtype`` (exactly: a wider dtype holds every
+    narrower value); integer leaves (labels) unchanged. Call it inside :func:`precision`."""
+
+    def cast(leaf):
+        leaf = np.asarray(leaf)
+        return jnp.asarray(leaf.astype(dtype) if jnp.issubdtype(leaf.dtype, jnp.floating) else leaf)
+
+    return jax.tree.map(cast, tree)
+
+
+AGREE = 1e-2
+"""The second look extrapolates only where ``D(h)`` and ``D(2h)`` agree to this fraction.
+
+That is a smooth ``O(h²)`` truncation; a kink between ``h`` and ``2h``, or noise, leaves the
+first look standing.
+"""
+
+
+def richardson(fine, coarse):
+    """The second look of an oracle that failed an entry (S11): from the quotients at the
+    steps h (``fine``) and 2h (``coarse``), pytrees of one structure, the extrapolation
+    ``(4 D(h) − D(2h)) / 3`` (truncation O(h⁴)) and ``|D(h) − D(2h)| / 3``, the measured
+    truncation of ``D(h)``, which bounds it; where the two do not agree to ``AGREE`` or
+    ``D(2h)`` is not finite, ``D(h)`` and 0.
+
+    >>> better, truncation = richardson({"w": np.array([1.0003])}, {"w": np.array([1.0012])})
+    >>> float(better["w"][0]), round(float(truncation["w"][0]), 6)
+    (1.0, 0.0003)
+    """
+
+    def look(d1, d2):
+        d1, d2 = np.asarray(d1, np.float64), np.asarray(d2, np.float64)
+        diff = np.where(np.isfinite(d2), np.abs(d1 - d2), np.inf)
+        smooth = diff <= AGREE * np.abs(d1)
+        return np.where(smooth, (4 * d1 - d2) / 3, d1), np.where(smooth, diff / 3, 0.0)
+
+    pairs = jax.tree.map(look, fine, coarse)
+    pick = lambda i: jax.tree.map(lambda _, p: p[i], fine, pairs)  # noqa: E731
+    return pick(0), pick(1)

@@ -20,8 +20,8 @@ cannot see, in one sentence:
 
 An entry with a NaN or inf on either side fails, and the report names the first one.
 Before :func:`fnn.gradcheck.check_gradient` or :func:`fnn.gradcheck.check_network` fails
-an entry, the oracle takes a second look (:func:`richardson`): the quotients at twice the
-step as well; where the two agree to ``AGREE``, the entry is judged against the
+an entry, the oracle takes a second look (:func:`fnn.numerical.richardson`): the quotients
+at twice the step as well; where the two agree to 1 %, the entry is judged against the
 extrapolation ``(4 D(h) − D(2h)) / 3`` with its measured truncation added to ``u``, so that
 the oracle's own truncation error is never reported as the gradient's.
 Gradients, directional derivatives and Hessian-vector products are all judged here and all
@@ -30,7 +30,6 @@ reported as a :class:`GradCheck`; :mod:`fnn.gradcheck` computes the oracle's sid
 
 from __future__ import annotations
 
-import contextlib
 import math
 from typing import NamedTuple
 
@@ -38,11 +37,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fnn.numerical import check_same_structure, check_tree, relative_error
+from fnn.numerical import check_same_structure, check_tree, first_nonfinite, relative_error
 from fnn.numerical import resolution as oracle_resolution
 
 __all__ = [
-    "AGREE",
     "FLOOR",
     "ORACLE",
     "RESOLVED",
@@ -51,10 +49,7 @@ __all__ = [
     "THRESHOLDS",
     "GradCheck",
     "LeafError",
-    "check_finite_tree",
     "compare",
-    "first_nonfinite",
-    "richardson",
 ]
 
 THRESHOLDS = {"float64": 1e-6, "float32": 1e-3, "float16": 1e-1, "bfloat16": 1e-1}
@@ -264,77 +259,6 @@ def _table(r: GradCheck) -> list[str]:
     return lines
 
 
-def first_nonfinite(tree) -> tuple[str, tuple[int, ...], float] | None:
-    """The first NaN or inf entry of ``tree`` in flattening order — ``(path, index,
-    value)`` — or ``None`` (S11: a check never passes what it cannot compare)."""
-    for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
-        values = np.asarray(leaf)
-        if values.dtype.kind not in "fc" or np.all(np.isfinite(values)):
-            continue
-        index = tuple(int(i) for i in np.argwhere(~np.isfinite(values))[0])
-        return jax.tree_util.keystr(path), index, values[index].item()
-    return None
-
-
-def check_finite_tree(tree, name: str) -> None:
-    """``ValueError`` naming the first NaN or inf entry of an input of a check (S11).
-
-    >>> check_finite_tree({"w": np.array([1.0, np.nan])}, "params")
-    Traceback (most recent call last):
-    ValueError: params['w'] must be finite; got nan at index (1,).
-    """
-    bad = first_nonfinite(tree)
-    if bad is not None:
-        path, index, value = bad
-        raise ValueError(f"{name}{path} must be finite; got {value} at index {index}.")
-
-
-def oracle_dtype(oracle, dtype: str) -> str:
-    """The oracle's dtype: ``oracle`` (at least as wide as ``dtype``), or ``dtype`` itself
-    for ``None``.
-
-    Raises:
-      ValueError: ``oracle`` is not a floating dtype name, or narrower than ``dtype``.
-    """
-    if oracle is None:
-        return dtype
-    try:
-        wanted = jnp.dtype(oracle)
-    except TypeError:
-        wanted = None
-    if wanted is None or not jnp.issubdtype(wanted, jnp.floating):
-        raise ValueError(f"oracle must be a floating dtype name such as 'float64', or None; "
-                         f"got {oracle!r}.")  # fmt: skip
-    if wanted.itemsize < jnp.dtype(dtype).itemsize:
-        raise ValueError(
-            f"oracle must be at least as precise as the point's dtype {dtype}; got {oracle!r}."
-        )
-    return wanted.name
-
-
-@contextlib.contextmanager
-def precision(dtype: str):
-    """Arrays of ``dtype`` inside: ``jax.enable_x64(True)`` for float64 (a no-op where x64 is
-    already on); every result must leave as NumPy, since outside the context JAX would
-    truncate it to float32 again."""
-    if jnp.dtype(dtype).itemsize >= 8:
-        with jax.enable_x64(True):
-            yield
-    else:
-        yield
-
-
-def upcast(tree, dtype: str):
-    """Every floating leaf of ``tree`` as ``dtype`` (exactly: a wider dtype holds every
-    narrower value); integer leaves (labels) unchanged. Call it inside :func:`precision`."""
-
-    def cast(leaf):
-        leaf = np.asarray(leaf)
-        return jnp.asarray(leaf.astype(dtype) if jnp.issubdtype(leaf.dtype, jnp.floating) else leaf)
-
-    return jax.tree.map(cast, tree)
-
-
 def default_threshold(dtype: str, threshold: float | None) -> float:
     """``threshold``, or the default of ``dtype`` (``THRESHOLDS``, 1e-2 for any other)."""
     return THRESHOLDS.get(dtype, 1e-2) if threshold is None else threshold
@@ -413,37 +337,6 @@ def largest(e: Entries) -> float:
         float(np.abs(np.where(np.isfinite(b) & ~k, b, 0.0)).max(initial=0.0))
         for b, k in zip(e.oracle, e.kinks)
     )
-
-
-AGREE = 1e-2
-"""The second look extrapolates only where ``D(h)`` and ``D(2h)`` agree to this fraction.
-
-That is a smooth ``O(h²)`` truncation; a kink between ``h`` and ``2h``, or noise, leaves the
-first look standing.
-"""
-
-
-def richardson(fine, coarse):
-    """The second look of an oracle that failed an entry (S11): from the quotients at the
-    steps h (``fine``) and 2h (``coarse``), pytrees of one structure, the extrapolation
-    ``(4 D(h) − D(2h)) / 3`` (truncation O(h⁴)) and ``|D(h) − D(2h)| / 3``, the measured
-    truncation of ``D(h)``, which bounds it; where the two do not agree to ``AGREE`` or
-    ``D(2h)`` is not finite, ``D(h)`` and 0.
-
-    >>> better, truncation = richardson({"w": np.array([1.0003])}, {"w": np.array([1.0012])})
-    >>> float(better["w"][0]), round(float(truncation["w"][0]), 6)
-    (1.0, 0.0003)
-    """
-
-    def look(d1, d2):
-        d1, d2 = np.asarray(d1, np.float64), np.asarray(d2, np.float64)
-        diff = np.where(np.isfinite(d2), np.abs(d1 - d2), np.inf)
-        smooth = diff <= AGREE * np.abs(d1)
-        return np.where(smooth, (4 * d1 - d2) / 3, d1), np.where(smooth, diff / 3, 0.0)
-
-    pairs = jax.tree.map(look, fine, coarse)
-    pick = lambda i: jax.tree.map(lambda _, p: p[i], fine, pairs)  # noqa: E731
-    return pick(0), pick(1)
 
 
 def report(
@@ -540,7 +433,8 @@ def compare(
       spread: optional pytree like ``grad``, a correct implementation's rounding per entry
         (``|g_low − g_64|``, finite): ``r`` grows by ``SPREAD`` times it unless ``atol`` is given.
       truncation: optional pytree like ``grad``, the oracle's measured truncation per entry
-        after a second look (:func:`richardson`): its resolution there is ``1.5 u`` plus it.
+        after a second look (:func:`fnn.numerical.richardson`): its resolution there is
+        ``1.5 u`` plus it.
 
     Returns:
       A :class:`GradCheck`; an entry that is NaN or inf on either side fails, named in

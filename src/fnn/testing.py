@@ -31,17 +31,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from fnn.gradcheck import check_gradient
-from fnn.numerical import check_eps, check_tree
+from fnn.numerical import check_eps, check_finite_tree, check_tree, oracle_dtype, precision, upcast
 from fnn.numerical import resolution as oracle_resolution
 from fnn.oracle import (
     ORACLE,
     GradCheck,
-    check_finite_tree,
     entries,
-    oracle_dtype,
-    precision,
     report,
-    upcast,
 )
 
 __all__ = ["assert_grad", "assert_hvp", "assert_jvp", "assert_vjp"]
