@@ -169,14 +169,13 @@ def differences(net, params, x, y, loss_fn, eps, oracle) -> NetworkDifference:
     tree = {"params": params, "x": x}
     target = oracle_dtype(oracle, check_tree(tree))
     with precision(target):
-        params, x, y = upcast((params, x, y), target)
-        eps = check_eps(eps, target)
-        out = _network_differences(net, loss_fn, params, x, y, eps)
+        wide = upcast((params, x, y), target)
+        out = _network_differences(net, loss_fn, *wide, check_eps(eps, target))
         numerical, crossed, value, condition = (np.asarray(a) for a in out)
     numerical = _unravel_like(tree, numerical, np.asarray)
     kinks = _unravel_like(tree, crossed, np.asarray)
     condition = float(condition) if np.isfinite(condition) else 0.0
-    spread = reverse_spread(net, loss_fn, tree, y)
+    spread = reverse_spread(net, loss_fn, tree, y)  # y as given: in the tested dtype
     return NetworkDifference(
         numerical, kinks, float(value), 2 * _num_entries(tree), target, condition, spread
     )
