@@ -116,7 +116,7 @@ def r_backward(
     if r_cache.r_z_prev is not None:
         R_grads["W"] = R_grads["W"] + D.T @ r_cache.r_z_prev
     R_grads["b"] = jnp.sum(R_D, axis=0)
-    return R_grads, input_grad(p, D), input_grad(p, R_D) + D @ v["W"]
+    return R_grads, input_grad(p, D), input_grad(p, R_D) + input_grad(v, D)
 
 
 class LayerHessian(NamedTuple):

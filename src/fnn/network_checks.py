@@ -164,8 +164,9 @@ def network_central_difference(
     return differences(net, params, x, y, loss_fn, eps, oracle)
 
 
-def differences(net, params, x, y, loss_fn, eps, oracle) -> NetworkDifference:
-    """:func:`network_central_difference` after its checks."""
+def differences(net, params, x, y, loss_fn, eps, oracle, *, spread=True) -> NetworkDifference:
+    """:func:`network_central_difference` after its checks (``spread=False``: without
+    :func:`reverse_spread`, for a second look that reuses the first one's)."""
     tree = {"params": params, "x": x}
     target = oracle_dtype(oracle, check_tree(tree))
     with precision(target):
@@ -175,7 +176,7 @@ def differences(net, params, x, y, loss_fn, eps, oracle) -> NetworkDifference:
     numerical = _unravel_like(tree, numerical, np.asarray)
     kinks = _unravel_like(tree, crossed, np.asarray)
     condition = float(condition) if np.isfinite(condition) else 0.0
-    spread = reverse_spread(net, loss_fn, tree, y)  # y as given: in the tested dtype
+    spread = reverse_spread(net, loss_fn, tree, y) if spread else None  # y: the tested dtype
     return NetworkDifference(
         numerical, kinks, float(value), 2 * _num_entries(tree), target, condition, spread
     )
@@ -312,7 +313,7 @@ def second_look(net, params, x, y, loss_fn, eps, oracle, fd: NetworkDifference):
     at twice the step as well, extrapolated where both agree; an entry whose doubled step
     crosses a kink keeps its first look (S11)."""
     eps = check_eps(eps, fd.oracle_dtype)
-    coarse = differences(net, params, x, y, loss_fn, 2 * eps, oracle)
+    coarse = differences(net, params, x, y, loss_fn, 2 * eps, oracle, spread=False)
     numerical = jax.tree.map(lambda d2, k: np.where(k, np.nan, d2), coarse.numerical, coarse.kinks)
     better, truncation = richardson(fd.numerical, numerical)
     return fd._replace(numerical=better, truncation=truncation,
