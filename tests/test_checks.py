@@ -290,6 +290,21 @@ def test_a_limit_must_be_a_positive_integer(bad):
         _forward(bad) if bad is not None else _checks.check_positive_int(bad, "max_tangents")
 
 
+@pytest.mark.parametrize(
+    "bad, error, match",
+    [
+        (-1e-9, ValueError, r"atol must be a finite number ≥ 0; got -1e-09"),
+        (float("inf"), ValueError, r"atol must be a finite number ≥ 0; got inf"),
+        ("1e-6", TypeError, r"atol must be a real number; got '1e-6'"),
+        (True, TypeError, r"atol must be a real number; got True"),
+    ],
+)
+def test_a_checks_tolerances_are_finite_numbers_at_least_0(bad, error, match):
+    _checks.check_tolerances(threshold=None, atol=0.0, resolution=0)  # None: the default
+    with pytest.raises(error, match=match):
+        _checks.check_tolerances(threshold=1e-3, atol=bad)
+
+
 def test_check_limit_prints_sizes_in_their_unit_and_passes_at_the_limit():
     _checks.check_limit(10, 10, name="max_paths", what="w", instead="i", unit="paths")
     with pytest.raises(ValueError, match=r"w needs 3.0 MiB, over max_bytes=2.0 MiB\. i"):

@@ -15,6 +15,7 @@ import pytest
 import fnn
 from conftest import load_script, random_problem
 from fnn import gradcheck
+from fnn.extrapolation import WIDEST, richardson, rungs
 
 POWER = Path(__file__).resolve().parents[1] / "scripts" / "gradcheck_power.py"
 
@@ -126,8 +127,19 @@ def test_an_entry_below_the_oracles_resolution_is_unresolved_never_passed():
         return 1.0 + 1e-5 * w[0] ** 2 + 1e-10 * w[1]
 
     small = jnp.array([2e-5, 0.0], jnp.float64)
-    unresolved = gradcheck.check_gradient(tiny, w64, small)
+    first = gradcheck.compare(small, gradcheck.central_difference(tiny, w64), value=1.0)
+    assert first.verdict == "UNRESOLVED" and first.leaves[0].unresolved == 1
+    # The second look's wider steps resolve it (u h/H ≈ 1e-12 at H = 512h): 0 is 1e-10 off.
+    assert gradcheck.check_gradient(tiny, w64, small).verdict == "FAIL"
+    # Next to a gradient of scale 2e-8 even the widest step (u h/H ≈ 1e-12 > FLOOR · 2e-8)
+    # cannot tell 1e-12 from 0: unresolved.
+
+    def tinier(w):
+        return 1.0 + 1e-8 * w[0] ** 2 + 1e-12 * w[1]
+
+    unresolved = gradcheck.check_gradient(tinier, w64, jnp.array([2e-8, 1e-12], jnp.float64))
     assert unresolved.verdict == "UNRESOLVED" and unresolved.leaves[0].unresolved == 1
+    assert unresolved.second_look, str(unresolved)
     # … while 0 against 1e-9, or 1e-8 against 1e-10, is more than u off: a failure.
     assert gradcheck.check_gradient(f, w64, grad64).verdict == "FAIL"
     assert gradcheck.check_gradient(g, w64, grad64.at[1].set(1e-8)).verdict == "FAIL"
@@ -246,10 +258,12 @@ def test_the_boundary_of_a_tolerance_passes():
     at = gradcheck.compare({"w": np.array([1.0])}, {"w": np.array([0.5])}, threshold=0.0,
                            atol=0.25, resolution=0.25)  # fmt: skip
     assert at.passed and at.worst_ratio == 1.0
-    with pytest.raises(ValueError, match=r"atol must be a non-negative finite number; got -1"):
+    with pytest.raises(ValueError, match=r"atol must be a finite number ≥ 0; got -1"):
         gradcheck.compare(a, b, atol=-1.0)
-    with pytest.raises(ValueError, match=r"threshold must be a non-negative finite number"):
+    with pytest.raises(ValueError, match=r"threshold must be a finite number ≥ 0; got nan"):
         gradcheck.compare(a, b, threshold=float("nan"))
+    with pytest.raises(TypeError, match=r"resolution must be a real number; got '1e-9'"):
+        gradcheck.compare(a, b, resolution="1e-9")
 
 
 def test_a_loss_after_the_wrong_output_is_refused_not_reported_nan(tanh_problem):
@@ -728,25 +742,73 @@ def test_the_second_look_measures_the_oracles_own_truncation():
     first = gradcheck.compare(grad, gradcheck.central_difference(f, tree))
     assert first.verdict == "FAIL" and not first.second_look, str(first)
     report = gradcheck.check_gradient(f, tree, grad)
-    assert report.passed and report.second_look and report.num_evaluations == 8, str(report)
+    looks = len(rungs(fnn.numerical.default_eps(np.float64)))  # 2P evaluations each
+    assert report.passed and report.second_look and report.num_evaluations == 4 * looks
     assert "second look" in str(report)
     wrong = gradcheck.check_gradient(f, tree, {"w": grad["w"].at[1].multiply(1.01)})
     assert wrong.verdict == "FAIL" and wrong.second_look and wrong.worst_index == (1,)
+    assert wrong.num_evaluations == 8  # a FAIL at h and 2h ends the second look
     # A passing first look needs no second: 2P evaluations.
     assert gradcheck.check_gradient(lambda t: jnp.sum(t["w"] ** 2), tree,
                                     {"w": jnp.zeros(2)}).num_evaluations == 4  # fmt: skip
 
 
 def test_the_second_look_keeps_the_first_where_the_quotients_disagree():
-    # Where D(h) and D(2h) differ by more than AGREE (a kink between h and 2h, or noise),
-    # the first look stands and no truncation is granted.
+    # Where D(h) and D(2h) differ by more than AGREE and than their round-off (a kink between
+    # h and 2h), or D(2h) is not finite (a kink crossed), the first look and u stand.
+    u = 1e-9
     fine, coarse = {"w": np.array([1.0, 1.0])}, {"w": np.array([1.0 + 5e-3, 3.0])}
-    better, truncation = fnn.numerical.richardson(fine, coarse)
+    better, resolution = richardson([fine, coarse], u)
     np.testing.assert_allclose(better["w"], [1.0 - 5e-3 / 3, 1.0])
-    np.testing.assert_allclose(truncation["w"], [5e-3 / 3, 0.0])
-    better, truncation = fnn.numerical.richardson(fine, {"w": np.array([np.nan, np.inf])})
+    np.testing.assert_allclose(resolution["w"], [1.5 * u + 5e-3 / 3, u])
+    better, resolution = richardson([fine, {"w": np.array([np.nan, np.inf])}], u)
     np.testing.assert_array_equal(better["w"], [1.0, 1.0])
-    np.testing.assert_array_equal(truncation["w"], [0.0, 0.0])
+    np.testing.assert_array_equal(resolution["w"], [u, u])
+
+
+def test_the_second_look_takes_the_pair_of_steps_with_the_smallest_resolution():
+    """Quotients at h, 2h, 4h, 8h of an entry whose round-off (u h/H) hides it at h: each
+    pair within its round-off is usable, the widest gives u_H = 1.5 u/4 + |D(4h) − D(8h)|/3;
+    a pair with a kink (NaN) is skipped, and a pair that agrees with neither AGREE nor its
+    round-off is not taken (S11)."""
+    u = 1e-9
+    d = [np.array([v]) for v in (2e-10, 6e-10, 5e-10, 5.001e-10)]
+    better, resolution = richardson([{"w": q} for q in d], u)
+    assert resolution["w"][0] == pytest.approx(1.5 * u / 4 + 1e-13 / 3)
+    assert better["w"][0] == pytest.approx((4 * 5e-10 - 5.001e-10) / 3)
+    kinked = [d[0], d[1], np.array([np.nan]), d[3]]
+    _, resolution = richardson([{"w": q} for q in kinked], u)
+    assert resolution["w"][0] == pytest.approx(1.5 * u + 4e-10 / 3)  # (h, 2h) alone
+    apart = [np.array([1.0]), np.array([1.5]), np.array([1.0])]  # neither pair agrees
+    better, resolution = richardson([{"w": q} for q in apart], u)
+    assert better["w"][0] == 1.0 and resolution["w"][0] == u
+
+
+def test_the_second_look_climbs_only_as_far_as_it_must():
+    # Float64's ε ≈ 6e-6 doubles ten times up to WIDEST = 1 %; a step wider than WIDEST / 2
+    # gets h and 2h alone.
+    steps = rungs(fnn.numerical.default_eps(np.float64))
+    assert len(steps) == 11 and steps[-1] <= WIDEST < 2 * steps[-1]
+    assert rungs(0.1) == (0.1, 0.2)
+
+
+def test_a_gradient_too_small_for_the_first_step_is_resolved_at_a_wider_one():
+    """f = 1 + Σ c_i sin(w_i): the constant 1 sets the round-off, the gradient is 1e-7 with
+    entries of 3e-10 — unresolved at h in float64, resolved on the second look's ladder,
+    where a 1 % error in a 3e-10 entry still fails; an entry the first look passed keeps
+    its first look (S11)."""
+    c = jnp.array([1e-7, 3e-10, -3e-10, 0.0])
+    f = lambda t: 1.0 + jnp.sum(c * jnp.sin(t["w"]))  # noqa: E731
+    tree = {"w": jnp.array([0.5, 0.3, -0.2, 0.7])}
+    grad = {"w": c * jnp.cos(tree["w"])}
+    first = gradcheck.compare(grad, gradcheck.central_difference(f, tree), value=1.0)
+    assert first.verdict == "UNRESOLVED", str(first)
+    report = gradcheck.check_gradient(f, tree, grad)
+    assert report.passed and report.second_look, str(report)
+    for j in (1, 2):
+        wrong = {"w": grad["w"].at[j].multiply(1.01)}
+        failed = gradcheck.check_gradient(f, tree, wrong)
+        assert failed.verdict == "FAIL" and failed.worst_index == (j,), str(failed)
 
 
 def test_a_network_gradient_passes_the_second_look_and_a_wrong_one_still_fails():
@@ -765,7 +827,8 @@ def test_a_network_gradient_passes_the_second_look_and_a_wrong_one_still_fails()
     assert gradcheck.compare_network(grads, fd).verdict == "FAIL"
     report = gradcheck.check_network(net, params, x, y, grads, loss="l2")
     assert report.passed and report.second_look, str(report)
-    assert report.num_evaluations == 2 * fd.num_evaluations
+    looks = len(rungs(fnn.numerical.default_eps(np.float64)))
+    assert report.num_evaluations == looks * fd.num_evaluations
     flat, unravel = jax.flatten_util.ravel_pytree(grads)
     size = np.abs(np.asarray(flat))
     for j in np.flatnonzero(size >= 1e-4 * size.max()):

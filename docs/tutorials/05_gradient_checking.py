@@ -243,9 +243,12 @@ print(
 # tell an entry from 0 below about $u = 10\,ε_{mach}^{2/3}\max(1, |L|) \approx 4 \cdot
 # 10^{-10}\max(1, |L|)$. Such an entry is reported UNRESOLVED only when that blind spot
 # could matter next to the gradient's own scale: when $u$ exceeds $10^{-5}$ times the
-# largest entry of the gradient ([`gradcheck.FLOOR`][fnn.gradcheck.FLOOR]). A dead ReLU
-# unit, whose hand gradient is exactly 0 and whose central difference is rounding noise of
-# $10^{-11}$, therefore passes:
+# largest entry of the gradient ([`gradcheck.FLOOR`][fnn.gradcheck.FLOOR]) — and only after
+# a second look: the oracle takes the quotients at $2h, 4h, \dots$ up to 1 % of
+# $\max(1, |θ_i|)$ as well, where the round-off shrinks as $u\,h/H$, and judges each entry
+# against Richardson's extrapolation $(4D(H) - D(2H))/3$ of the pair of steps that agree
+# best ([`fnn.extrapolation`][fnn.extrapolation]). A dead ReLU unit, whose hand gradient is
+# exactly 0 and whose central difference is rounding noise of $10^{-11}$, therefore passes:
 
 # %%
 dead_net = fnn.MLP((6, 8, 8, 4), ("relu", "relu", "identity"))

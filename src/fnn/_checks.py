@@ -135,6 +135,14 @@ def check_number(value, name: str, *, positive: bool) -> None:
         raise ValueError(f"{name} must be a finite number {'>' if positive else '≥'} 0; got {v}.")
 
 
+def check_tolerances(**options) -> None:
+    """:func:`check_number` ``≥ 0`` of every option given (not ``None``): a check's
+    ``threshold``, ``atol`` or ``resolution``."""
+    for name, value in options.items():
+        if value is not None:
+            check_number(value, name, positive=False)
+
+
 def check_key(key, name: str = "key") -> None:
     """``TypeError`` unless ``key`` is one PRNG key: ``jax.random.key(seed)`` (shape ``()``)
     or a legacy ``jax.random.PRNGKey(seed)`` (``uint32``, shape ``(2,)``)."""

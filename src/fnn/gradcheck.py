@@ -19,10 +19,11 @@ rounding, ``u`` the oracle's resolution). An entry is UNRESOLVED only when the o
 tell it from 0 and its blind spot ``u`` exceeds ``FLOOR = 1e-5`` times the gradient's
 largest entry — only then could an error the oracle cannot see matter next to the
 gradient's own scale. A NaN or inf on either side fails, naming the first such entry; a NaN
-or inf in a check's inputs is a ``ValueError``. Before it fails an entry, the oracle takes a
-second look at twice the step and judges against Richardson's extrapolation where the two
-quotients agree (:func:`fnn.numerical.richardson`): its own truncation is never the gradient's
-error.
+or inf in a check's inputs is a ``ValueError``. Before it fails an entry or leaves it
+unresolved, the oracle takes a second look at wider steps and judges against Richardson's
+extrapolation where two neighbouring quotients agree (:mod:`fnn.extrapolation`): its own
+truncation is never the gradient's error, and a gradient too small for the first step is
+resolved at a wider one.
 """
 
 from __future__ import annotations
@@ -35,7 +36,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
-from fnn._checks import check_key, check_positive_int
+from fnn._checks import check_key, check_positive_int, check_tolerances
+from fnn.extrapolation import look_again
 from fnn.network_checks import (
     NetworkDifference,
     check_hvp,
@@ -54,7 +56,6 @@ from fnn.numerical import (
     check_tree,
     oracle_dtype,
     precision,
-    richardson,
     steps,
     upcast,
 )
@@ -68,7 +69,6 @@ from fnn.oracle import (
     Entries,
     GradCheck,
     LeafError,
-    check_tolerance,
     compare,
     default_threshold,
     report,
@@ -157,10 +157,16 @@ def check_gradient(
     judge = functools.partial(compare, grad, kinks=kinks, value=value, threshold=threshold,
                               atol=atol)  # fmt: skip
     result = judge(numerical, num_evaluations=num_evaluations)
-    if result.num_failed and not result.nonfinite:  # the second look
-        coarse, _ = oracle_differences(f, tree, 2 * check_eps(eps, target), relative, target, dtype)
-        better, truncation = richardson(numerical, coarse)
-        result = judge(better, truncation=truncation, num_evaluations=2 * num_evaluations)
+    if result.verdict != "PASS" and not result.nonfinite:
+        result = look_again(
+            numerical,
+            lambda step: oracle_differences(f, tree, step, relative, target, dtype)[0],
+            check_eps(eps, target),
+            result.resolution,
+            lambda better, resolutions, looks: judge(
+                numerical, second=(better, resolutions), num_evaluations=looks * num_evaluations
+            ),
+        )
     return result
 
 
@@ -239,8 +245,7 @@ def check_directional(
     check_key(key)
     check_same_structure(grad, tree)
     k = check_positive_int(k, "k")
-    check_tolerance(threshold, "threshold")
-    check_tolerance(atol, "atol")
+    check_tolerances(threshold=threshold, atol=atol)
     grad_dtype = check_tree(grad, "grad")
     dtype = check_tree(tree)
     check_finite_tree(tree, "tree")

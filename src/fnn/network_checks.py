@@ -23,6 +23,7 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 
 from fnn import _checks, activations, backprop, derivatives, losses
+from fnn.extrapolation import look_again
 from fnn.network import MLP, forward_pass
 from fnn.numerical import (
     at_plus_minus,
@@ -32,7 +33,6 @@ from fnn.numerical import (
     check_tree,
     oracle_dtype,
     precision,
-    richardson,
     steps,
     upcast,
 )
@@ -125,7 +125,7 @@ class NetworkDifference(NamedTuple):
     the evaluations counted, ``condition = max_b Σ_k |J_L(ŷ_b)_k ŷ_bk|``: how much a
     rounding of the outputs moves the loss (S11, S16), ``spread = |g_low − g_64|``
     (:func:`reverse_spread`; ``None`` for a float64 problem), and after a second look
-    (:func:`fnn.numerical.richardson`) the measured ``truncation`` of the quotients."""
+    (:mod:`fnn.extrapolation`) its numbers and resolutions per entry (``second``)."""
 
     numerical: dict
     """The numerical gradient ``{"params", "x"}``, NumPy arrays of ``oracle_dtype``."""
@@ -141,8 +141,8 @@ class NetworkDifference(NamedTuple):
     """``max_b Σ_k |J_L(ŷ_b)_k ŷ_bk|``: how much a rounding of the outputs moves the loss."""
     spread: dict | None = None
     """Below float64, ``|g_low − g_64|`` of fnn's reverse mode per entry; else ``None``."""
-    truncation: dict | None = None
-    """After a second look, the measured truncation of the quotients per entry; else ``None``."""
+    second: tuple | None = None
+    """After a second look, the oracle's numbers and resolutions per entry; else ``None``."""
 
 
 def network_central_difference(
@@ -262,7 +262,7 @@ def compare_network(grads, fd: NetworkDifference, *, threshold=None, atol=None) 
     value = max(abs(fd.value), fd.condition) if np.isfinite(fd.value) else fd.value
     return compare(grads, fd.numerical, kinks=fd.kinks, value=value, threshold=threshold,
                    atol=atol, num_evaluations=fd.num_evaluations, spread=spread,
-                   truncation=fd.truncation)  # fmt: skip
+                   second=fd.second)  # fmt: skip
 
 
 def check_network(
@@ -302,22 +302,31 @@ def check_network(
     check_tree(grads, "grads")
     fd = differences(net, params, x, y, loss_fn, eps, oracle)
     result = compare_network(grads, fd, threshold=threshold, atol=atol)
-    if result.num_failed and not result.nonfinite:
-        fd = second_look(net, params, x, y, loss_fn, eps, oracle, fd)
-        result = compare_network(grads, fd, threshold=threshold, atol=atol)
+    if result.verdict != "PASS" and not result.nonfinite:
+        result = second_look(net, params, x, y, grads, loss_fn, eps, oracle, fd, result.resolution,
+                             threshold=threshold, atol=atol)  # fmt: skip
     return result
 
 
-def second_look(net, params, x, y, loss_fn, eps, oracle, fd: NetworkDifference):
-    """``fd`` after the oracle's second look (:func:`fnn.numerical.richardson`): the quotients
-    at twice the step as well, extrapolated where both agree; an entry whose doubled step
-    crosses a kink keeps its first look (S11)."""
-    eps = check_eps(eps, fd.oracle_dtype)
-    coarse = differences(net, params, x, y, loss_fn, 2 * eps, oracle, spread=False)
-    numerical = jax.tree.map(lambda d2, k: np.where(k, np.nan, d2), coarse.numerical, coarse.kinks)
-    better, truncation = richardson(fd.numerical, numerical)
-    return fd._replace(numerical=better, truncation=truncation,
-                       num_evaluations=fd.num_evaluations + coarse.num_evaluations)  # fmt: skip
+def second_look(net, params, x, y, grads, loss_fn, eps, oracle, fd, u, *, threshold, atol):
+    """:func:`compare_network` after the oracle's second look at ``fd``
+    (:func:`fnn.extrapolation.look_again`, ``u`` its first look's resolution): the quotients
+    at wider steps, a pair whose step crosses a kink left out (S11)."""
+
+    def judge(better, resolutions, looks):
+        fd_now = fd._replace(second=(better, resolutions),
+                             num_evaluations=looks * fd.num_evaluations)  # fmt: skip
+        return compare_network(grads, fd_now, threshold=threshold, atol=atol)
+
+    quotient_at = functools.partial(wider_quotient, net, params, x, y, loss_fn, oracle)
+    return look_again(fd.numerical, quotient_at, check_eps(eps, fd.oracle_dtype), u, judge)
+
+
+def wider_quotient(net, params, x, y, loss_fn, oracle, step):
+    """The quotients of :func:`differences` at ``step``, NaN where it crosses a kink: one
+    look of the second (S11)."""
+    wider = differences(net, params, x, y, loss_fn, step, oracle, spread=False)
+    return jax.tree.map(lambda d, k: np.where(k, np.nan, d), wider.numerical, wider.kinks)
 
 
 # ---------------------------------------------------------------------------------------

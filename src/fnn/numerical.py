@@ -10,9 +10,9 @@ The lecture's naive way to a gradient:
 * :func:`error_vs_eps` — the V-curve: truncation ``O(ε²)`` for large ε, round-off
   ``≈ ε_mach |L| / ε`` for small ε, in any dtype.
 * :func:`compare_cost` — ``2P`` loss evaluations, counted, against one backward pass.
-* :func:`richardson` — the second look at a quotient: ``(4 D(h) − D(2h)) / 3`` and the
-  measured truncation of ``D(h)``; :func:`precision` and :func:`upcast` evaluate the oracle
-  in float64, :func:`check_finite_tree` refuses a NaN or inf among its inputs.
+* :func:`precision` and :func:`upcast` evaluate the oracle in float64,
+  :func:`check_finite_tree` refuses a NaN or inf among its inputs; the oracle's second look
+  at wider steps is :mod:`fnn.extrapolation`.
 
 The gradient checks built on this live in :mod:`fnn.gradcheck`. Nothing here calls
 ``jax.grad`` or the backprop engines: this module is the oracle they are checked against.
@@ -35,7 +35,6 @@ from jax.flatten_util import ravel_pytree
 from fnn._checks import check_positive_int
 
 __all__ = [
-    "AGREE",
     "EPS_SWEEP",
     "Cost",
     "Sweep",
@@ -53,7 +52,6 @@ __all__ = [
     "precision",
     "relative_error",
     "resolution",
-    "richardson",
     "upcast",
 ]
 
@@ -343,7 +341,7 @@ def compare_cost(f: Callable, tree, grad_fn: Callable, *, repeats: int = 3) -> C
 
 
 # ---------------------------------------------------------------------------------------
-# The oracle's arithmetic: finite inputs, float64 evaluation, and a second look.
+# The oracle's arithmetic: finite inputs and float64 evaluation.
 # ---------------------------------------------------------------------------------------
 
 
@@ -416,34 +414,3 @@ def upcast(tree, dtype: str):
         return jnp.asarray(leaf.astype(dtype) if jnp.issubdtype(leaf.dtype, jnp.floating) else leaf)
 
     return jax.tree.map(cast, tree)
-
-
-AGREE = 1e-2
-"""The second look extrapolates only where ``D(h)`` and ``D(2h)`` agree to this fraction.
-
-That is a smooth ``O(h²)`` truncation; a kink between ``h`` and ``2h``, or noise, leaves the
-first look standing.
-"""
-
-
-def richardson(fine, coarse):
-    """The second look of an oracle that failed an entry (S11): from the quotients at the
-    steps h (``fine``) and 2h (``coarse``), pytrees of one structure, the extrapolation
-    ``(4 D(h) − D(2h)) / 3`` (truncation O(h⁴)) and ``|D(h) − D(2h)| / 3``, the measured
-    truncation of ``D(h)``, which bounds it; where the two do not agree to ``AGREE`` or
-    ``D(2h)`` is not finite, ``D(h)`` and 0.
-
-    >>> better, truncation = richardson({"w": np.array([1.0003])}, {"w": np.array([1.0012])})
-    >>> float(better["w"][0]), round(float(truncation["w"][0]), 6)
-    (1.0, 0.0003)
-    """
-
-    def look(d1, d2):
-        d1, d2 = np.asarray(d1, np.float64), np.asarray(d2, np.float64)
-        diff = np.where(np.isfinite(d2), np.abs(d1 - d2), np.inf)
-        smooth = diff <= AGREE * np.abs(d1)
-        return np.where(smooth, (4 * d1 - d2) / 3, d1), np.where(smooth, diff / 3, 0.0)
-
-    pairs = jax.tree.map(look, fine, coarse)
-    pick = lambda i: jax.tree.map(lambda _, p: p[i], fine, pairs)  # noqa: E731
-    return pick(0), pick(1)

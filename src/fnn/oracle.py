@@ -20,10 +20,11 @@ cannot see, in one sentence:
 
 An entry with a NaN or inf on either side fails, and the report names the first one.
 Before :func:`fnn.gradcheck.check_gradient` or :func:`fnn.gradcheck.check_network` fails
-an entry, the oracle takes a second look (:func:`fnn.numerical.richardson`): the quotients
-at twice the step as well; where the two agree to 1 %, the entry is judged against the
-extrapolation ``(4 D(h) − D(2h)) / 3`` with its measured truncation added to ``u``, so that
-the oracle's own truncation error is never reported as the gradient's.
+an entry or leaves it unresolved, the oracle takes a second look (:mod:`fnn.extrapolation`):
+the quotients at ``2h``, ``4h``, … as well; where two neighbouring ones agree, the entry is
+judged against Richardson's extrapolation with the measured truncation added to a round-off
+that shrinks as the step grows, so that the oracle's own truncation error is never reported
+as the gradient's, nor a gradient too small for the first step left unresolved.
 Gradients, directional derivatives and Hessian-vector products are all judged here and all
 reported as a :class:`GradCheck`; :mod:`fnn.gradcheck` computes the oracle's side.
 """
@@ -37,6 +38,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from fnn._checks import check_tolerances
+from fnn._report import report_lines
 from fnn.numerical import check_same_structure, check_tree, first_nonfinite, relative_error
 from fnn.numerical import resolution as oracle_resolution
 
@@ -175,7 +178,7 @@ class GradCheck(NamedTuple):
     kinks_crossed: int = 0
     """HVP checks: how many pre-activations or residuals ``θ ± h v`` moves across a kink."""
     second_look: bool = False
-    """Whether the oracle took a second look at twice the step before judging."""
+    """Whether the oracle took a second look at wider steps before judging."""
 
     @property
     def verdict(self) -> str:
@@ -187,91 +190,12 @@ class GradCheck(NamedTuple):
         return "UNRESOLVED" if self.num_unresolved else "PASS"
 
     def __str__(self) -> str:
-        return "\n".join(_header(self) + _notes(self) + _table(self))
-
-
-def _header(r: GradCheck) -> list[str]:
-    judged = sum(leaf.size for leaf in r.leaves) - r.num_kinks
-    lines = [
-        f"{r.kind} check {r.verdict} ({r.dtype}) against {r.oracle_dtype} central differences:",
-        f"  {r.num_failed} of {judged} entries failed, {r.num_unresolved} unresolved; "
-        f"{r.num_evaluations} evaluations",
-        f"  tolerance per entry: |hand − numerical| ≤ {r.threshold:.0e} (|hand| + |numerical|)",
-        f"    + {r.atol:.2e} (rounding) + {r.resolution:.2e} (the oracle's resolution)",
-    ]
-    if r.worst_path or r.worst_index:
-        diff = abs(r.worst_hand - r.worst_numerical)
-        error = (
-            f"relative error {r.max_error:.2e}"
-            if r.max_error or diff > r.resolution
-            else "both below the oracle's resolution"
-        )
-        lines += [
-            f"  worst entry {r.worst_path}{list(r.worst_index)}: "
-            f"hand {r.worst_hand:.10g}, numerical {r.worst_numerical:.10g}",
-            f"    {error}, |difference| {diff:.2e} = {r.worst_ratio:.2g} × its tolerance",
-        ]
-    return lines
-
-
-def _notes(r: GradCheck) -> list[str]:
-    lines = []
-    if r.nonfinite:
-        lines.append(f"  not finite: {r.nonfinite}")
-        lines.append("    FAIL: a check never passes a NaN or inf")
-    if r.num_unresolved:
-        lines += [
-            f"  unresolved: {r.num_unresolved} entries with |hand| + |numerical| ≤ "
-            f"{RESOLVED:g} × {r.resolution:.1e},",
-            f"    the oracle's resolution, which exceeds {FLOOR:.0e} × the gradient's largest "
-            "entry: not passed",
-        ]
-    if r.second_look:
-        lines += [
-            "  second look: the quotients at 2h as well; where both agree to 1 %, judged against",
-            "    (4 D(h) − D(2h)) / 3 with resolution 1.5 u + |D(h) − D(2h)| / 3",
-        ]
-    if r.num_kinks:
-        lines.append(f"  kink crossed at {r.num_kinks} entries: left out of the verdict")
-    if r.kinks_crossed:
-        lines += [
-            f"  θ ± h v crosses a kink at {r.kinks_crossed} pre-activations or residuals:",
-            "    ∇L jumps there, the quotient is no derivative (FAIL; a smaller eps or another v)",
-        ]
-    if not math.isnan(r.min_detectable):
-        lines.append(
-            f"  the smallest relative error of the whole gradient it detects: "
-            f"{r.min_detectable:.1e}"
-        )
-    return lines
-
-
-def _table(r: GradCheck) -> list[str]:
-    lines = [f"  {'leaf':<22} {'worst rel. error':>16} {'median':>9}"]
-    for leaf in r.leaves:
-        counts = ((leaf.failed, "failed"), (leaf.unresolved, "unresolved"),
-                  (leaf.kinks, "kink crossed"))  # fmt: skip
-        notes = ", ".join(f"{n} {what}" for n, what in counts if n)
-        lines.append(
-            f"  {leaf.path:<22} {leaf.max_error:16.2e} {leaf.median_error:9.2e}"
-            + (f"  {notes}" if notes else "")
-        )
-    return lines
+        return "\n".join(report_lines(self, floor=FLOOR, resolved=RESOLVED))
 
 
 def default_threshold(dtype: str, threshold: float | None) -> float:
     """``threshold``, or the default of ``dtype`` (``THRESHOLDS``, 1e-2 for any other)."""
     return THRESHOLDS.get(dtype, 1e-2) if threshold is None else threshold
-
-
-def check_tolerance(value, name: str) -> None:
-    """``ValueError`` unless ``value`` is ``None`` or a non-negative finite number."""
-    if value is None:
-        return
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating)):
-        raise ValueError(f"{name} must be a non-negative finite number or None; got {value!r}.")
-    if not (math.isfinite(value) and value >= 0):
-        raise ValueError(f"{name} must be a non-negative finite number; got {value!r}.")
 
 
 class Verdicts(NamedTuple):
@@ -347,24 +271,26 @@ def report(
     u: float,
     num_evaluations: int = 0,
     spread=None,
-    truncation=None,
+    second=None,
     **extra,
 ) -> GradCheck:
     """Judge every entry of ``e`` and gather the :class:`GradCheck` (``spread``: each leaf's
-    finite ``|g_low − g_64|``, added ``SPREAD`` times to the default ``r``; ``extra``: its
-    ``kind``, ``min_detectable``, ``step``, ``kinks_crossed``)."""
+    finite ``|g_low − g_64|``, added ``SPREAD`` times to the default ``r``; ``second``: each
+    leaf's numbers and resolutions after a second look, which judge the entries the first
+    look did not pass; ``extra``: its ``kind``, ``min_detectable``, ``step``,
+    ``kinks_crossed``)."""
     scale = largest(e)
     threshold = default_threshold(e.dtype, threshold)
     if atol is not None:
         spread = None  # an r given is the whole r
     atol = ROUNDING * float(jnp.finfo(e.dtype).eps) * scale if atol is None else atol
     allowed = [atol + SPREAD * d for d in spread] if spread else [atol] * len(e.hand)
-    # After a second look the oracle's number is Richardson's: its noise is up to 1.5 u, and
-    # its own truncation is bounded by the measured one of the first quotient.
-    blind = [u] * len(e.hand) if truncation is None else [1.5 * u + d for d in truncation]
     leaves, kept, worst = [], [], (-1.0, "", (), math.nan, math.nan, 0.0)
-    for path, a, b, k, r, w in zip(e.paths, e.hand, e.oracle, e.kinks, allowed, blind):
-        v = judge(a, b, k, threshold, r, w, scale)
+    for n, (path, a, b, k, r) in enumerate(zip(e.paths, e.hand, e.oracle, e.kinks, allowed)):
+        v = judge(a, b, k, threshold, r, u, scale)
+        if second is not None:
+            b2, u2 = second[0][n], second[1][n]
+            v, b = _look_again(v, b, judge(a, b2, k, threshold, r, u2, scale), b2)
         resolved = ~k & ~v.unresolved
         idx = tuple(int(i) for i in np.unravel_index(np.argmax(v.ratio), v.ratio.shape))
         leaf = LeafError(path, float(v.relative[idx]) if v.ratio[idx] >= 0 else 0.0,
@@ -386,6 +312,14 @@ def report(
         e.dtype, float(atol), failed, unresolved, e.oracle_dtype, max(ratio, 0.0), u,
         nonfinite=nonfinite, **extra,
     )  # fmt: skip
+
+
+def _look_again(first: Verdicts, b, again: Verdicts, b_again):
+    """Each entry's verdict and oracle number: the first look's where it passed, else the
+    second look's."""
+    kept = ~first.failed & ~first.unresolved
+    pick = lambda one, two: np.where(kept, one, two)  # noqa: E731
+    return Verdicts(*map(pick, first, again)), pick(b, b_again)
 
 
 def _median(values: np.ndarray) -> float:
@@ -413,7 +347,7 @@ def compare(
     resolution: float | None = None,
     num_evaluations: int = 0,
     spread=None,
-    truncation=None,
+    second=None,
 ) -> GradCheck:
     """Compare ``grad`` with a ``numerical`` gradient leaf by leaf, leaving out the entries
     marked in ``kinks`` — the verdict of :func:`fnn.gradcheck.check_gradient`, for a
@@ -432,9 +366,10 @@ def compare(
       num_evaluations: how many evaluations ``numerical`` cost, for the report.
       spread: optional pytree like ``grad``, a correct implementation's rounding per entry
         (``|g_low − g_64|``, finite): ``r`` grows by ``SPREAD`` times it unless ``atol`` is given.
-      truncation: optional pytree like ``grad``, the oracle's measured truncation per entry
-        after a second look (:func:`fnn.numerical.richardson`): its resolution there is
-        ``1.5 u`` plus it.
+      second: optional pair ``(numerical, resolutions)`` of pytrees like ``grad``: the
+        oracle's numbers and resolutions per entry after a second look
+        (:func:`fnn.extrapolation.richardson`); they judge the entries the first look did
+        not pass.
 
     Returns:
       A :class:`GradCheck`; an entry that is NaN or inf on either side fails, named in
@@ -451,8 +386,7 @@ def compare(
     check_same_structure(grad, numerical)
     if kinks is not None:
         check_same_structure(kinks, numerical, "kinks")
-    for option, name in ((threshold, "threshold"), (atol, "atol"), (resolution, "resolution")):
-        check_tolerance(option, name)
+    check_tolerances(threshold=threshold, atol=atol, resolution=resolution)
     e = entries(grad, numerical, kinks)
     if resolution is None:
         value = float(value)
@@ -460,9 +394,10 @@ def compare(
     if spread is not None:
         check_same_structure(spread, numerical, "spread")
         spread = [np.asarray(d, np.float64) for d in jax.tree.leaves(spread)]
-    if truncation is not None:
-        check_same_structure(truncation, numerical, "truncation")
-        truncation = [np.asarray(d, np.float64) for d in jax.tree.leaves(truncation)]
+    if second is not None:
+        for tree, name in zip(second, ("second look's numerical", "second look's resolutions")):
+            check_same_structure(tree, numerical, name)
+        second = [[np.asarray(d, np.float64) for d in jax.tree.leaves(t)] for t in second]
     return report(e, threshold=threshold, atol=atol, u=float(resolution),
-                  num_evaluations=num_evaluations, spread=spread, truncation=truncation,
-                  second_look=truncation is not None)  # fmt: skip
+                  num_evaluations=num_evaluations, spread=spread, second=second,
+                  second_look=second is not None)  # fmt: skip
