@@ -312,6 +312,26 @@ def test_kfac_kronecker_product_is_the_ggn_block_where_it_must_be(outputs, batch
         assert not np.allclose(jnp.kron(K[0]["G"], K[0]["A"]), blocks[0][np.ix_(order, order)])
 
 
+@pytest.mark.parametrize("inverse", ["eigh", "cholesky"])
+def test_kfac_precondition_is_the_damped_kronecker_solve(inverse):
+    """kfac_precondition(∇) = ((G + sI) ⊗ (A + sI))⁻¹ vec(∇Ŵ), Ŵ = [b, W] row-major, by
+    jnp.linalg.solve of the dense Kronecker product; PReLU's α passes unchanged."""
+    net = fnn.MLP((3, 4, 2), ("prelu", "identity"))
+    rng = np.random.default_rng(7)
+    factors = []
+    for D, M in zip(net.sizes[:-1], net.sizes[1:]):
+        a, g = rng.normal(size=(D + 1, D + 1)), rng.normal(size=(M, M))
+        factors.append({"A": jnp.asarray(a @ a.T), "G": jnp.asarray(g @ g.T)})
+    grads, s = direction(net, 8), 0.3
+    decompositions = gauss_newton.kfac_decompose(factors, s, inverse)
+    got = gauss_newton.kfac_precondition(grads, decompositions, s, inverse)
+    for f, g, out in zip(factors, grads, got):
+        X = np.concatenate([g["b"][:, None], g["W"]], axis=1)
+        K = np.kron(f["G"] + s * np.eye(len(f["G"])), f["A"] + s * np.eye(len(f["A"])))
+        expected = np.linalg.solve(K, X.reshape(-1)).reshape(X.shape)
+        chex.assert_trees_all_close({**g, "b": expected[:, 0], "W": expected[:, 1:]}, out, **F64)
+
+
 # ---------------------------------------------------------------------------------------
 # Memory limits, chunks, jit, dtypes, NaN, errors.
 # ---------------------------------------------------------------------------------------

@@ -383,16 +383,27 @@ def test_no_cluster_and_no_coordinator_is_a_clear_error_S30():
     assert "No cluster was detected: pass coordinator_address, num_processes" in proc.stderr
 
 
-def test_distributed_stands_below_training_S30():
-    """The import map is a one-way stack: fnn.distributed imports no other fnn module but
-    the private checks, so training (and io) may build on it without a cycle."""
+def _fnn_imports(module: str) -> set[str]:
     import ast
 
-    tree = ast.parse((ROOT / "src" / "fnn" / "distributed.py").read_text())
+    tree = ast.parse((ROOT / "src" / "fnn" / f"{module}.py").read_text())
     imported = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("fnn"):
             imported |= {f"{node.module}.{a.name}" for a in node.names}
         elif isinstance(node, ast.Import):
             imported |= {a.name for a in node.names if a.name.startswith("fnn")}
-    assert imported == {"fnn._checks.check_positive_int"}
+    return imported
+
+
+def test_distributed_stands_below_training_S30():
+    """The import map is a one-way stack: fnn.distributed imports no other fnn module but
+    the private checks and its hand-shake with the coordinator (which imports none), so
+    training (and io) may build on it without a cycle."""
+    assert _fnn_imports("distributed") == {
+        "fnn._checks.check_positive_int",
+        "fnn._coordinator.check_port_free",
+        "fnn._coordinator.wait_for_coordinator",
+        "fnn._coordinator.watchdog",
+    }
+    assert _fnn_imports("_coordinator") == set()

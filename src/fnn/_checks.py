@@ -8,19 +8,28 @@ check again. What these checks cannot see — the *values* of arrays that are tr
 gives NaN, never a finite wrong number: :mod:`fnn.losses`).
 
 :func:`check_net` comes first at every door; the other checks of a network's arrays take a
-``net`` that has passed it.
+``net`` that has passed it. The checks of a loss's inputs (S16) —
+:func:`check_output_activation`, :func:`check_target`, :func:`check_prediction` — take a
+:class:`fnn.losses.Loss` record and are public as ``fnn.losses.check_target`` and so on;
+their traced twin, the opt-in checked mode, is :func:`fnn.losses.checkify_target`, with the
+same messages.
 """
 
 from __future__ import annotations
 
 import difflib
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 import jax
 import numpy as np
 
+if TYPE_CHECKING:  # fnn.losses imports this module; the checks read a Loss's fields only
+    from fnn.losses import Loss
+
 __all__ = [
     "HINTS",
+    "PREDICTION_RULE",
     "check_choice",
     "check_finite",
     "check_input",
@@ -29,9 +38,13 @@ __all__ = [
     "check_net",
     "check_number",
     "check_one_example",
+    "check_output_activation",
     "check_params",
     "check_positive_int",
+    "check_prediction",
+    "check_target",
     "format_size",
+    "target_rule",
     "unknown_name",
 ]
 
@@ -273,3 +286,121 @@ def check_limit(
             f"{what} needs {format_size(needed, unit)}, over {name}={format_size(limit, unit)}. "
             f"{instead} (Or raise {name}.)"
         )
+
+
+# ---------------------------------------------------------------------------------------
+# A loss's target and prediction (S16), in Python before tracing; fnn.losses's public checks.
+# ---------------------------------------------------------------------------------------
+
+
+def _concrete(x) -> np.ndarray | None:
+    """``x`` as a NumPy array, or ``None`` while it is traced (its values are unknown)."""
+    if isinstance(x, jax.core.Tracer):
+        return None
+    return np.asarray(x)
+
+
+def _first_outside(values: np.ndarray, lo: float, hi: float, hi_open: bool = False):
+    """The first entry of ``values`` outside [lo, hi] (or [lo, hi)), as text, or None."""
+    inside = (values >= lo) & ((values < hi) if hi_open else (values <= hi))
+    if np.all(inside):
+        return None
+    if values.ndim == 0:
+        return f"{values}"
+    index = tuple(int(i) for i in np.argwhere(~inside)[0])
+    return f"{values[index]} at index {index}"
+
+
+def target_rule(loss: Loss, n: int | None) -> str:
+    """What the targets of ``loss`` must hold for ``n`` outputs, as every message says it
+    (eager here, traced in :func:`fnn.losses.checkify_target`)."""
+    if loss.target == "label":
+        return f"labels in [0, {n}) for {n} outputs"
+    lo, hi = loss.target_range
+    return f"targets in [{lo:g}, {hi:g}] (0/1 labels or probabilities)"
+
+
+PREDICTION_RULE = "probabilities in [0, 1] (the output of a softmax or sigmoid)"
+"""What the ``ŷ`` of a loss on probabilities must hold, as every message says it."""
+
+
+def check_output_activation(loss: Loss, f_out: str) -> None:
+    """Raise ``ValueError`` unless the network's output activation ``f_out`` is one of
+    ``loss.outputs`` (S7, S16): a loss on logits (``softmax_cross_entropy``,
+    ``sigmoid_binary_cross_entropy``) needs ``"identity"`` (the softmax or sigmoid is part of
+    the loss), a loss on probabilities one of :data:`fnn.losses.PROBABILITY_OUTPUTS`."""
+    if loss.outputs is None or f_out in loss.outputs:
+        return
+    if loss.on_logits:
+        raise ValueError(
+            f"loss {loss.name!r} is applied to logits, so the output activation must be "
+            f"'identity'; got {f_out!r} (the softmax or sigmoid is part of the loss)."
+        )
+    what = "takes probabilities" if loss.on_probabilities else "suits"
+    raise ValueError(
+        f"loss {loss.name!r} {what}, so the output activation must be one of "
+        f"{loss.outputs}; got {f_out!r}."
+    )
+
+
+def check_target(loss: Loss, y_hat_shape: tuple[int, ...], y) -> None:
+    """Raise ``ValueError`` unless ``y`` is a valid target for outputs of ``y_hat_shape``
+    (S16).
+
+    ``y_hat_shape`` is ``(n,)`` for one example or ``(B, n)`` for a batch. Always checked
+    (static): the shape of ``y``, and for ``target="label"`` an integer dtype. Checked where
+    ``y`` is concrete (never on tracers): labels in ``[0, n)``; for a loss on probabilities
+    with vector targets (``binary_cross_entropy``) ``y`` in ``[0, 1]`` (0/1 labels, or soft
+    targets). The predictions ``ŷ`` are checked by :func:`check_prediction`.
+
+    Raises:
+      ValueError: naming ``y``, the expected and the actual shape, dtype or value.
+    """
+    shape = tuple(np.shape(y))
+    if loss.target == "vector":
+        if shape != tuple(y_hat_shape):
+            raise ValueError(
+                f"y for loss {loss.name!r} must have the output's shape {tuple(y_hat_shape)}; "
+                f"got {shape}."
+            )
+        values = _concrete(y)
+        if loss.target_range is not None and values is not None:
+            bad = _first_outside(values, *loss.target_range)
+            if bad is not None:
+                raise ValueError(
+                    f"y for loss {loss.name!r} must hold {target_rule(loss, None)}; got {bad}."
+                )
+        return
+    expected = tuple(y_hat_shape[:-1])
+    if shape != expected:
+        raise ValueError(
+            f"y for loss {loss.name!r} must be integer labels of shape {expected}; got {shape}."
+        )
+    dtype = y.dtype if hasattr(y, "dtype") else np.asarray(y).dtype
+    if not np.issubdtype(dtype, np.integer):
+        raise ValueError(
+            f"y for loss {loss.name!r} must be integer class labels; got dtype {dtype}."
+        )
+    values = _concrete(y)
+    n = y_hat_shape[-1]
+    bad = None if values is None else _first_outside(values, 0, n, hi_open=True)
+    if bad is not None:
+        raise ValueError(f"y for loss {loss.name!r} must hold {target_rule(loss, n)}; got {bad}.")
+
+
+def check_prediction(loss: Loss, y_hat) -> None:
+    """Raise ``ValueError`` if a loss on probabilities gets a concrete ``ŷ`` outside [0, 1]
+    (S16).
+
+    ``cross_entropy`` and ``binary_cross_entropy`` take probabilities (the output of a
+    softmax, or of a sigmoid); any other ŷ, or one that is traced, passes unchecked. This
+    lives apart from :func:`check_target`, which sees only the shape of ``ŷ``: call it where
+    ``ŷ`` comes from the user rather than from the network's own output activation.
+
+    Raises:
+      ValueError: naming ``y_hat``, the expected range and the first value outside it.
+    """
+    values = _concrete(y_hat) if loss.on_probabilities else None
+    bad = None if values is None else _first_outside(values, 0, 1)
+    if bad is not None:
+        raise ValueError(f"y_hat for loss {loss.name!r} must be {PREDICTION_RULE}; got {bad}.")

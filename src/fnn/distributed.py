@@ -23,14 +23,9 @@ process every function here is a no-op or a plain check.
 
 from __future__ import annotations
 
-import contextlib
-import errno
 import hashlib
 import math
 import os
-import socket
-import sys
-import threading
 import time
 from collections.abc import Callable
 
@@ -41,6 +36,7 @@ from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from fnn._checks import check_positive_int
+from fnn._coordinator import check_port_free, wait_for_coordinator, watchdog
 
 __all__ = [
     "assemble",
@@ -306,9 +302,9 @@ def initialize_distributed(
     who = f"process {process_id} of {num_processes}" if known else "this process"
     deadline = time.monotonic() + timeout
     if host is not None and process_id == 0:
-        _check_port_free(host, port, who)
+        check_port_free(host, port, who)
     elif host is not None and process_id is not None:
-        _wait_for_coordinator(host, port, deadline, who, timeout)
+        wait_for_coordinator(host, port, deadline, who, timeout)
     loopback = host in ("127.0.0.1", "localhost", "::1")
     message = (
         f"fnn: {who} is still waiting for all processes ({num_processes or 'detected'}) to "
@@ -316,7 +312,7 @@ def initialize_distributed(
         f"when timeout = {timeout} s is up. Are all of them started, with the same address "
         "and num_processes?"
     )
-    with _watchdog(max(0.9 * (deadline - time.monotonic()), 0.5), message):
+    with watchdog(max(0.9 * (deadline - time.monotonic()), 0.5), message):
         _initialize(address, num_processes, process_id, local_device_ids, deadline,
                     address if loopback else None, known)  # fmt: skip
 
@@ -358,19 +354,6 @@ def _int_from(value, name: str, variable: str) -> int | None:
     return None if value is None else int(value)
 
 
-@contextlib.contextmanager
-def _watchdog(seconds: float, message: str):
-    """Print ``message`` on stderr if the block still runs after ``seconds``: JAX stops the
-    process at its deadline with a message of its own that does not say what to check."""
-    timer = threading.Timer(seconds, lambda: print(message, file=sys.stderr, flush=True))
-    timer.daemon = True
-    timer.start()
-    try:
-        yield
-    finally:
-        timer.cancel()
-
-
 def _initialize(address, num_processes, process_id, local_device_ids, deadline, bind, known):
     try:
         jax.distributed.initialize(
@@ -389,66 +372,3 @@ def _initialize(address, num_processes, process_id, local_device_ids, deadline, 
             "process_id (or set JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES and "
             "JAX_PROCESS_ID) in every process."
         ) from err
-
-
-def _check_port_free(host: str, port: int, who: str) -> None:
-    """Bind the coordinator's port once, in Python: JAX's own failure to bind is a raw RPC
-    error (or a crash) that says nothing of the port."""
-    loopback = host in ("127.0.0.1", "localhost", "::1")
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind((host if loopback else "", port))
-        except OSError as err:
-            if err.errno != errno.EADDRINUSE:
-                raise
-            raise OSError(
-                errno.EADDRINUSE,
-                f"{who} cannot start the coordinator: port {port} on {host} is in use by "
-                "another program. Pick a free port and pass the same address to every "
-                "process (the others stop within seconds when they find no coordinator there).",
-            ) from err
-
-
-_GRPC_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes([0, 0, 0, 4, 0, 0, 0, 0, 0])
-
-
-def _answers_as_coordinator(connection: socket.socket) -> bool:
-    """JAX's coordinator speaks gRPC (HTTP/2): to a client's preface and empty SETTINGS
-    frame it answers with a frame of its own, a SETTINGS frame (type 4), within a second."""
-    try:
-        connection.settimeout(1.0)
-        connection.sendall(_GRPC_PREFACE)
-        frame = connection.recv(9, socket.MSG_WAITALL)
-    except OSError:
-        return False
-    return len(frame) == 9 and frame[3] == 4
-
-
-def _wait_for_coordinator(host: str, port: int, deadline: float, who: str, timeout: int):
-    """Try to reach the coordinator until ``deadline``: JAX itself would abort the process
-    when it cannot register, so fail first, in Python, with a message. A program that
-    accepts the connection but does not answer as a coordinator three times in a row is
-    another program on the port: an error at once, not at the deadline."""
-    error, strangers = None, 0
-    while time.monotonic() < deadline and strangers < 3:
-        try:
-            with socket.create_connection((host, port), timeout=1.0) as connection:
-                if _answers_as_coordinator(connection):
-                    return
-                strangers += 1
-        except OSError as err:
-            error = err
-        time.sleep(0.1)
-    if strangers == 3:
-        raise ConnectionError(
-            f"{who}: a program at {host}:{port} accepts connections but is not JAX's "
-            "coordinator; the port is in use by another program (process 0 says so in its own "
-            "message). Pick a free port for every process."
-        )
-    raise TimeoutError(
-        f"{who} could not reach the coordinator at {host}:{port} within timeout = {timeout} s "
-        f"({error}). Start process 0 (it runs the coordinator) with the same address, check "
-        "the host and port, and that no firewall blocks it; or raise the timeout."
-    )

@@ -1,5 +1,5 @@
 r"""The Gauss–Newton matrix by backpropagating a factor of ``H_L`` (S28): its diagonal, blocks,
-K-FAC factors, per-example diagonals, and their Monte-Carlo estimates.
+K-FAC factors and their damped inverse, per-example diagonals, and their Monte-Carlo estimates.
 
 For the batch loss ``L = (1/B) Σ_b L(ŷ_b, y_b)`` the Gauss–Newton matrix is
 
@@ -24,6 +24,10 @@ distribution where the loss has one (:attr:`fnn.losses.Loss.sample_gradient`: L2
 and sigmoid cross-entropy; BackPACK's ``DiagGGNMC``, K-FAC's sampled ``G``), else ``S ε``
 with Rademacher ``ε``. Each pulled-back column is linear in ``g``, each estimate a sum of
 ``u uᵀ``: unbiased, at about ``k`` backward passes.
+
+**K-FAC's inverse**: :func:`kfac_decompose` and :func:`kfac_precondition` apply
+``((G + s I) ⊗ (A + s I))⁻¹`` to a gradient as two small solves per layer, never forming the
+Kronecker product — the step of :func:`fnn.optim.kfac`.
 """
 
 from __future__ import annotations
@@ -41,7 +45,9 @@ __all__ = [
     "gauss_newton_bytes",
     "ggn_blocks",
     "ggn_diagonal",
+    "kfac_decompose",
     "kfac_factors",
+    "kfac_precondition",
     "per_example_ggn_diagonal",
 ]
 
@@ -264,3 +270,75 @@ def kfac_factors(
         max_bytes=max_bytes, mc_samples=mc_samples, key=key,
     )  # fmt: skip
     return factors
+
+
+# ---------------------------------------------------------------------------------------
+# K-FAC's damped inverse: (G + s I) ⊗ (A + s I) inverted factor by factor.
+# ---------------------------------------------------------------------------------------
+
+
+def _decompose(F, shift, inverse: str):
+    """What :func:`_solve` needs of ``F``: its eigendecomposition, or the Cholesky factor of
+    ``F + shift I`` (the shift then fixed until the next decomposition)."""
+    if inverse == "eigh":
+        return jnp.linalg.eigh(F)
+    return (jnp.linalg.cholesky(F + shift * jnp.eye(F.shape[0], dtype=F.dtype)),)
+
+
+def _solve(decomposition, X, shift, inverse: str):
+    """``(F + shift I)⁻¹ X``: ``V diag(1/(e + shift)) Vᵀ X`` or two triangular solves."""
+    if inverse == "eigh":
+        e, V = decomposition
+        return V @ ((V.T @ X) / (jnp.maximum(e, 0) + shift)[:, None])
+    return jax.scipy.linalg.cho_solve((decomposition[0], True), X)
+
+
+def kfac_decompose(factors, shift, inverse: str = "eigh"):
+    """Every layer's Kronecker factors decomposed for :func:`kfac_precondition` (S28).
+
+    ``"eigh"`` keeps the eigendecomposition ``(e, V)`` of each ``F`` itself, so that any
+    later ``shift`` costs nothing; ``"cholesky"`` the Cholesky factor ``(C,)`` of
+    ``F + shift I``, which fixes ``shift`` until the next decomposition.
+
+    Args:
+      factors: per layer ``{"A": (D+1, D+1), "G": (M, M)}``, as :func:`kfac_factors` gives.
+      shift: the damping ``s ≥ 0`` added to each factor's diagonal (``√λ`` in
+        :func:`fnn.optim.kfac`).
+      inverse: ``"eigh"`` or ``"cholesky"`` (:data:`fnn.optim.INVERSES`).
+
+    Returns:
+      Per layer ``{"A": …, "G": …}``, each a tuple of arrays.
+    """
+    return jax.tree.map(lambda F: _decompose(F, shift, inverse), factors)
+
+
+def kfac_precondition(grads: Params, decompositions, shift, inverse: str = "eigh") -> Params:
+    r"""K-FAC's damped inverse applied to a gradient, layer by layer (S28; Martens & Grosse 2015).
+
+    .. math::  ∇_Ŵ \;\mapsto\; (G + s I)^{-1}\, ∇_Ŵ\, (A + s I)^{-1}, \qquad Ŵ = [b, W],
+
+    which is ``((G + s I) ⊗ (A + s I))⁻¹ vec(∇_Ŵ)`` (row-major ``vec``; ``A``, ``G``
+    symmetric) without forming the Kronecker product: two solves per layer with the factors'
+    decompositions. PReLU's ``α`` is not in K-FAC and passes unchanged.
+
+    Args:
+      grads: the gradient, like ``params``.
+      decompositions: per layer ``{"A": …, "G": …}`` from :func:`kfac_decompose`.
+      shift: ``s``; with ``"cholesky"`` the one the decompositions were made with.
+      inverse: ``"eigh"`` or ``"cholesky"``, as the decompositions were made.
+
+    Returns:
+      The preconditioned gradient, like ``grads``.
+
+    >>> factors = [{"A": jnp.eye(2), "G": 3 * jnp.eye(1)}]
+    >>> grads = [{"W": jnp.array([[8.0]]), "b": jnp.array([8.0])}]
+    >>> kfac_precondition(grads, kfac_decompose(factors, 1.0), 1.0)  # 8 / ((3 + 1)(1 + 1))
+    [{'W': Array([[1.]], dtype=float32), 'b': Array([1.], dtype=float32)}]
+    """
+    out = []
+    for g, inv in zip(grads, decompositions):
+        X = jnp.concatenate([g["b"][:, None], g["W"]], axis=1)  # ∇Ŵ, the bias as column 0
+        X = _solve(inv["G"], X, shift, inverse)
+        X = _solve(inv["A"], X.T, shift, inverse).T
+        out.append({**g, "b": X[:, 0], "W": X[:, 1:]})
+    return out

@@ -32,7 +32,7 @@ Bad targets are refused at three levels:
 
 * eagerly, in Python before tracing: :func:`check_target` checks ``y`` against the output's
   shape (and its values where they are concrete), :func:`check_prediction` a concrete ``ŷ``;
-  both raise ``ValueError``;
+  both raise ``ValueError`` (they live with fnn's other input checks, in :mod:`fnn._checks`);
 * under ``jax.jit``/``jax.vmap``, where values are unknown to Python, a target out of its
   domain never gives a finite number: a label ``y < 0`` or ``y ≥ M``
   (``cross_entropy``, ``softmax_cross_entropy``), or a BCE target outside [0, 1], makes the
@@ -61,11 +61,17 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jax.experimental import checkify
 
 from fnn import loss_zoo as zoo
-from fnn._checks import unknown_name
+from fnn._checks import (
+    PREDICTION_RULE,
+    check_output_activation,
+    check_prediction,
+    check_target,
+    target_rule,
+    unknown_name,
+)
 
 __all__ = [
     "PROBABILITY_OUTPUTS",
@@ -262,117 +268,6 @@ def get(name: str | Loss) -> Loss:
     return _REGISTRY[name]
 
 
-def _concrete(x) -> np.ndarray | None:
-    """``x`` as a NumPy array, or ``None`` while it is traced (its values are unknown)."""
-    if isinstance(x, jax.core.Tracer):
-        return None
-    return np.asarray(x)
-
-
-def _first_outside(values: np.ndarray, lo: float, hi: float, hi_open: bool = False):
-    """The first entry of ``values`` outside [lo, hi] (or [lo, hi)), as text, or None."""
-    inside = (values >= lo) & ((values < hi) if hi_open else (values <= hi))
-    if np.all(inside):
-        return None
-    if values.ndim == 0:
-        return f"{values}"
-    index = tuple(int(i) for i in np.argwhere(~inside)[0])
-    return f"{values[index]} at index {index}"
-
-
-def _target_rule(loss: Loss, n: int | None) -> str:
-    """What the targets of ``loss`` must hold for ``n`` outputs, as every message says it."""
-    if loss.target == "label":
-        return f"labels in [0, {n}) for {n} outputs"
-    lo, hi = loss.target_range
-    return f"targets in [{lo:g}, {hi:g}] (0/1 labels or probabilities)"
-
-
-_PREDICTION_RULE = "probabilities in [0, 1] (the output of a softmax or sigmoid)"
-
-
-def check_output_activation(loss: Loss, f_out: str) -> None:
-    """Raise ``ValueError`` unless the network's output activation ``f_out`` is one of
-    ``loss.outputs`` (S7, S16): a loss on logits (``softmax_cross_entropy``,
-    ``sigmoid_binary_cross_entropy``) needs ``"identity"`` (the softmax or sigmoid is part of
-    the loss), a loss on probabilities one of :data:`PROBABILITY_OUTPUTS`."""
-    if loss.outputs is None or f_out in loss.outputs:
-        return
-    if loss.on_logits:
-        raise ValueError(
-            f"loss {loss.name!r} is applied to logits, so the output activation must be "
-            f"'identity'; got {f_out!r} (the softmax or sigmoid is part of the loss)."
-        )
-    what = "takes probabilities" if loss.on_probabilities else "suits"
-    raise ValueError(
-        f"loss {loss.name!r} {what}, so the output activation must be one of "
-        f"{loss.outputs}; got {f_out!r}."
-    )
-
-
-def check_target(loss: Loss, y_hat_shape: tuple[int, ...], y) -> None:
-    """Raise ``ValueError`` unless ``y`` is a valid target for outputs of ``y_hat_shape``
-    (S16).
-
-    ``y_hat_shape`` is ``(n,)`` for one example or ``(B, n)`` for a batch. Always checked
-    (static): the shape of ``y``, and for ``target="label"`` an integer dtype. Checked where
-    ``y`` is concrete (never on tracers): labels in ``[0, n)``; for a loss on probabilities
-    with vector targets (``binary_cross_entropy``) ``y`` in ``[0, 1]`` (0/1 labels, or soft
-    targets). The predictions ``ŷ`` are checked by :func:`check_prediction`.
-
-    Raises:
-      ValueError: naming ``y``, the expected and the actual shape, dtype or value.
-    """
-    shape = tuple(np.shape(y))
-    if loss.target == "vector":
-        if shape != tuple(y_hat_shape):
-            raise ValueError(
-                f"y for loss {loss.name!r} must have the output's shape {tuple(y_hat_shape)}; "
-                f"got {shape}."
-            )
-        values = _concrete(y)
-        if loss.target_range is not None and values is not None:
-            bad = _first_outside(values, *loss.target_range)
-            if bad is not None:
-                raise ValueError(
-                    f"y for loss {loss.name!r} must hold {_target_rule(loss, None)}; got {bad}."
-                )
-        return
-    expected = tuple(y_hat_shape[:-1])
-    if shape != expected:
-        raise ValueError(
-            f"y for loss {loss.name!r} must be integer labels of shape {expected}; got {shape}."
-        )
-    dtype = y.dtype if hasattr(y, "dtype") else np.asarray(y).dtype
-    if not np.issubdtype(dtype, np.integer):
-        raise ValueError(
-            f"y for loss {loss.name!r} must be integer class labels; got dtype {dtype}."
-        )
-    values = _concrete(y)
-    n = y_hat_shape[-1]
-    bad = None if values is None else _first_outside(values, 0, n, hi_open=True)
-    if bad is not None:
-        raise ValueError(f"y for loss {loss.name!r} must hold {_target_rule(loss, n)}; got {bad}.")
-
-
-def check_prediction(loss: Loss, y_hat) -> None:
-    """Raise ``ValueError`` if a loss on probabilities gets a concrete ``ŷ`` outside [0, 1]
-    (S16).
-
-    ``cross_entropy`` and ``binary_cross_entropy`` take probabilities (the output of a
-    softmax, or of a sigmoid); any other ŷ, or one that is traced, passes unchecked. This
-    lives apart from :func:`check_target`, which sees only the shape of ``ŷ``: call it where
-    ``ŷ`` comes from the user rather than from the network's own output activation.
-
-    Raises:
-      ValueError: naming ``y_hat``, the expected range and the first value outside it.
-    """
-    values = _concrete(y_hat) if loss.on_probabilities else None
-    bad = None if values is None else _first_outside(values, 0, 1)
-    if bad is not None:
-        raise ValueError(f"y_hat for loss {loss.name!r} must be {_PREDICTION_RULE}; got {bad}.")
-
-
 # ---------------------------------------------------------------------------------------
 # The checked mode: the same rules, as checkify checks that survive jax.jit and jax.vmap.
 # ---------------------------------------------------------------------------------------
@@ -415,10 +310,10 @@ def checkify_target(loss: str | Loss, y_hat, y) -> None:
     if not _has_domain(loss):
         return
     n = jnp.shape(y_hat)[-1]
-    target = f"y for loss {loss.name!r} must hold {_target_rule(loss, n)}"
+    target = f"y for loss {loss.name!r} must hold {target_rule(loss, n)}"
     _check_traced(_target_inside(loss, n, y), y, target)
     if loss.on_probabilities:
-        prediction = f"y_hat for loss {loss.name!r} must be {_PREDICTION_RULE}"
+        prediction = f"y_hat for loss {loss.name!r} must be {PREDICTION_RULE}"
         _check_traced((y_hat >= 0) & (y_hat <= 1), y_hat, prediction)
 
 

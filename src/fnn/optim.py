@@ -13,7 +13,8 @@ hand-written passes:
 
 * :func:`kfac` (Martens & Grosse 2015) approximates each layer's block of ``G`` by a
   Kronecker product ``G⁽ⁱ⁾ ⊗ A⁽ⁱ⁾`` (:func:`fnn.kfac_factors`: ``A = E[z̄ z̄ᵀ]``,
-  ``G = E[J_aᵀ H_L J_a]``) and inverts it factor by factor: for ``Ŵ = [b, W]``,
+  ``G = E[J_aᵀ H_L J_a]``) and inverts it factor by factor
+  (:func:`fnn.gauss_newton.kfac_precondition`): for ``Ŵ = [b, W]``,
   ``Δ Ŵ = −η (G + √λ I)⁻¹ ∇_Ŵ L (A + √λ I)⁻¹``.
 * :func:`hessian_free` (Martens 2010) never forms ``G``: conjugate gradient solves
   ``(G + λ I) d = −g`` with one :func:`fnn.ggn_vp` per iteration.
@@ -46,6 +47,7 @@ import optax
 from jax.flatten_util import ravel_pytree
 
 from fnn import _checks, curvature, losses
+from fnn.gauss_newton import kfac_decompose, kfac_precondition
 from fnn.network import MLP, Params, apply, check_net
 
 __all__ = [
@@ -200,33 +202,6 @@ def _learning_rate(learning_rate, count):
 # ---------------------------------------------------------------------------------------
 
 
-def _decompose(F, shift, inverse: str):
-    """What :func:`_solve` needs of ``F``: its eigendecomposition, or the Cholesky factor of
-    ``F + shift I`` (the damping then fixed until the next refresh)."""
-    if inverse == "eigh":
-        return jnp.linalg.eigh(F)
-    return (jnp.linalg.cholesky(F + shift * jnp.eye(F.shape[0], dtype=F.dtype)),)
-
-
-def _solve(decomposition, X, shift, inverse: str):
-    """``(F + shift I)⁻¹ X``: ``V diag(1/(e + shift)) Vᵀ X`` or two triangular solves."""
-    if inverse == "eigh":
-        e, V = decomposition
-        return V @ ((V.T @ X) / (jnp.maximum(e, 0) + shift)[:, None])
-    return jax.scipy.linalg.cho_solve((decomposition[0], True), X)
-
-
-def _precondition(grads: Params, inverses, shift, inverse: str) -> Params:
-    """Per layer ``(G + √λ I)⁻¹ [∇b, ∇W] (A + √λ I)⁻¹`` (A, G symmetric); PReLU's α as is."""
-    out = []
-    for g, inv in zip(grads, inverses):
-        X = jnp.concatenate([g["b"][:, None], g["W"]], axis=1)  # ∇Ŵ, the bias as column 0
-        X = _solve(inv["G"], X, shift, inverse)
-        X = _solve(inv["A"], X.T, shift, inverse).T
-        out.append({**g, "b": X[:, 0], "W": X[:, 1:]})
-    return out
-
-
 def _kfac_init(net: MLP, damping: float, inverse: str):
     def init(params: Params) -> KFACState:
         dtype = jnp.result_type(params[0]["W"])
@@ -234,10 +209,8 @@ def _kfac_init(net: MLP, damping: float, inverse: str):
             {"A": jnp.zeros((D + 1, D + 1), dtype), "G": jnp.zeros((M, M), dtype)}
             for D, M in zip(net.sizes[:-1], net.sizes[1:])
         ]
-        shift = jnp.sqrt(jnp.asarray(damping, dtype))
-        inverses = jax.tree.map(
-            lambda F: _decompose(F + jnp.eye(F.shape[0], dtype=dtype), shift, inverse), factors
-        )
+        identity = jax.tree.map(lambda F: F + jnp.eye(F.shape[0], dtype=dtype), factors)
+        inverses = kfac_decompose(identity, jnp.sqrt(jnp.asarray(damping, dtype)), inverse)
         return KFACState(jnp.zeros((), jnp.int32), jnp.asarray(damping, dtype), factors, inverses)
 
     return init
@@ -254,8 +227,7 @@ def _refresh(net, loss, options, state: KFACState, params, x, y):
     r = (state.count // update_every).astype(state.damping.dtype)
     w = jnp.minimum(1 - 1 / (r + 1), decay)
     factors = jax.tree.map(lambda F, f: w * F + (1 - w) * f.astype(F.dtype), state.factors, fresh)
-    shift = jnp.sqrt(state.damping)
-    inverses = jax.tree.map(lambda F: _decompose(F, shift, inverse), factors)
+    inverses = kfac_decompose(factors, jnp.sqrt(state.damping), inverse)
     return factors, inverses
 
 
@@ -341,7 +313,7 @@ def kfac(
             lambda: (state.factors, state.inverses),
         )
         eta = _learning_rate(learning_rate, state.count)
-        d = _precondition(grads, inverses, jnp.sqrt(state.damping), inverse)
+        d = kfac_precondition(grads, inverses, jnp.sqrt(state.damping), inverse)
         updates = jax.tree.map(lambda t, p: (-eta * t).astype(p.dtype), d, params)
         adapt = refresh & adapt_damping
         new_damping = jax.lax.cond(
