@@ -10,10 +10,12 @@ false pass; a correct one that does not pass, a false alarm.
 
 False-alarm sweep: correct gradients of float32 and float64 networks (counted apart), every
 activation and every loss, batches of 1–3, three architectures, the three methods, in eight
-regimes of weights, biases and inputs — normal, tiny and large weights, dead units (negative
-biases), saturated units (large weights or inputs), tiny inputs. Every one must pass; a
-problem whose loss or gradient is not finite at θ is skipped and counted. For each dtype it
-also reports the rounding ``r`` (in ``ε_mach · max|b|``) the worst correct entry needed.
+regimes of weights, biases and inputs — normal, small, tiny and large weights, dead units
+(negative biases), saturated units (large weights or inputs), tiny inputs, large weights
+with dead units. Every one must pass, or be UNRESOLVED where the oracle is *blind*: where
+even the widest step of its second look cannot resolve ``FLOOR`` times the gradient's
+largest entry (then the rule says UNRESOLVED). A problem whose loss or gradient is not
+finite at θ is skipped and counted; a float32 gradient that is itself off is counted apart.
 
 Directional experiment (``--directional``): ``check_directional`` on random 7-parameter
 float32 networks (1 → 2 → 1, tanh) with one entry 10 % wrong, for k = 1, 2, 4, 8, 16
@@ -21,7 +23,7 @@ directions: the share missed, and the smallest relative error of the whole gradi
 check can detect.
 
   python scripts/gradcheck_power.py          # 6 networks, 48 gradients: well under a minute
-  python scripts/gradcheck_power.py --full   # 210 networks, 1120 gradients, the k sweep
+  python scripts/gradcheck_power.py --full   # 210 networks, 2400 gradients, the k sweep
   python scripts/gradcheck_power.py --quick  # 2 networks, 8 gradients, for the tests
 
 Writes ``results/gradcheck_power.json`` and ``results/gradcheck_power.png`` (or ``--out``).
@@ -30,6 +32,7 @@ Writes ``results/gradcheck_power.json`` and ``results/gradcheck_power.png`` (or 
 from __future__ import annotations
 
 import argparse
+import collections
 import functools
 import json
 import platform
@@ -47,7 +50,7 @@ import matplotlib.pyplot as plt
 
 import fnn
 from fnn import gradcheck, network_checks
-from fnn.extrapolation import look_again
+from fnn.extrapolation import look_again, rungs
 from fnn.numerical import default_eps
 
 # The sweep's float64 half needs float64 arrays; the float32 networks stay float32.
@@ -118,7 +121,8 @@ def checker(net, params, x, y, loss):
         report = judge(grads, fd)
         if verdict(report) != "PASS" and not report.nonfinite and wider is not None:
             report = look_again(
-                fd.numerical, quotient_at, default_eps(fd.oracle_dtype), report.resolution,
+                fd.numerical, quotient_at, default_eps(fd.oracle_dtype),
+                network_checks.per_step(report.resolution, {"params": params, "x": x}),
                 lambda better, resolutions, looks: judge(grads, fd._replace(
                     second=(better, resolutions),
                     num_evaluations=looks * fd.num_evaluations)),
@@ -299,7 +303,7 @@ def false_alarm_sweep(n: int, seed: int = 0):
     many do not pass. A problem whose loss or gradient is not finite at θ (a probability
     that underflowed) is no correct gradient to check: skipped, and counted; a float32
     gradient that is itself off (:func:`inaccurate`) is a true alarm, counted apart."""
-    tally = {d: {"checked": 0, "PASS": 0, "FAIL": 0, "UNRESOLVED": 0, "flat": 0, "inaccurate": 0,
+    tally = {d: {"checked": 0, "PASS": 0, "FAIL": 0, "UNRESOLVED": 0, "blind": 0, "inaccurate": 0,
                  "skipped": 0} for d in ("float32", "float64")}  # fmt: skip
     alarms = []
     for i in range(n):
@@ -316,28 +320,29 @@ def false_alarm_sweep(n: int, seed: int = 0):
         report = check(grads)
         t["checked"] += 1
         v = verdict(report)
-        if v == "UNRESOLVED" and flat(grads, fd, report):
-            v = "flat"
+        if v == "UNRESOLVED" and blind(fd, report):
+            v = "blind"
         elif v != "PASS" and inaccurate(net, params, x, y, loss, method, grads):
             v = "inaccurate"
         t[v] += 1
-        if v in ("FAIL", "UNRESOLVED"):
-            alarms.append({"gradient": i, "activation": act, "loss": loss, "dtype": dtype,
-                           "regime": REGIMES[r][0], "batch": batch, "method": method,
-                           "report": str(report)})  # fmt: skip
+        if v in ("FAIL", "UNRESOLVED", "blind"):
+            alarms.append({"gradient": i, "verdict": v, "activation": act, "loss": loss,
+                           "dtype": dtype, "regime": REGIMES[r][0], "batch": batch,
+                           "method": method, "report": str(report)})  # fmt: skip
     return tally, alarms
 
 
-def flat(grads, fd, report) -> bool:
-    """Whether every entry that is not 0 on both sides (and crosses no kink) is unresolved —
-    at the best step of the oracle's second look: a loss that does not move at float64
-    precision (a probability rounded to 1), where no central difference can check anything.
-    UNRESOLVED is then the rule's answer, not an alarm: any error would matter next to a
-    gradient that small."""
-    a = np.abs(np.asarray(ravel_pytree(grads)[0], np.float64))
-    b = np.abs(ravel_pytree(fd.numerical)[0])
-    kinks = ravel_pytree(fd.kinks)[0]
-    return int(np.sum((a + b > 0) & ~kinks)) == report.num_unresolved
+def blind(fd, report) -> bool:
+    """Whether the oracle cannot resolve this gradient's scale even at the widest step of
+    its second look: its round-off there, ``1.5 u h / H``, exceeds ``FLOOR · max |b|`` — a
+    loss that float64 cannot difference finely enough (a probability rounded near 1, a loss
+    of 1e-10 beside rounding of 1e-16). UNRESOLVED is then the rule's answer, not an alarm:
+    an error the oracle cannot see would matter next to a gradient that small."""
+    steps = rungs(default_eps(fd.oracle_dtype))
+    widest = 1.5 * report.resolution * steps[0] / steps[-2]
+    numerical = np.abs(ravel_pytree(fd.numerical)[0])
+    scale = np.max(np.where(ravel_pytree(fd.kinks)[0], 0.0, numerical), initial=0.0)
+    return widest > gradcheck.FLOOR * scale
 
 
 def inaccurate(net, params, x, y, loss, method, grads) -> bool:
@@ -358,17 +363,22 @@ def inaccurate(net, params, x, y, loss, method, grads) -> bool:
 
 def print_sweep(tally, alarms):
     print("\nFalse-alarm sweep: correct gradients, every activation, loss and regime")
-    print(f"{'dtype':<8} {'checked':>8} {'PASS':>6} {'FAIL':>6} {'UNRES.':>7} {'flat':>5} "
+    print(f"{'dtype':<8} {'checked':>8} {'PASS':>6} {'FAIL':>6} {'UNRES.':>7} {'blind':>6} "
           f"{'inaccurate':>11} {'skipped':>8}")  # fmt: skip
     for dtype, t in tally.items():
         print(f"{dtype:<8} {t['checked']:8d} {t['PASS']:6d} {t['FAIL']:6d} {t['UNRESOLVED']:7d} "
-              f"{t['flat']:5d} {t['inaccurate']:11d} {t['skipped']:8d}")  # fmt: skip
+              f"{t['blind']:6d} {t['inaccurate']:11d} {t['skipped']:8d}")  # fmt: skip
     print("regimes: " + ", ".join(r[0] for r in REGIMES) + ".\nFAIL and UNRES. are false "
-          "alarms. flat: UNRESOLVED, every entry of both gradients below the oracle's\n"
-          "resolution (nothing to check); inaccurate: the float32 gradient itself differs from "
-          "the\nsame method in float64 beyond the tolerance (the oracle is right); skipped: "
-          "loss or\ngradient not finite at θ.")  # fmt: skip
-    for a in alarms[:10]:
+          "alarms. blind: UNRESOLVED where even the second look's widest step cannot\n"
+          "resolve 1e-5 × the gradient's largest entry (the rule's answer); inaccurate: the "
+          "float32\ngradient itself differs from the same method in float64 beyond the "
+          "tolerance (the oracle\nis right); skipped: loss or gradient not finite at θ."
+          )  # fmt: skip
+    where = collections.Counter(f"{a['loss']} ({a['regime']})" for a in alarms
+                                if a["verdict"] == "blind")  # fmt: skip
+    if where:
+        print("blind: " + ", ".join(f"{k} {n}" for k, n in where.most_common()))
+    for a in [a for a in alarms if a["verdict"] != "blind"][:10]:
         print(f"  false alarm: gradient {a['gradient']} {a['activation']}/{a['loss']}/"
               f"{a['dtype']}/{a['regime']}:\n{a['report']}")  # fmt: skip
 
@@ -405,7 +415,7 @@ def parse(argv):
     parser.add_argument("--sweep", type=int, default=48, help="correct gradients (default 48)")
     parser.add_argument("--directional", action="store_true", help="the k sweep as well")
     parser.add_argument("--trials", type=int, default=200, help="directional trials")
-    parser.add_argument("--full", action="store_true", help="210 networks, 1120 gradients, k")
+    parser.add_argument("--full", action="store_true", help="210 networks, 2400 gradients, k")
     parser.add_argument("--quick", action="store_true", help="2 networks, 8 gradients, 2 trials")
     parser.add_argument("--seed", type=int, default=0, help="first seed of the sweep's draws")
     parser.add_argument("--out", type=Path, default=Path("results"), help="output folder")
@@ -414,7 +424,7 @@ def parse(argv):
         parser.error(f"--networks and --sweep must be ≥ 0 and --trials positive; got "
                      f"{args.networks}, {args.sweep}, {args.trials}")  # fmt: skip
     if args.full:
-        args.networks, args.sweep, args.directional = 210, 1120, True
+        args.networks, args.sweep, args.directional = 210, 2400, True
     if args.quick:
         args.networks, args.sweep, args.trials = 2, 8, 2
     return args

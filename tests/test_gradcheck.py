@@ -754,13 +754,15 @@ def test_the_second_look_measures_the_oracles_own_truncation():
 
 
 def test_the_second_look_keeps_the_first_where_the_quotients_disagree():
-    # Where D(h) and D(2h) differ by more than AGREE and than their round-off (a kink between
-    # h and 2h), or D(2h) is not finite (a kink crossed), the first look and u stand.
+    # Where D(h) and D(2h) agree, the first look's resolution grows by its measured
+    # truncation |D(h) − D(2h)| / 3; where they differ by more than AGREE and than their
+    # round-off (a kink between h and 2h), or D(2h) is not finite (a kink crossed), the first
+    # look and u stand.
     u = 1e-9
     fine, coarse = {"w": np.array([1.0, 1.0])}, {"w": np.array([1.0 + 5e-3, 3.0])}
     better, resolution = richardson([fine, coarse], u)
-    np.testing.assert_allclose(better["w"], [1.0 - 5e-3 / 3, 1.0])
-    np.testing.assert_allclose(resolution["w"], [1.5 * u + 5e-3 / 3, u])
+    np.testing.assert_array_equal(better["w"], [1.0, 1.0])
+    np.testing.assert_allclose(resolution["w"], [u + 5e-3 / 3, u])
     better, resolution = richardson([fine, {"w": np.array([np.nan, np.inf])}], u)
     np.testing.assert_array_equal(better["w"], [1.0, 1.0])
     np.testing.assert_array_equal(resolution["w"], [u, u])
@@ -769,8 +771,8 @@ def test_the_second_look_keeps_the_first_where_the_quotients_disagree():
 def test_the_second_look_takes_the_pair_of_steps_with_the_smallest_resolution():
     """Quotients at h, 2h, 4h, 8h of an entry whose round-off (u h/H) hides it at h: each
     pair within its round-off is usable, the widest gives u_H = 1.5 u/4 + |D(4h) − D(8h)|/3;
-    a pair with a kink (NaN) is skipped, and a pair that agrees with neither AGREE nor its
-    round-off is not taken (S11)."""
+    a pair with a kink (NaN) is skipped (the first look keeps u and its own truncation), and
+    a pair that agrees with neither AGREE nor its round-off is not taken (S11)."""
     u = 1e-9
     d = [np.array([v]) for v in (2e-10, 6e-10, 5e-10, 5.001e-10)]
     better, resolution = richardson([{"w": q} for q in d], u)
@@ -778,10 +780,54 @@ def test_the_second_look_takes_the_pair_of_steps_with_the_smallest_resolution():
     assert better["w"][0] == pytest.approx((4 * 5e-10 - 5.001e-10) / 3)
     kinked = [d[0], d[1], np.array([np.nan]), d[3]]
     _, resolution = richardson([{"w": q} for q in kinked], u)
-    assert resolution["w"][0] == pytest.approx(1.5 * u + 4e-10 / 3)  # (h, 2h) alone
+    assert resolution["w"][0] == pytest.approx(u + 4e-10 / 3)  # the first look
     apart = [np.array([1.0]), np.array([1.5]), np.array([1.0])]  # neither pair agrees
     better, resolution = richardson([{"w": q} for q in apart], u)
     assert better["w"][0] == 1.0 and resolution["w"][0] == u
+
+
+def test_a_pair_of_one_sided_quotients_is_extrapolated_to_first_order():
+    """D(H) = g + cH from one side (the other crosses a kink): 2 D(H) − D(2H) = g, with the
+    resolution 5 u h/H + |D(H) − D(2H)|, taken where it beats the first look's u (from 8h
+    on); a pair of two kinds, or of two sides, is not used (S11)."""
+    u, g, c, h = 1e-6, 2e-6, 1e-3, 1e-5
+    d = [{"w": np.array([g + c * h * 2.0**j])} for j in range(5)]
+    one = [{"w": np.array([0])}] + [{"w": np.array([1])}] * 4  # central at h, then one side
+    better, resolution = richardson(d, u, one)
+    assert better["w"][0] == pytest.approx(g, rel=1e-9)
+    assert resolution["w"][0] == pytest.approx(5 * u / 8 + 8 * c * h)
+    mixed = [{"w": np.array([k])} for k in (0, 1, -1, 1, -1)]
+    better, resolution = richardson(d, u, mixed)
+    assert better["w"][0] == d[0]["w"][0] and resolution["w"][0] == u
+
+
+def test_one_sided_quotients_resolve_an_entry_whose_wider_steps_cross_a_kink():
+    """A float64 PReLU network with weights ~ N(0, 1e-3) and an L1 loss: two bias entries
+    are exactly 0 (their signs cancel over the batch) while the quotient at h is one
+    rounding of L; wider central steps cross a kink before they resolve 1e-5 of the
+    gradient's scale. Where one side of a step crosses, the other side's one-sided
+    quotients resolve them: PASS, and ×1.01 on every entry ≥ 1e-4 max still fails (S11)."""
+    net = fnn.MLP((2, 3, 3, 2), ("prelu", "prelu", "identity"))
+    rng = np.random.default_rng(825)
+    params = [{k: jnp.asarray(rng.normal(0.0, 1e-3, s)) for k, s in layer.items()}
+              for layer in net.layer_shapes()]  # fmt: skip
+    x, y = jnp.asarray(rng.normal(size=(2, 2))), jnp.asarray(rng.normal(size=(2, 2)))
+    _, grads = fnn.value_and_grad(net, params, x, y, loss="l1", method="explicit")
+    fd = gradcheck.network_central_difference(net, params, x, y, loss="l1")
+    assert gradcheck.compare_network(grads, fd).verdict == "UNRESOLVED"
+    loss_fn = fnn.losses.get("l1")
+    eps = fnn.numerical.default_eps(np.float64)
+    sides = [fnn.network_checks.wider_quotient(net, params, x, y, loss_fn, "float64", step)[1]
+             for step in rungs(eps)]  # fmt: skip
+    assert any(np.any(jax.flatten_util.ravel_pytree(s)[0] != 0) for s in sides)
+    report = gradcheck.check_network(net, params, x, y, grads, loss="l1")
+    assert report.passed and report.second_look, str(report)
+    flat, unravel = jax.flatten_util.ravel_pytree(grads)
+    size = np.abs(np.asarray(flat))
+    kinks = jax.flatten_util.ravel_pytree(fd.kinks)[0]
+    for j in np.flatnonzero((size >= 1e-4 * size.max()) & ~kinks):
+        wrong = unravel(flat.at[j].multiply(1.01))
+        assert not gradcheck.check_network(net, params, x, y, wrong, loss="l1").passed, j
 
 
 def test_the_second_look_climbs_only_as_far_as_it_must():

@@ -246,8 +246,9 @@ print(
 # largest entry of the gradient ([`gradcheck.FLOOR`][fnn.gradcheck.FLOOR]) — and only after
 # a second look: the oracle takes the quotients at $2h, 4h, \dots$ up to 1 % of
 # $\max(1, |θ_i|)$ as well, where the round-off shrinks as $u\,h/H$, and judges each entry
-# against Richardson's extrapolation $(4D(H) - D(2H))/3$ of the pair of steps that agree
-# best ([`fnn.extrapolation`][fnn.extrapolation]). A dead ReLU unit, whose hand gradient is
+# by the sharpest candidate: the first look with its own measured truncation, or
+# Richardson's extrapolation $(4D(H) - D(2H))/3$ of an agreeing pair of steps (one-sided
+# where a step crosses a kink on one side; [`fnn.extrapolation`][fnn.extrapolation]). A dead ReLU unit, whose hand gradient is
 # exactly 0 and whose central difference is rounding noise of $10^{-11}$, therefore passes:
 
 # %%

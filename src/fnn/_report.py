@@ -53,7 +53,7 @@ def _notes(r, floor: float, resolved: float) -> list[str]:
         lines += [
             "  second look: the quotients at 2h, 4h, … as well; per entry, where D(H) and",
             "    D(2H) agree, judged against (4 D(H) − D(2H)) / 3 with resolution",
-            "    1.5 u h/H + |D(H) − D(2H)| / 3",
+            "    1.5 u h/H + |D(H) − D(2H)| / 3 (one-sided where one side crosses a kink)",
         ]
     if r.num_kinks:
         lines.append(f"  kink crossed at {r.num_kinks} entries: left out of the verdict")

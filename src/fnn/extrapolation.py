@@ -10,15 +10,17 @@ gives Richardson's extrapolation ``(4 D(H) − D(2H)) / 3`` with the resolution
 .. math::  u_H = 1.5\, u\, h / H + |D(H) − D(2H)| / 3,
 
 its round-off plus the measured truncation of ``D(H)``, which bounds the extrapolation's.
-The entry is judged at the pair with the smallest ``u_H``: at ``(h, 2h)`` the oracle's own
-truncation is never reported as the gradient's error, at wider steps a gradient too small
-for ``h`` is resolved. A pair whose step crosses a kink (its quotient NaN) or disagrees is
-skipped; an entry with no usable pair keeps its first look.
+The entry is judged at the candidate with the smallest resolution: the first look ``D(h)``
+with ``u`` plus its own measured truncation ``|D(h) − D(2h)| / 3`` (so that the oracle's
+truncation is never reported as the gradient's error), or the pair with the smallest
+``u_H`` (so that a gradient too small for ``h`` is resolved at a wider step). Where one
+side of a step crosses a kink, a network's oracle gives the one-sided quotient of the other
+side, and a pair of those is extrapolated to first order; a pair whose step crosses a kink
+on both sides (NaN) or disagrees is skipped.
 """
 
 from __future__ import annotations
 
-import itertools
 import math
 from collections.abc import Callable
 
@@ -35,7 +37,8 @@ That is a smooth ``O(H²)`` truncation; a kink between ``H`` and ``2H`` leaves t
 """
 
 WIDEST = 1e-2
-"""The widest step of the second look, relative like the first: ``1 %`` of ``max(1, |θ_i|)``.
+"""The widest step of the second look, on the first step's scale: ``1 %`` of ``max(1, |θ_i|)``
+for relative steps.
 
 In float64 (``ε = ε_mach^{1/3} ≈ 6e-6``) that is ten doublings; where ``2ε`` is wider
 already, the second look takes ``ε`` and ``2ε`` alone.
@@ -53,45 +56,66 @@ def rungs(eps: float) -> tuple[float, ...]:
     return tuple(eps * 2.0**j for j in range(doublings + 1))
 
 
-def richardson(quotients, u: float):
+def richardson(quotients, u, sides=None):
     """The best estimate of every entry from ``quotients`` at the steps ``h, 2h, 4h, …``
     (:func:`rungs`; pytrees of one structure, NaN where a step crosses a kink) and the
-    resolution the oracle has there (S11): per entry, of the pairs ``(H, 2H)`` that agree,
-    the one with the smallest ``u_H = 1.5 u h/H + |D(H) − D(2H)| / 3`` and its
-    ``(4 D(H) − D(2H)) / 3``; ``D(h)`` and ``u`` where no pair agrees.
+    resolution the oracle has there (S11), ``u`` the first look's (a number, or a pytree
+    like ``quotients``: per entry): per entry, the candidate with the smallest
+    resolution. The first look ``D(h)`` has ``u``, plus its measured truncation
+    ``|D(h) − D(2h)| / 3`` where those two agree; a central pair ``(H, 2H)`` that agrees
+    (``O(H²)``) gives ``(4 D(H) − D(2H)) / 3`` with ``u_H = 1.5 u h/H + |D(H) − D(2H)| / 3``;
+    a pair of one-sided quotients of the same side (``O(H)``; ``sides``, optional pytrees
+    like ``quotients``: 0 central, +1 or −1 the side) gives ``2 D(H) − D(2H)`` with
+    ``u_H = 5 u h/H + |D(H) − D(2H)|``; a pair of two kinds is not used.
 
-    >>> d = [{"w": np.array([1.0003])}, {"w": np.array([1.0012])}]
+    >>> d = [{"w": np.array([1.0003])}, {"w": np.array([1.0012])}, {"w": np.array([1.0048])}]
     >>> better, resolution = richardson(d, 1e-9)
     >>> float(better["w"][0]), round(float(resolution["w"][0]), 6)
-    (1.0, 0.0003)
+    (1.0003, 0.0003)
     """
+    central = jax.tree.map(lambda d: np.zeros(np.shape(d), int), quotients[0])
+    sides = [central if s is None else s for s in (sides or [None] * len(quotients))]
+    if isinstance(u, int | float | np.floating):
+        u = jax.tree.map(lambda d: np.full(np.shape(d), float(u)), quotients[0])
 
-    def look(*steps):
-        steps = [np.asarray(d, np.float64) for d in steps]
-        best, blind = steps[0], np.full(steps[0].shape, np.inf)
-        for j, (d1, d2) in enumerate(itertools.pairwise(steps)):
-            noise = 1.5 * u / 2.0**j
-            diff = np.where(np.isfinite(d1) & np.isfinite(d2), np.abs(d1 - d2), np.inf)
-            u_j = noise + diff / 3
-            take = (diff <= np.maximum(AGREE * np.abs(d1), noise)) & (u_j < blind)
-            best, blind = np.where(take, (4 * d1 - d2) / 3, best), np.where(take, u_j, blind)
-        return best, np.where(np.isfinite(blind), blind, u)
+    def look(*args):
+        n = len(quotients)
+        steps = [np.asarray(d, np.float64) for d in args[:n]]
+        kinds, u = [np.asarray(k) for k in args[n : 2 * n]], np.asarray(args[-1], np.float64)
+        best, blind = steps[0], u
+        for j in range(len(steps) - 1):
+            d1, d2, two = steps[j], steps[j + 1], kinds[j] == 0
+            usable = np.isfinite(d1) & np.isfinite(d2) & (kinds[j] == kinds[j + 1])
+            diff = np.where(usable, np.abs(d1 - d2), np.inf)
+            noise = np.where(two, 1.5, 5.0) * u / 2.0**j
+            agree = diff <= np.maximum(AGREE * np.abs(d1), noise)
+            if j == 0:  # the first look's own truncation, measured
+                blind = np.where(agree, u + diff / 3, u)
+            u_j = noise + np.where(two, diff / 3, diff)
+            take = agree & (u_j < blind)
+            extrapolated = np.where(two, (4 * d1 - d2) / 3, 2 * d1 - d2)
+            best, blind = np.where(take, extrapolated, best), np.where(take, u_j, blind)
+        return best, blind
 
-    pairs = jax.tree.map(look, *quotients)
+    pairs = jax.tree.map(look, *quotients, *sides, u)
     pick = lambda i: jax.tree.map(lambda _, p: p[i], quotients[0], pairs)  # noqa: E731
     return pick(0), pick(1)
 
 
-def look_again(first, quotient_at: Callable, eps: float, u: float, judge: Callable):
+def look_again(first, quotient_at: Callable, eps: float, u, judge: Callable):
     """The second look (S11): ``judge(numerical, resolutions, looks)`` — a
     :class:`fnn.oracle.GradCheck` — of :func:`richardson` over the quotients ``first`` (at
-    ``eps``) and ``quotient_at(step)`` at the wider :func:`rungs`, one step at a time until
-    the widest or a FAIL (a wider step only lowers the resolution: it cannot mend an entry
-    that failed beyond it). ``looks``: how many sets of quotients were taken."""
-    quotients, result = [first], None
+    ``eps``, central; ``u`` their resolution, a number or per entry) and
+    ``quotient_at(step) = (quotients, sides or None)`` at the wider
+    :func:`rungs`, one step at a time until the widest or a FAIL (a wider step only lowers
+    the resolution: it cannot mend an entry that failed beyond it). ``looks``: how many
+    sets of quotients were taken."""
+    quotients, sides, result = [first], [None], None
     for step in rungs(eps)[1:]:
-        quotients.append(quotient_at(step))
-        result = judge(*richardson(quotients, u), len(quotients))
+        numerical, side = quotient_at(step)
+        quotients.append(numerical)
+        sides.append(side)
+        result = judge(*richardson(quotients, u, sides), len(quotients))
         if result.verdict == "FAIL":
             break
     return result

@@ -6,11 +6,12 @@ r"""Gradient checks: a derivative against float64 central differences (S11, S19,
   against a reference some 10⁴ times more accurate than itself.
 * :func:`check_directional` — the cheap check, ``2k`` evaluations instead of ``2P``:
   ``(f(θ + hv) − f(θ − hv)) / 2h`` against ``⟨∇f, v⟩`` for k random unit directions v.
-* :func:`check_network`, :func:`check_hvp`, :func:`kink_crossings`,
-  :func:`network_central_difference`, :func:`network_loss` — a network's gradient and
-  Hessian-vector products with its batch loss (:mod:`fnn.network_checks`); where ``θ ± h``
-  crosses a kink of an activation or a loss, the entry is reported as "kink crossed"
-  instead of as a false failure.
+* :func:`check_network`, :func:`kink_crossings`, :func:`network_central_difference`,
+  :func:`network_loss` — a network's gradient with its batch loss
+  (:mod:`fnn.network_checks`); where ``θ ± h`` crosses a kink of an activation or a loss,
+  the entry is reported as "kink crossed" instead of as a false failure.
+* :func:`check_hvp` — a network's Hessian-vector product against central differences of
+  its gradient (S27).
 
 Every check is judged by one rule and reported as one :class:`GradCheck`
 (:mod:`fnn.oracle`): an entry ``a`` against the oracle's ``b`` passes when
@@ -36,16 +37,20 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
+from fnn import _checks, backprop
 from fnn._checks import check_key, check_positive_int, check_tolerances
 from fnn.extrapolation import look_again
+from fnn.network import MLP, forward_pass
 from fnn.network_checks import (
     NetworkDifference,
-    check_hvp,
     check_network,
+    check_problem,
     compare_network,
     kink_crossings,
+    kink_sides,
     network_central_difference,
     network_loss,
+    per_step,
 )
 from fnn.numerical import (
     central_difference,
@@ -71,6 +76,8 @@ from fnn.oracle import (
     LeafError,
     compare,
     default_threshold,
+    entries,
+    largest,
     report,
 )
 
@@ -160,9 +167,9 @@ def check_gradient(
     if result.verdict != "PASS" and not result.nonfinite:
         result = look_again(
             numerical,
-            lambda step: oracle_differences(f, tree, step, relative, target, dtype)[0],
+            lambda step: (oracle_differences(f, tree, step, relative, target, dtype)[0], None),
             check_eps(eps, target),
-            result.resolution,
+            per_step(result.resolution, tree) if relative else result.resolution,
             lambda better, resolutions, looks: judge(
                 numerical, second=(better, resolutions), num_evaluations=looks * num_evaluations
             ),
@@ -282,3 +289,114 @@ def _directional(f, k, tree, grad, key, eps):
     minus = jax.vmap(lambda d: f(unravel(theta - h * d)))(v)
     g = ravel_pytree(grad)[0].astype(theta.dtype)
     return (plus - minus) / (2 * h), v @ g, value, jnp.linalg.norm(g)
+
+
+# ---------------------------------------------------------------------------------------
+# Hessian-vector products (S27, S29; Bishop 5.4.4): against central differences of ∇L.
+# ---------------------------------------------------------------------------------------
+
+
+@functools.partial(jax.jit, static_argnames=("net", "loss_fn"))
+def _gradient_quotient(net, loss_fn, params, x, y, v, eps):
+    """``(∇L(θ + h v) − ∇L(θ − h v)) / 2h`` by fnn's backprop, ``h = ε max(1, |θ|∞) / |v|∞``;
+    the kink crossings; ``|∇L(θ)|∞``, ``h``."""
+    theta, unravel = ravel_pytree(params)
+    direction = ravel_pytree(v)[0].astype(theta.dtype)
+    h = eps * jnp.maximum(1, jnp.max(jnp.abs(theta))) / jnp.max(jnp.abs(direction))
+
+    def gradient_and_sides(t):
+        p = unravel(t)
+        grads = backprop.reverse(net, p, x, y, loss_fn)[1]["params"]
+        y_hat, cache = forward_pass(net, p, x)
+        return ravel_pytree(grads)[0], kink_sides(net, loss_fn, y_hat, cache, y)
+
+    g_plus, s_plus = gradient_and_sides(theta + h * direction)
+    g_minus, s_minus = gradient_and_sides(theta - h * direction)
+    g, sides = gradient_and_sides(theta)
+    crossed = jnp.sum((s_plus != sides) | (s_minus != sides))
+    quotient = (g_plus - g_minus) / (2 * h)
+    return unravel(quotient), crossed, jnp.max(jnp.abs(g)), h
+
+
+def check_hvp(
+    net: MLP,
+    params,
+    x,
+    y,
+    v,
+    Hv,
+    *,
+    loss="l2",
+    eps: float | None = None,
+    threshold: float | None = None,
+    oracle=ORACLE,
+) -> GradCheck:
+    r"""Check a Hessian-vector product ``Hv`` against central differences of the gradient
+    (S27, S29; Bishop 5.4.4), entry by entry as :func:`fnn.gradcheck.check_gradient`:
+
+    .. math::  ∇²L\, v ≈ \frac{∇L(θ + h v) − ∇L(θ − h v)}{2h}, \qquad
+               h = ε \max(1, \max_i |θ_i|) / \max_i |v_i|
+
+    ``∇L`` is fnn's backpropagation of the batch loss (proven against ``jax.grad``), in
+    float64 by default (``oracle``); two gradient evaluations, O(h²) truncation error. The
+    tolerance is that of ``params``' dtype (an ``Hv`` handed over wider is no more accurate
+    than the parameters) and scales with ``v`` (the oracle's resolution is
+    ``10 ε^{2/3} (|∇L|∞ |v|∞ / max(1, |θ|∞) + max |Hv|)``): a
+    correct ``Hv`` passes for a ``v`` of any size. Where ``θ ± h v`` moves a pre-activation
+    across a kink (``Activation.kinks``) or a loss residual across a kink of the loss,
+    ``∇L`` jumps and the quotient is no derivative: the report counts them and fails.
+
+    Args:
+      net, params, x, y, loss: the network and its batch loss, as in ``fnn.value_and_grad``.
+      v: the direction, like ``params``.
+      Hv: the product to check (``fnn.hvp``'s), like ``params``.
+      eps: the base step (default ``ε_mach^{1/3}`` of the oracle's dtype).
+      threshold: the relative threshold (default :data:`fnn.gradcheck.THRESHOLDS` of
+        ``params``' dtype).
+      oracle: the dtype of the quotient (default float64; ``None``: ``params``' own).
+
+    Returns:
+      A :class:`fnn.gradcheck.GradCheck` of kind ``"HVP"``; ``print`` it for the report. An
+      entry of ``Hv`` that is NaN or inf fails, named.
+
+    Raises:
+      TypeError: ``net`` is not an ``fnn.MLP``, or an array is not real floating point.
+      ValueError: ``params``/``v``/``Hv`` not matching ``net``, bad ``x``/``y``/``eps``, an
+        unknown loss, a loss that does not suit the output activation, ``v = 0``, or a NaN
+        or inf in ``params``, ``x``, ``y`` or ``v``.
+
+    >>> import fnn
+    >>> net = MLP((1, 1), ("identity",))  # L = (w x + b − y)²: ∇²L v = [2x², 2x; 2x, 2] v
+    >>> params = [{"W": jnp.ones((1, 1)), "b": jnp.zeros(1)}]
+    >>> v = [{"W": jnp.ones((1, 1)), "b": jnp.zeros(1)}]
+    >>> x, y = jnp.array([3.0]), jnp.zeros(1)
+    >>> check_hvp(net, params, x, y, v, fnn.hvp(net, params, x, y, v)).passed
+    True
+    """
+    loss_fn, x, y = check_problem(net, params, x, y, loss)
+    _checks.check_params(net, v, "v")
+    check_finite_tree(v, "v")
+    check_same_structure(Hv, params, "Hv")
+    dtype, hv_dtype = check_tree(params, "params"), check_tree(Hv, "Hv")
+    if not np.any([np.any(np.asarray(t) != 0) for t in jax.tree.leaves(v)]):
+        raise ValueError("v must be a nonzero direction; got all zeros.")
+    target = oracle_dtype(oracle, dtype)
+    with precision(target):
+        p, x, y, w = upcast((params, x, y, v), target)
+        out = _gradient_quotient(net, loss_fn, p, x, y, w, check_eps(eps, target))
+        numerical, crossed, g_max, h = jax.tree.map(np.asarray, out)
+    narrower = min((dtype, hv_dtype), key=lambda d: np.dtype(d).itemsize)
+    e = entries(Hv, numerical, dtype=narrower)
+    v_max = max(float(np.max(np.abs(t))) for t in jax.tree.leaves(v))
+    theta_max = max(float(np.max(np.abs(t))) for t in jax.tree.leaves(params))
+    u = hvp_resolution(target, float(g_max) * v_max / max(1.0, theta_max), e)
+    return report(e, threshold=threshold, atol=None, u=u, num_evaluations=6, kind="HVP",
+                  step=float(h), kinks_crossed=int(crossed))  # fmt: skip
+
+
+def hvp_resolution(dtype: str, gradient_scale: float, e) -> float:
+    """The quotient's round-off ``10 ε^{2/3} |∇L|∞ |v|∞ / max(1, |θ|∞)`` (``ε_mach |∇L| /
+    h`` at ``h = ε^{1/3} max(1, |θ|∞) / |v|∞``) and truncation (``10 ε^{2/3}`` of its
+    largest entry): linear in ``v``, so a check of ``c v`` is that of ``v`` scaled."""
+    eps = float(jnp.finfo(dtype).eps)
+    return 10 * eps ** (2 / 3) * (gradient_scale + largest(e))

@@ -1,4 +1,4 @@
-r"""Gradient and Hessian-vector checks of a network's loss (S11, S19, S27, S29).
+r"""The float64 oracle of a network's gradient (S11, S19).
 
 * :func:`network_loss` — the batch loss ``(1/B) Σ_b L(nn_θ(x_b), y_b)`` as
   ``fnn.value_and_grad`` defines it, a function of ``params`` and ``x``.
@@ -6,7 +6,10 @@ r"""Gradient and Hessian-vector checks of a network's loss (S11, S19, S27, S29).
   differences w.r.t. ``{"params", "x"}`` and the entries whose ``θ ± h`` moves a
   pre-activation across a kink of its activation (``Activation.kinks``) or a residual
   across a kink of the loss (``Loss.kinks``).
-* :func:`check_network`, :func:`check_hvp` — the verdicts, judged by :mod:`fnn.oracle`.
+* :func:`check_network` — the verdict, judged by :mod:`fnn.oracle`, after a second look
+  where the first does not pass (:func:`second_look`: wider steps, one-sided where one
+  side of a step crosses a kink). Hessian-vector products are checked in
+  :func:`fnn.gradcheck.check_hvp`.
 
 Every function here follows ``f(net, params, x, y[, …], *, loss=..., <options>)``.
 """
@@ -22,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
-from fnn import _checks, activations, backprop, derivatives, losses
+from fnn import activations, backprop, derivatives, losses
 from fnn.extrapolation import look_again
 from fnn.network import MLP, forward_pass
 from fnn.numerical import (
@@ -40,14 +43,10 @@ from fnn.oracle import (
     ORACLE,
     GradCheck,
     compare,
-    entries,
-    largest,
-    report,
 )
 
 __all__ = [
     "NetworkDifference",
-    "check_hvp",
     "check_network",
     "compare_network",
     "kink_crossings",
@@ -172,9 +171,9 @@ def differences(net, params, x, y, loss_fn, eps, oracle, *, spread=True) -> Netw
     with precision(target):
         wide = upcast((params, x, y), target)
         out = _network_differences(net, loss_fn, *wide, check_eps(eps, target))
-        numerical, crossed, value, condition = (np.asarray(a) for a in out)
+        numerical, crossed, value, condition, _ = (np.asarray(a) for a in out)
     numerical = _unravel_like(tree, numerical, np.asarray)
-    kinks = _unravel_like(tree, crossed, np.asarray)
+    kinks = _unravel_like(tree, crossed.any(axis=1), np.asarray)
     condition = float(condition) if np.isfinite(condition) else 0.0
     spread = reverse_spread(net, loss_fn, tree, y) if spread else None  # y: the tested dtype
     return NetworkDifference(
@@ -221,7 +220,8 @@ def _unravel_like(tree, flat: np.ndarray, to_array: Callable):
 
 @functools.partial(jax.jit, static_argnames=("net", "loss_fn"))
 def _network_differences(net, loss_fn, params, x, y, eps):
-    """The P quotients of the loss and the P kink crossings, flat, and the loss at θ."""
+    """The P central quotients of the loss; whether θ + h and θ − h cross a kink, (P, 2);
+    the loss at θ; the loss's condition; the one-sided quotients of each side, (P, 2)."""
     tree = {"params": params, "x": x}
     theta, unravel = ravel_pytree(tree)
 
@@ -233,9 +233,11 @@ def _network_differences(net, loss_fn, params, x, y, eps):
     values, taken = at_plus_minus(loss_and_sides, theta, steps(theta, eps), unravel)
     at_theta = loss_and_sides(tree)
     numerical = (values[:, 0, 0] - values[:, 1, 0]) / taken
-    crossed = jnp.any(values[:, :, 1:] != at_theta[1:], axis=(1, 2))
+    one_sided = jnp.stack([values[:, 0, 0] - at_theta[0], at_theta[0] - values[:, 1, 0]], 1)
+    crossed = jnp.any(values[:, :, 1:] != at_theta[1:], axis=2)
     y_hat = forward_pass(net, params, x)[0]
-    return numerical, crossed, at_theta[0], loss_condition(loss_fn, y_hat, y)
+    condition = loss_condition(loss_fn, y_hat, y)
+    return numerical, crossed, at_theta[0], condition, one_sided / (taken / 2)[:, None]
 
 
 def loss_condition(loss_fn: losses.Loss, y_hat: jax.Array, y) -> jax.Array:
@@ -310,8 +312,10 @@ def check_network(
 
 def second_look(net, params, x, y, grads, loss_fn, eps, oracle, fd, u, *, threshold, atol):
     """:func:`compare_network` after the oracle's second look at ``fd``
-    (:func:`fnn.extrapolation.look_again`, ``u`` its first look's resolution): the quotients
-    at wider steps, a pair whose step crosses a kink left out (S11)."""
+    (:func:`fnn.extrapolation.look_again`, ``u`` its first look's resolution at the step
+    ``ε``, :func:`per_step` at each entry's own): the quotients
+    at wider steps (:func:`wider_quotient`), one-sided where one side of a step crosses a
+    kink (S11)."""
 
     def judge(better, resolutions, looks):
         fd_now = fd._replace(second=(better, resolutions),
@@ -319,122 +323,30 @@ def second_look(net, params, x, y, grads, loss_fn, eps, oracle, fd, u, *, thresh
         return compare_network(grads, fd_now, threshold=threshold, atol=atol)
 
     quotient_at = functools.partial(wider_quotient, net, params, x, y, loss_fn, oracle)
-    return look_again(fd.numerical, quotient_at, check_eps(eps, fd.oracle_dtype), u, judge)
+    per_entry = per_step(u, {"params": params, "x": x})
+    return look_again(fd.numerical, quotient_at, check_eps(eps, fd.oracle_dtype), per_entry, judge)
+
+
+def per_step(u: float, tree):
+    """``u / max(1, |θ_i|)`` per entry of ``tree``: the round-off of a quotient is that of
+    the function over its own step ``h_i = ε max(1, |θ_i|)``, and ``u`` is the one at
+    ``h = ε`` (S11)."""
+    return jax.tree.map(lambda t: u / np.maximum(1.0, np.abs(np.asarray(t, np.float64))), tree)
 
 
 def wider_quotient(net, params, x, y, loss_fn, oracle, step):
-    """The quotients of :func:`differences` at ``step``, NaN where it crosses a kink: one
-    look of the second (S11)."""
-    wider = differences(net, params, x, y, loss_fn, step, oracle, spread=False)
-    return jax.tree.map(lambda d, k: np.where(k, np.nan, d), wider.numerical, wider.kinks)
-
-
-# ---------------------------------------------------------------------------------------
-# Hessian-vector products (S27, S29; Bishop 5.4.4): against central differences of ∇L.
-# ---------------------------------------------------------------------------------------
-
-
-@functools.partial(jax.jit, static_argnames=("net", "loss_fn"))
-def _gradient_quotient(net, loss_fn, params, x, y, v, eps):
-    """``(∇L(θ + h v) − ∇L(θ − h v)) / 2h`` by fnn's backprop, ``h = ε max(1, |θ|∞) / |v|∞``;
-    the kink crossings; ``|∇L(θ)|∞``, ``h``."""
-    theta, unravel = ravel_pytree(params)
-    direction = ravel_pytree(v)[0].astype(theta.dtype)
-    h = eps * jnp.maximum(1, jnp.max(jnp.abs(theta))) / jnp.max(jnp.abs(direction))
-
-    def gradient_and_sides(t):
-        p = unravel(t)
-        grads = backprop.reverse(net, p, x, y, loss_fn)[1]["params"]
-        y_hat, cache = forward_pass(net, p, x)
-        return ravel_pytree(grads)[0], kink_sides(net, loss_fn, y_hat, cache, y)
-
-    g_plus, s_plus = gradient_and_sides(theta + h * direction)
-    g_minus, s_minus = gradient_and_sides(theta - h * direction)
-    g, sides = gradient_and_sides(theta)
-    crossed = jnp.sum((s_plus != sides) | (s_minus != sides))
-    quotient = (g_plus - g_minus) / (2 * h)
-    return unravel(quotient), crossed, jnp.max(jnp.abs(g)), h
-
-
-def check_hvp(
-    net: MLP,
-    params,
-    x,
-    y,
-    v,
-    Hv,
-    *,
-    loss="l2",
-    eps: float | None = None,
-    threshold: float | None = None,
-    oracle=ORACLE,
-) -> GradCheck:
-    r"""Check a Hessian-vector product ``Hv`` against central differences of the gradient
-    (S27, S29; Bishop 5.4.4), entry by entry as :func:`fnn.gradcheck.check_gradient`:
-
-    .. math::  ∇²L\, v ≈ \frac{∇L(θ + h v) − ∇L(θ − h v)}{2h}, \qquad
-               h = ε \max(1, \max_i |θ_i|) / \max_i |v_i|
-
-    ``∇L`` is fnn's backpropagation of the batch loss (proven against ``jax.grad``), in
-    float64 by default (``oracle``); two gradient evaluations, O(h²) truncation error. The
-    tolerance is that of ``params``' dtype (an ``Hv`` handed over wider is no more accurate
-    than the parameters) and scales with ``v`` (the oracle's resolution is
-    ``10 ε^{2/3} (|∇L|∞ |v|∞ / max(1, |θ|∞) + max |Hv|)``): a
-    correct ``Hv`` passes for a ``v`` of any size. Where ``θ ± h v`` moves a pre-activation
-    across a kink (``Activation.kinks``) or a loss residual across a kink of the loss,
-    ``∇L`` jumps and the quotient is no derivative: the report counts them and fails.
-
-    Args:
-      net, params, x, y, loss: the network and its batch loss, as in ``fnn.value_and_grad``.
-      v: the direction, like ``params``.
-      Hv: the product to check (``fnn.hvp``'s), like ``params``.
-      eps: the base step (default ``ε_mach^{1/3}`` of the oracle's dtype).
-      threshold: the relative threshold (default :data:`fnn.gradcheck.THRESHOLDS` of
-        ``params``' dtype).
-      oracle: the dtype of the quotient (default float64; ``None``: ``params``' own).
-
-    Returns:
-      A :class:`fnn.gradcheck.GradCheck` of kind ``"HVP"``; ``print`` it for the report. An
-      entry of ``Hv`` that is NaN or inf fails, named.
-
-    Raises:
-      TypeError: ``net`` is not an ``fnn.MLP``, or an array is not real floating point.
-      ValueError: ``params``/``v``/``Hv`` not matching ``net``, bad ``x``/``y``/``eps``, an
-        unknown loss, a loss that does not suit the output activation, ``v = 0``, or a NaN
-        or inf in ``params``, ``x``, ``y`` or ``v``.
-
-    >>> import fnn
-    >>> net = MLP((1, 1), ("identity",))  # L = (w x + b − y)²: ∇²L v = [2x², 2x; 2x, 2] v
-    >>> params = [{"W": jnp.ones((1, 1)), "b": jnp.zeros(1)}]
-    >>> v = [{"W": jnp.ones((1, 1)), "b": jnp.zeros(1)}]
-    >>> x, y = jnp.array([3.0]), jnp.zeros(1)
-    >>> check_hvp(net, params, x, y, v, fnn.hvp(net, params, x, y, v)).passed
-    True
-    """
-    loss_fn, x, y = check_problem(net, params, x, y, loss)
-    _checks.check_params(net, v, "v")
-    check_finite_tree(v, "v")
-    check_same_structure(Hv, params, "Hv")
-    dtype, hv_dtype = check_tree(params, "params"), check_tree(Hv, "Hv")
-    if not np.any([np.any(np.asarray(t) != 0) for t in jax.tree.leaves(v)]):
-        raise ValueError("v must be a nonzero direction; got all zeros.")
-    target = oracle_dtype(oracle, dtype)
+    """The quotients at ``step`` and their sides, pytrees like ``{"params", "x"}``: one look
+    of the second (S11). Central (side 0) where neither ``θ + H`` nor ``θ − H`` crosses a
+    kink; where one does, the one-sided quotient of the other (side +1 for ``θ + H``, −1
+    for ``θ − H``); NaN where both do."""
+    tree = {"params": params, "x": x}
+    target = oracle_dtype(oracle, check_tree(tree))
     with precision(target):
-        p, x, y, w = upcast((params, x, y, v), target)
-        out = _gradient_quotient(net, loss_fn, p, x, y, w, check_eps(eps, target))
-        numerical, crossed, g_max, h = jax.tree.map(np.asarray, out)
-    narrower = min((dtype, hv_dtype), key=lambda d: np.dtype(d).itemsize)
-    e = entries(Hv, numerical, dtype=narrower)
-    v_max = max(float(np.max(np.abs(t))) for t in jax.tree.leaves(v))
-    theta_max = max(float(np.max(np.abs(t))) for t in jax.tree.leaves(params))
-    u = hvp_resolution(target, float(g_max) * v_max / max(1.0, theta_max), e)
-    return report(e, threshold=threshold, atol=None, u=u, num_evaluations=6, kind="HVP",
-                  step=float(h), kinks_crossed=int(crossed))  # fmt: skip
-
-
-def hvp_resolution(dtype: str, gradient_scale: float, e) -> float:
-    """The quotient's round-off ``10 ε^{2/3} |∇L|∞ |v|∞ / max(1, |θ|∞)`` (``ε_mach |∇L| /
-    h`` at ``h = ε^{1/3} max(1, |θ|∞) / |v|∞``) and truncation (``10 ε^{2/3}`` of its
-    largest entry): linear in ``v``, so a check of ``c v`` is that of ``v`` scaled."""
-    eps = float(jnp.finfo(dtype).eps)
-    return 10 * eps ** (2 / 3) * (gradient_scale + largest(e))
+        out = _network_differences(net, loss_fn, *upcast((params, x, y), target), step)
+        central, crossed, _, _, one_sided = (np.asarray(a, np.float64) for a in out)
+    plus, minus = crossed[:, 0] > 0, crossed[:, 1] > 0
+    side = np.where(plus == minus, 0, np.where(plus, -1, 1))
+    quotient = np.select(
+        [plus & minus, side > 0, side < 0], [np.nan, one_sided[:, 0], one_sided[:, 1]], central
+    )
+    return _unravel_like(tree, quotient, np.asarray), _unravel_like(tree, side, np.asarray)

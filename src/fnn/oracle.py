@@ -21,10 +21,11 @@ cannot see, in one sentence:
 An entry with a NaN or inf on either side fails, and the report names the first one.
 Before :func:`fnn.gradcheck.check_gradient` or :func:`fnn.gradcheck.check_network` fails
 an entry or leaves it unresolved, the oracle takes a second look (:mod:`fnn.extrapolation`):
-the quotients at ``2h``, ``4h``, … as well; where two neighbouring ones agree, the entry is
-judged against Richardson's extrapolation with the measured truncation added to a round-off
-that shrinks as the step grows, so that the oracle's own truncation error is never reported
-as the gradient's, nor a gradient too small for the first step left unresolved.
+the quotients at ``2h``, ``4h``, … as well, and judges each entry by the candidate with the
+smallest resolution: the first look with its own measured truncation, or Richardson's
+extrapolation of two neighbouring quotients that agree, whose round-off shrinks as the step
+grows — so that the oracle's own truncation error is never reported as the gradient's, nor
+a gradient too small for the first step left unresolved.
 Gradients, directional derivatives and Hessian-vector products are all judged here and all
 reported as a :class:`GradCheck`; :mod:`fnn.gradcheck` computes the oracle's side.
 """
@@ -276,9 +277,8 @@ def report(
 ) -> GradCheck:
     """Judge every entry of ``e`` and gather the :class:`GradCheck` (``spread``: each leaf's
     finite ``|g_low − g_64|``, added ``SPREAD`` times to the default ``r``; ``second``: each
-    leaf's numbers and resolutions after a second look, which judge the entries the first
-    look did not pass; ``extra``: its ``kind``, ``min_detectable``, ``step``,
-    ``kinks_crossed``)."""
+    leaf's numbers and resolutions after a second look, instead of ``e.oracle`` and ``u``;
+    ``extra``: its ``kind``, ``min_detectable``, ``step``, ``kinks_crossed``)."""
     scale = largest(e)
     threshold = default_threshold(e.dtype, threshold)
     if atol is not None:
@@ -287,10 +287,10 @@ def report(
     allowed = [atol + SPREAD * d for d in spread] if spread else [atol] * len(e.hand)
     leaves, kept, worst = [], [], (-1.0, "", (), math.nan, math.nan, 0.0)
     for n, (path, a, b, k, r) in enumerate(zip(e.paths, e.hand, e.oracle, e.kinks, allowed)):
-        v = judge(a, b, k, threshold, r, u, scale)
-        if second is not None:
-            b2, u2 = second[0][n], second[1][n]
-            v, b = _look_again(v, b, judge(a, b2, k, threshold, r, u2, scale), b2)
+        w = u
+        if second is not None:  # the second look's numbers, each with its own resolution
+            b, w = second[0][n], second[1][n]
+        v = judge(a, b, k, threshold, r, w, scale)
         resolved = ~k & ~v.unresolved
         idx = tuple(int(i) for i in np.unravel_index(np.argmax(v.ratio), v.ratio.shape))
         leaf = LeafError(path, float(v.relative[idx]) if v.ratio[idx] >= 0 else 0.0,
@@ -312,14 +312,6 @@ def report(
         e.dtype, float(atol), failed, unresolved, e.oracle_dtype, max(ratio, 0.0), u,
         nonfinite=nonfinite, **extra,
     )  # fmt: skip
-
-
-def _look_again(first: Verdicts, b, again: Verdicts, b_again):
-    """Each entry's verdict and oracle number: the first look's where it passed, else the
-    second look's."""
-    kept = ~first.failed & ~first.unresolved
-    pick = lambda one, two: np.where(kept, one, two)  # noqa: E731
-    return Verdicts(*map(pick, first, again)), pick(b, b_again)
 
 
 def _median(values: np.ndarray) -> float:
@@ -368,8 +360,7 @@ def compare(
         (``|g_low − g_64|``, finite): ``r`` grows by ``SPREAD`` times it unless ``atol`` is given.
       second: optional pair ``(numerical, resolutions)`` of pytrees like ``grad``: the
         oracle's numbers and resolutions per entry after a second look
-        (:func:`fnn.extrapolation.richardson`); they judge the entries the first look did
-        not pass.
+        (:func:`fnn.extrapolation.richardson`), instead of ``numerical`` and ``u``.
 
     Returns:
       A :class:`GradCheck`; an entry that is NaN or inf on either side fails, named in
