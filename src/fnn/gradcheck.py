@@ -1,4 +1,4 @@
-r"""Gradient checks: a derivative against float64 central differences (S11, S19, S29).
+r"""Gradient checks: a derivative against float64 central differences (S11, S19, S27, S29).
 
 * :func:`check_gradient` — any scalar JAX function of any pytree and any gradient of it,
   entry by entry. The oracle, central differences, runs in float64 by default (the point θ

@@ -163,9 +163,8 @@ def network_central_difference(
     return differences(net, params, x, y, loss_fn, eps, oracle)
 
 
-def differences(net, params, x, y, loss_fn, eps, oracle, *, spread=True) -> NetworkDifference:
-    """:func:`network_central_difference` after its checks (``spread=False``: without
-    :func:`reverse_spread`, for a second look that reuses the first one's)."""
+def differences(net, params, x, y, loss_fn, eps, oracle) -> NetworkDifference:
+    """:func:`network_central_difference` after its checks."""
     tree = {"params": params, "x": x}
     target = oracle_dtype(oracle, check_tree(tree))
     with precision(target):
@@ -175,7 +174,7 @@ def differences(net, params, x, y, loss_fn, eps, oracle, *, spread=True) -> Netw
     numerical = _unravel_like(tree, numerical, np.asarray)
     kinks = _unravel_like(tree, crossed.any(axis=1), np.asarray)
     condition = float(condition) if np.isfinite(condition) else 0.0
-    spread = reverse_spread(net, loss_fn, tree, y) if spread else None  # y: the tested dtype
+    spread = reverse_spread(net, loss_fn, tree, y)  # y in the tested dtype
     return NetworkDifference(
         numerical, kinks, float(value), 2 * _num_entries(tree), target, condition, spread
     )
@@ -312,10 +311,9 @@ def check_network(
 
 def second_look(net, params, x, y, grads, loss_fn, eps, oracle, fd, u, *, threshold, atol):
     """:func:`compare_network` after the oracle's second look at ``fd``
-    (:func:`fnn.extrapolation.look_again`, ``u`` its first look's resolution at the step
-    ``ε``, :func:`per_step` at each entry's own): the quotients
-    at wider steps (:func:`wider_quotient`), one-sided where one side of a step crosses a
-    kink (S11)."""
+    (:func:`fnn.extrapolation.look_again`; ``u`` is the first look's resolution at the step
+    ``ε``, :func:`per_step` the one at each entry's own): the quotients at wider steps
+    (:func:`wider_quotient`), one-sided where one side of a step crosses a kink (S11)."""
 
     def judge(better, resolutions, looks):
         fd_now = fd._replace(second=(better, resolutions),
