@@ -139,7 +139,7 @@ def test_an_entry_below_the_oracles_resolution_is_unresolved_never_passed():
 
     unresolved = gradcheck.check_gradient(tinier, w64, jnp.array([2e-8, 1e-12], jnp.float64))
     assert unresolved.verdict == "UNRESOLVED" and unresolved.leaves[0].unresolved == 1
-    assert unresolved.second_look, str(unresolved)
+    assert unresolved.second_look and "even at wider steps" in str(unresolved), str(unresolved)
     # … while 0 against 1e-9, or 1e-8 against 1e-10, is more than u off: a failure.
     assert gradcheck.check_gradient(f, w64, grad64).verdict == "FAIL"
     assert gradcheck.check_gradient(g, w64, grad64.at[1].set(1e-8)).verdict == "FAIL"

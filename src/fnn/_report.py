@@ -49,6 +49,12 @@ def _notes(r, floor: float, resolved: float) -> list[str]:
             f"    the oracle's resolution, which exceeds {floor:.0e} × the gradient's largest "
             "entry: not passed",
         ]
+        if r.second_look:  # even the widest step could not see them
+            lines.append(
+                "    (f moves too little there for central differences in this dtype, even "
+                "at wider steps\n    — for a loss, a near-perfect prediction or a saturated "
+                "probability: check at another point)"
+            )
     if r.second_look:
         lines += [
             "  second look: the quotients at 2h, 4h, … as well; per entry, where D(H) and",
