@@ -52,6 +52,7 @@ __all__ = [
     "input_grad",
     "jacobian",
     "jvp",
+    "linear_batch",
     "param_grads",
     "param_grads_batch",
     "param_grads_norm_terms",
@@ -98,10 +99,16 @@ def affine(p: dict, z: jax.Array) -> jax.Array:
     return p["W"] @ z + p["b"]
 
 
+def linear_batch(p: dict, Z: jax.Array) -> jax.Array:
+    """The linear part of the affine step of a batch (S2, S18): ``Z Wᵀ`` (row b is
+    ``W z_b``) — also how a tangent of the layer's input moves its pre-activation."""
+    return Z @ p["W"].T
+
+
 def affine_batch(p: dict, Z: jax.Array) -> jax.Array:
     """The affine step of a batch, rows are examples: ``A = Z Wᵀ + b`` (row b is
     ``W z_b + b``)."""
-    return Z @ p["W"].T + p["b"]
+    return linear_batch(p, Z) + p["b"]
 
 
 def augment(p: dict) -> jax.Array:

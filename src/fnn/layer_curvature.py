@@ -24,6 +24,7 @@ from fnn.layer import (
     delta,
     forward_batch,
     input_grad,
+    linear_batch,
 )
 
 __all__ = [
@@ -80,7 +81,7 @@ def r_forward(
     Z_next, cache = forward_batch(p, f, Z)
     R_A = affine_batch(v, Z)  # V_W z + V_b
     if R_Z is not None:
-        R_A = R_A + R_Z @ p["W"].T
+        R_A = R_A + linear_batch(p, R_Z)  # + R{Z} Wᵀ
     R_Z_next = delta(p, f, cache, R_A)
     for k, df_dk in act.param_derivatives.items():
         R_Z_next = R_Z_next + df_dk(cache.a, **q) * v[k]
