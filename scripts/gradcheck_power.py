@@ -50,7 +50,7 @@ import matplotlib.pyplot as plt
 
 import fnn
 from fnn import gradcheck, network_checks
-from fnn.extrapolation import look_again, rungs
+from fnn.extrapolation import look_again, per_step, rungs
 from fnn.numerical import default_eps
 
 # The sweep's float64 half needs float64 arrays; the float32 networks stay float32.
@@ -122,7 +122,7 @@ def checker(net, params, x, y, loss):
         if verdict(report) != "PASS" and not report.nonfinite and wider is not None:
             report = look_again(
                 fd.numerical, quotient_at, default_eps(fd.oracle_dtype),
-                network_checks.per_step(report.resolution, {"params": params, "x": x}),
+                per_step(report.resolution, {"params": params, "x": x}),
                 lambda better, resolutions, looks: judge(grads, fd._replace(
                     second=(better, resolutions),
                     num_evaluations=looks * fd.num_evaluations)),

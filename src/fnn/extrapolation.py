@@ -27,7 +27,7 @@ from collections.abc import Callable
 import jax
 import numpy as np
 
-__all__ = ["AGREE", "WIDEST", "look_again", "richardson", "rungs"]
+__all__ = ["AGREE", "WIDEST", "look_again", "per_step", "richardson", "rungs"]
 
 AGREE = 1e-2
 """A pair of quotients ``D(H)``, ``D(2H)`` is extrapolated where they agree to this fraction
@@ -54,6 +54,13 @@ def rungs(eps: float) -> tuple[float, ...]:
     """
     doublings = max(1, math.floor(math.log2(WIDEST / eps))) if eps < WIDEST else 1
     return tuple(eps * 2.0**j for j in range(doublings + 1))
+
+
+def per_step(u: float, tree):
+    """``u / max(1, |θ_i|)`` per entry of ``tree``: the round-off of a quotient is that of
+    the function over its own step ``h_i = ε max(1, |θ_i|)``, and ``u`` is the one at
+    ``h = ε`` (S11)."""
+    return jax.tree.map(lambda t: u / np.maximum(1.0, np.abs(np.asarray(t, np.float64))), tree)
 
 
 def richardson(quotients, u, sides=None):

@@ -39,7 +39,7 @@ from jax.flatten_util import ravel_pytree
 
 from fnn import _checks, backprop
 from fnn._checks import check_key, check_positive_int, check_tolerances
-from fnn.extrapolation import look_again
+from fnn.extrapolation import look_again, per_step
 from fnn.network import MLP, forward_pass
 from fnn.network_checks import (
     NetworkDifference,
@@ -50,7 +50,6 @@ from fnn.network_checks import (
     kink_sides,
     network_central_difference,
     network_loss,
-    per_step,
 )
 from fnn.numerical import (
     central_difference,

@@ -26,7 +26,7 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 
 from fnn import activations, backprop, derivatives, losses
-from fnn.extrapolation import look_again
+from fnn.extrapolation import look_again, per_step
 from fnn.network import MLP, forward_pass
 from fnn.numerical import (
     at_plus_minus,
@@ -312,8 +312,9 @@ def check_network(
 def second_look(net, params, x, y, grads, loss_fn, eps, oracle, fd, u, *, threshold, atol):
     """:func:`compare_network` after the oracle's second look at ``fd``
     (:func:`fnn.extrapolation.look_again`; ``u`` is the first look's resolution at the step
-    ``ε``, :func:`per_step` the one at each entry's own): the quotients at wider steps
-    (:func:`wider_quotient`), one-sided where one side of a step crosses a kink (S11)."""
+    ``ε``, :func:`fnn.extrapolation.per_step` the one at each entry's own): the quotients at
+    wider steps (:func:`wider_quotient`), one-sided where one side of a step crosses a kink
+    (S11)."""
 
     def judge(better, resolutions, looks):
         fd_now = fd._replace(second=(better, resolutions),
@@ -323,13 +324,6 @@ def second_look(net, params, x, y, grads, loss_fn, eps, oracle, fd, u, *, thresh
     quotient_at = functools.partial(wider_quotient, net, params, x, y, loss_fn, oracle)
     per_entry = per_step(u, {"params": params, "x": x})
     return look_again(fd.numerical, quotient_at, check_eps(eps, fd.oracle_dtype), per_entry, judge)
-
-
-def per_step(u: float, tree):
-    """``u / max(1, |θ_i|)`` per entry of ``tree``: the round-off of a quotient is that of
-    the function over its own step ``h_i = ε max(1, |θ_i|)``, and ``u`` is the one at
-    ``h = ε`` (S11)."""
-    return jax.tree.map(lambda t: u / np.maximum(1.0, np.abs(np.asarray(t, np.float64))), tree)
 
 
 def wider_quotient(net, params, x, y, loss_fn, oracle, step):
